@@ -1,0 +1,43 @@
+"""`python -m uplion.devstack up`: the local platform on embedded defaults, until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .stack import Stack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="uplion-devstack", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start the platform and block until interrupted")
+    up.add_argument("--dir", type=Path, default=Path("build/devstack"), help="state and logs")
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    stack = Stack(args.dir.resolve())
+    try:
+        stack.start()
+        state = stack.describe()
+        (args.dir / "state.json").write_text(json.dumps(state, indent=2))
+        print(stack.banner(), flush=True)
+        while not stop.wait(1.0):
+            dead = stack.dead()
+            if dead:
+                print(f"uplion: {', '.join(dead)} exited; stopping", file=sys.stderr)
+                return 1
+        return 0
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Apache Pulsar standalone, assembled from Maven Central and run on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .procs import Proc, free_port, http_status, spawn, wait_until
+
+PULSAR_VERSION = "4.0.7"
+_HERE = Path(__file__).parent / "pulsar-maven"
+
+# As in Pulsar's bin/pulsar: the broker and BookKeeper reflect into these JDK internals.
+_ADD_OPENS = [
+    "java.base/java.io",
+    "java.base/java.util.zip",
+    "java.base/sun.net",
+    "java.management/sun.management",
+    "jdk.management/com.sun.management.internal",
+    "java.base/jdk.internal.platform",
+    "java.base/java.lang",
+    "java.base/java.nio",
+    "java.base/jdk.internal.misc",
+]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("UPLION_CACHE", Path.home() / ".cache" / "uplion"))
+
+
+def ensure_jars() -> Path:
+    """Download the broker and its dependencies once; later calls reuse the cached lib folder."""
+    home = cache_dir() / f"pulsar-{PULSAR_VERSION}"
+    lib = home / "lib"
+    marker = home / ".complete"
+    if marker.exists():
+        return lib
+    if shutil.which("mvn") is None or shutil.which("java") is None:
+        raise RuntimeError("Apache Pulsar needs java (17+) and mvn on PATH")
+    shutil.rmtree(lib, ignore_errors=True)
+    home.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            "mvn",
+            "-B",
+            "-q",
+            "-s",
+            str(_HERE / "settings.xml"),
+            "-f",
+            str(_HERE / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={lib}",
+        ],
+        check=True,
+    )
+    marker.write_text(PULSAR_VERSION)
+    return lib
+
+
+def _standalone_conf(broker_port: int, web_port: int) -> str:
+    settings = {
+        "clusterName": "standalone",
+        "bindAddress": "127.0.0.1",
+        "advertisedAddress": "127.0.0.1",
+        "brokerServicePort": broker_port,
+        "webServicePort": web_port,
+        "managedLedgerDefaultEnsembleSize": 1,
+        "managedLedgerDefaultWriteQuorum": 1,
+        "managedLedgerDefaultAckQuorum": 1,
+        "allowAutoTopicCreation": "true",
+        "allowAutoTopicCreationType": "non-partitioned",
+        "brokerDeleteInactiveTopicsEnabled": "false",
+        "transactionCoordinatorEnabled": "false",
+        "authenticationEnabled": "false",
+        "authorizationEnabled": "false",
+        "functionsWorkerEnabled": "false",
+        "loadBalancerEnabled": "false",
+        "managedLedgerCacheSizeMB": 64,
+        "dbStorage_writeCacheMaxSizeMb": 32,
+        "dbStorage_readAheadCacheMaxSizeMb": 32,
+        "dbStorage_rocksDB_blockCacheSize": 33554432,
+        "journalSyncData": "false",
+        "journalMaxGroupWaitMSec": 1,
+    }
+    return "".join(f"{k}={v}\n" for k, v in settings.items())
+
+
+@dataclass
+class Pulsar:
+    proc: Proc
+    broker_port: int
+    web_port: int
+
+    @property
+    def service_url(self) -> str:
+        return f"pulsar://127.0.0.1:{self.broker_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def admin_text(self, path: str) -> str:
+        with urllib.request.urlopen(self.admin_url + path, timeout=10) as resp:  # noqa: S310 - loopback
+            return str(resp.read().decode())
+
+    def admin_get(self, path: str) -> object:
+        return json.loads(self.admin_text(path))
+
+    def stop(self) -> None:
+        self.proc.stop(timeout=30)
+
+
+def start_pulsar(workdir: Path, timeout: float = 180.0) -> Pulsar:
+    lib = ensure_jars()
+    workdir.mkdir(parents=True, exist_ok=True)
+    broker_port, web_port, bk_port = free_port(), free_port(), free_port()
+    conf = workdir / "standalone.conf"
+    conf.write_text(_standalone_conf(broker_port, web_port))
+    java = [
+        "java",
+        "-Xms128m",
+        "-Xmx512m",
+        "-XX:MaxDirectMemorySize=512m",
+        "-XX:+UseG1GC",
+        *[arg for mod in _ADD_OPENS for arg in ("--add-opens", f"{mod}=ALL-UNNAMED")],
+        f"-Dlog4j.configurationFile={_HERE / 'log4j2.xml'}",
+        f"-Dpulsar.log.dir={workdir}",
+        "-Dio.netty.tryReflectionSetAccessible=true",
+        "-cp",
+        f"{lib}/*",
+        "org.apache.pulsar.PulsarStandaloneStarter",
+        "-c",
+        str(conf),
+        "-nfw",
+        "-nss",
+        "-a",
+        "127.0.0.1",
+        "--metadata-dir",
+        str(workdir / "metadata"),
+        "--bookkeeper-dir",
+        str(workdir / "bookkeeper"),
+        "--bookkeeper-port",
+        str(bk_port),
+    ]
+    proc = spawn("pulsar", java, workdir / "pulsar.log", cwd=workdir)
+    pulsar = Pulsar(proc, broker_port, web_port)
+    wait_until(
+        proc,
+        lambda: http_status(f"{pulsar.admin_url}/admin/v2/namespaces/public/default") == 200,
+        timeout,
+        interval=0.5,
+    )
+    return pulsar

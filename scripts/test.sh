@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: contract checks, lint, types, then pytest against real services.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k pulsar).
+set -euo pipefail
+source "$(dirname "$0")/bootstrap.sh"
+
+echo "== contract: gen/ matches proto/, buf lint, buf breaking"
+scripts/gen_proto.sh --check
+buf lint
+scripts/buf_breaking.sh
+
+echo "== lint and types"
+ruff check .
+ruff format --check .
+mypy
+
+echo "== tests"
+python -m pytest -p no:cacheprovider "$@"

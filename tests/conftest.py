@@ -1,0 +1,45 @@
+"""Session-wide real services, started once on free loopback ports and stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from uplion.devstack.postgres import Postgres, start_postgres
+from uplion.devstack.pulsar import Pulsar, start_pulsar
+from uplion.devstack.redis import Redis, start_redis
+
+
+@pytest.fixture(scope="session")
+def run_dir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="uplion-test-"))
+    d.chmod(0o755)
+    yield d
+    if not os.environ.get("UPLION_KEEP_RUN_DIR"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pulsar(run_dir: Path) -> Iterator[Pulsar]:
+    p = start_pulsar(run_dir / "pulsar")
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(run_dir: Path) -> Iterator[Postgres]:
+    p = start_postgres(run_dir / "postgres")
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(run_dir: Path) -> Iterator[Redis]:
+    r = start_redis(run_dir / "redis")
+    yield r
+    r.stop()
