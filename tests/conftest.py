@@ -25,7 +25,7 @@ def run_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def pulsar(run_dir: Path) -> Iterator[Pulsar]:
+def broker(run_dir: Path) -> Iterator[Pulsar]:
     p = start_pulsar(run_dir / "pulsar")
     yield p
     p.stop()

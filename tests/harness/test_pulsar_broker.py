@@ -21,15 +21,15 @@ def _topic(prefix: str) -> str:
     return f"persistent://public/default/{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def test_broker_reports_apache_pulsar(pulsar: Pulsar) -> None:
+def test_broker_reports_apache_pulsar(broker: Pulsar) -> None:
     # Only a real broker serves the admin REST API (pulsar-lite has none) and reports its version.
-    assert pulsar.admin_text("/admin/v2/brokers/version") == PULSAR_VERSION
-    assert pulsar.admin_get("/admin/v2/clusters") == ["standalone"]
-    assert "public/default" in pulsar.admin_get("/admin/v2/namespaces/public")  # type: ignore[operator]
+    assert broker.admin_text("/admin/v2/brokers/version") == PULSAR_VERSION
+    assert broker.admin_get("/admin/v2/clusters") == ["standalone"]
+    assert "public/default" in broker.admin_get("/admin/v2/namespaces/public")  # type: ignore[operator]
 
 
-async def test_shared_subscription_spreads_300_messages_over_3_consumers(pulsar: Pulsar) -> None:
-    client = pa.Client(pulsar.service_url, logger=QUIET)
+async def test_shared_subscription_spreads_300_messages_over_3_consumers(broker: Pulsar) -> None:
+    client = pa.Client(broker.service_url, logger=QUIET)
     topic = _topic("spread")
     consumers = [
         await client.subscribe(
@@ -73,16 +73,16 @@ CONSUMER_SCRIPT = textwrap.dedent(
 )
 
 
-async def test_unacked_message_of_sigkilled_consumer_is_redelivered(pulsar: Pulsar, tmp_path: Path) -> None:
+async def test_unacked_message_of_sigkilled_consumer_is_redelivered(broker: Pulsar, tmp_path: Path) -> None:
     topic = _topic("crash")
-    client = pa.Client(pulsar.service_url, logger=QUIET)
+    client = pa.Client(broker.service_url, logger=QUIET)
     # create the subscription first so the message is retained for it
     survivor = await client.subscribe(topic, "crash-sub", consumer_type=pulsar_shared(), receiver_queue_size=0)
     await survivor.close()
 
     script = tmp_path / "consumer.py"
     script.write_text(CONSUMER_SCRIPT)
-    victim = spawn("victim", [sys.executable, str(script), pulsar.service_url, topic], tmp_path / "victim.log")
+    victim = spawn("victim", [sys.executable, str(script), broker.service_url, topic], tmp_path / "victim.log")
     try:
         producer = await client.create_producer(topic, batching_enabled=False)
         await producer.send(b"the-task")

@@ -134,16 +134,20 @@ class TaskStarted(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REDELIVERY_COUNT_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     redelivery_count: _builtins.int
-    """How many times Pulsar delivered this task before this attempt."""
+    """How many times Pulsar delivered this task before this attempt (nacks and ack timeouts)."""
+    prompt_tokens: _builtins.int
+    """The backend's count (or tokenizer estimate) of the prompt, for billing aborted streams."""
     def __init__(
         self,
         *,
         redelivery_count: _builtins.int = ...,
+        prompt_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["redelivery_count", b"redelivery_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["prompt_tokens", b"prompt_tokens", "redelivery_count", b"redelivery_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""What every uplion service shares: configuration, logs, health, metrics, topic names, lifecycle."""

@@ -1,0 +1,92 @@
+"""uplion's own services as subprocesses (gateway, workers), for tests, benchmarks and run.sh."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .procs import NotReady, Proc, free_port, spawn, wait_until
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("UPLION_LOG_LEVEL", "WARNING")
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Service:
+    proc: Proc
+    port: int
+    metrics_port: int
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a Prometheus counter/gauge's samples matching `labels` (0 if absent)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def stop(self) -> None:
+        self.proc.stop(timeout=30)
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+
+def _wait_for_line(proc: Proc, needle: str, timeout: float) -> None:
+    wait_until(proc, lambda: needle in proc.log_path.read_text(errors="replace"), timeout, interval=0.1)
+
+
+def start_gateway(workdir: Path, pulsar_url: str, models: list[str], **env: str) -> Service:
+    port, metrics = free_port(), free_port()
+    settings = {
+        "UPLION_GATEWAY_LISTEN": f"127.0.0.1:{port}",
+        "UPLION_PULSAR_URL": pulsar_url,
+        "UPLION_MODELS": ",".join(models),
+        "UPLION_METRICS_PORT": str(metrics),
+        "UPLION_GATEWAY_ID": f"gw-{port}",
+        **env,
+    }
+    log = workdir / f"gateway-{port}.log"
+    proc = spawn("gateway", [sys.executable, "-m", "uplion.gateway"], log, env=_env(settings))
+    _wait_for_line(proc, "listening on port", 60)
+    return Service(proc, port, metrics)
+
+
+def start_worker(workdir: Path, pulsar_url: str, model: str, model_type: str = "echo", **env: str) -> Service:
+    metrics = free_port()
+    worker_id = env.pop("UPLION_WORKER_ID", f"w-{model}-{metrics}")
+    settings = {
+        "UPLION_MODEL": model,
+        "UPLION_MODEL_TYPE": model_type,
+        "UPLION_PULSAR_URL": pulsar_url,
+        "UPLION_METRICS_PORT": str(metrics),
+        "UPLION_WORKER_ID": worker_id,
+        **env,
+    }
+    log = workdir / f"worker-{worker_id}.log"
+    proc = spawn("worker", [sys.executable, "-m", "uplion.worker"], log, env=_env(settings))
+    _wait_for_line(proc, "serving model", 120)
+    return Service(proc, 0, metrics)
+
+
+def wait_metric(svc: Service, name: str, at_least: float, timeout: float = 30.0, **labels: str) -> float:
+    deadline = time.monotonic() + timeout
+    value = 0.0
+    while time.monotonic() < deadline:
+        value = svc.metric(name, **labels)
+        if value >= at_least:
+            return value
+        time.sleep(0.1)
+    raise NotReady(f"{name}{labels} stayed at {value}, wanted >= {at_least}")

@@ -1,0 +1,73 @@
+"""`python -m uplion.gateway`: the gRPC inference gateway, until SIGTERM, then drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+import grpc
+import pulsar
+import pulsar.asyncio as pa
+from grpc_reflection.v1alpha import reflection
+
+from uplion.core.config import ConfigError
+from uplion.core.lifecycle import install_stop_signals
+from uplion.core.logs import setup_logging
+from uplion.core.observability import Health, start_metrics
+from uplion.core.topics import Topics
+from uplion.v1 import inference_pb2, inference_pb2_grpc
+
+from .config import GatewayConfig
+from .dispatcher import Dispatcher
+from .registry import ModelRegistry
+from .service import InferenceService
+
+log = logging.getLogger("uplion.gateway")
+SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+
+
+async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
+    stop = install_stop_signals()
+    start_metrics(cfg.metrics_port)
+    client = pa.Client(cfg.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    dispatcher = Dispatcher(client, Topics(cfg.tenant, cfg.namespace), cfg.gateway_id)
+    await dispatcher.start()
+    options = [
+        ("grpc.max_receive_message_length", cfg.max_message_bytes),
+        ("grpc.max_send_message_length", cfg.max_message_bytes),
+    ]
+    server = grpc.aio.server(options=options)
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(
+        InferenceService(cfg, dispatcher, ModelRegistry.static(cfg.models)), server
+    )
+    health = Health(server, [SERVICE_NAME])
+    reflection.enable_server_reflection([SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(cfg.listen)
+    await server.start()
+    await health.set_serving(True)
+    print(f"uplion gateway {cfg.gateway_id} listening on port {port} (models: {', '.join(cfg.models)})", flush=True)
+    if ready:
+        ready.set()
+    await stop.wait()
+    log.info("draining", extra={"inflight": dispatcher.inflight})
+    await health.set_serving(False)
+    await server.stop(cfg.drain_timeout_s)  # refuses new RPCs, lets running ones finish
+    await dispatcher.close()  # waits for usage events still being published
+    await client.close()
+
+
+def main() -> int:
+    setup_logging("gateway", os.environ.get("UPLION_LOG_LEVEL", "INFO"))
+    try:
+        cfg = GatewayConfig.from_env()
+    except ConfigError as e:
+        print(f"uplion gateway: configuration error: {e}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

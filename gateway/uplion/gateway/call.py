@@ -1,0 +1,113 @@
+"""One client request from task to final answer: deadline, attempts, cancel, and its usage event."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Histogram
+
+from uplion.v1 import common_pb2, task_pb2, usage_pb2
+
+from .cursor import ReplyCursor, Verdict
+from .dispatcher import Dispatcher
+from .errors import ApiError, deadline_exceeded, from_task_error
+from .usage import billable, timestamp
+
+REQUESTS = Counter("uplion_gateway_requests_total", "Requests by model, kind and outcome", ["model", "kind", "outcome"])
+LATENCY = Histogram("uplion_gateway_request_seconds", "Request duration", ["model", "kind"])
+
+_OUTCOME_NAMES = {v: k.removeprefix("REQUEST_OUTCOME_").lower() for k, v in usage_pb2.RequestOutcome.items()}
+
+
+@dataclass
+class Call:
+    dispatcher: Dispatcher
+    task: task_pb2.Task
+    kind: usage_pb2.RequestKind.ValueType
+    gateway_id: str
+    timeout_s: float
+    cursor: ReplyCursor = field(default_factory=ReplyCursor)
+    outcome: usage_pb2.RequestOutcome.ValueType = usage_pb2.REQUEST_OUTCOME_CLIENT_CANCELLED
+    final_usage: common_pb2.Usage | None = None
+    started_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def new_task_id(cls) -> str:
+        return uuid.uuid4().hex
+
+    async def events(self) -> AsyncIterator[task_pb2.TaskEvent]:
+        """Yields chunk events to forward, then the result event; raises ApiError on failure.
+
+        Whatever happens (including the client going away mid-iteration), exactly one usage
+        event is published when the iteration ends.
+        """
+        queue = self.dispatcher.expect(self.task.task_id)
+        # The deadline bounds each wait, never a yield: a timeout spanning a yield would fire in the
+        # caller's code instead of here.
+        until = asyncio.get_running_loop().time() + self.timeout_s
+        try:
+            self.task.deadline.CopyFrom(timestamp(self.started_at + self.timeout_s))
+            self.task.created_at.CopyFrom(timestamp(self.started_at))
+            async with asyncio.timeout_at(until):
+                await self.dispatcher.publish_task(self.task)
+            while True:
+                async with asyncio.timeout_at(until):
+                    event = await queue.get()
+                verdict = self.cursor.accept(event)
+                if verdict is Verdict.DELIVER:
+                    yield event
+                elif verdict is Verdict.RESULT:
+                    self.outcome = usage_pb2.REQUEST_OUTCOME_COMPLETED
+                    self.final_usage = event.result.usage
+                    yield event
+                    return
+                elif verdict is Verdict.ERROR:
+                    self.outcome = usage_pb2.REQUEST_OUTCOME_FAILED
+                    raise from_task_error(event.error)
+        except TimeoutError:
+            self.outcome = usage_pb2.REQUEST_OUTCOME_DEADLINE_EXCEEDED
+            raise deadline_exceeded() from None
+        except ApiError:
+            raise
+        except BaseException:
+            # client cancelled (CancelledError / GeneratorExit) or a gateway fault
+            if self.outcome not in (usage_pb2.REQUEST_OUTCOME_COMPLETED, usage_pb2.REQUEST_OUTCOME_FAILED):
+                self.outcome = usage_pb2.REQUEST_OUTCOME_CLIENT_CANCELLED
+            raise
+        finally:
+            self.dispatcher.forget(self.task.task_id)
+            self.dispatcher.in_background(self._finish())
+
+    async def _finish(self) -> None:
+        if self.outcome in (usage_pb2.REQUEST_OUTCOME_CLIENT_CANCELLED, usage_pb2.REQUEST_OUTCOME_DEADLINE_EXCEEDED):
+            reason = "client cancelled" if self.outcome == usage_pb2.REQUEST_OUTCOME_CLIENT_CANCELLED else "deadline"
+            await self.dispatcher.publish_cancel(self.task.model, self.task.task_id, reason)
+        prompt, completion = billable(
+            self.outcome,
+            final_usage=self.final_usage,
+            prompt_tokens_seen=self.cursor.prompt_tokens,
+            delivered_chunks=self.cursor.delivered,
+            delivered_completion_tokens=self.cursor.delivered_completion_tokens,
+        )
+        event = usage_pb2.UsageEvent(
+            event_id=self.task.task_id,
+            model=self.task.model,
+            caller=self.task.caller,
+            kind=self.kind,
+            outcome=self.outcome,
+            streamed=self.task.stream,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            started_at=timestamp(self.started_at),
+            finished_at=timestamp(),
+            attempts=len(self.cursor.attempts),
+            gateway_id=self.gateway_id,
+        )
+        await self.dispatcher.publish_usage(event)
+        kind_name = usage_pb2.RequestKind.Name(self.kind).removeprefix("REQUEST_KIND_").lower()
+        REQUESTS.labels(self.task.model, kind_name, _OUTCOME_NAMES[self.outcome]).inc()
+        LATENCY.labels(self.task.model, kind_name).observe(time.time() - self.started_at)

@@ -1,0 +1,50 @@
+"""Gateway settings from environment variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from uplion.core.config import ConfigError, env_float, env_int, env_list, env_str
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    listen: str
+    pulsar_url: str
+    tenant: str
+    namespace: str
+    gateway_id: str
+    models: tuple[str, ...]
+    default_timeout_s: float
+    max_timeout_s: float
+    max_message_bytes: int
+    drain_timeout_s: float
+    metrics_port: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
+        env = os.environ if env is None else env
+        cfg = cls(
+            listen=env_str(env, "UPLION_GATEWAY_LISTEN", "0.0.0.0:50051"),
+            pulsar_url=env_str(env, "UPLION_PULSAR_URL", "pulsar://127.0.0.1:6650"),
+            tenant=env_str(env, "UPLION_PULSAR_TENANT", "public"),
+            namespace=env_str(env, "UPLION_PULSAR_NAMESPACE", "default"),
+            gateway_id=env_str(env, "UPLION_GATEWAY_ID", f"{socket.gethostname()}-{os.getpid()}"),
+            models=env_list(env, "UPLION_MODELS"),
+            default_timeout_s=env_float(env, "UPLION_DEFAULT_TIMEOUT_S", 600.0, minimum=0.001),
+            max_timeout_s=env_float(env, "UPLION_MAX_TIMEOUT_S", 3600.0, minimum=0.001),
+            max_message_bytes=env_int(env, "UPLION_MAX_MESSAGE_BYTES", 8 * 1024 * 1024, minimum=1024),
+            drain_timeout_s=env_float(env, "UPLION_DRAIN_TIMEOUT_S", 30.0, minimum=0),
+            metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),
+        )
+        if cfg.default_timeout_s > cfg.max_timeout_s:
+            raise ConfigError("UPLION_DEFAULT_TIMEOUT_S must not exceed UPLION_MAX_TIMEOUT_S")
+        return cfg
+
+    def timeout_for(self, client_remaining: float | None) -> float:
+        """The request's budget: the client's deadline if it sent one, else the default; capped."""
+        wanted = self.default_timeout_s if client_remaining is None else client_remaining
+        return max(0.0, min(wanted, self.max_timeout_s))

@@ -1,0 +1,137 @@
+"""The gateway's Pulsar side: publish tasks, read this instance's reply topic, publish cancels and usage.
+
+Replies come back on one topic per gateway instance, read with a non-durable Reader (no
+subscription to leak when a gateway dies, no acks on the hot path). Each in-flight task has a queue
+that the reader loop feeds; events for tasks no longer waited on are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import pulsar
+import pulsar.asyncio as pa
+from google.protobuf.message import DecodeError
+
+from uplion.core.topics import Topics
+from uplion.v1 import task_pb2, usage_pb2
+
+log = logging.getLogger("uplion.gateway")
+
+
+class Dispatcher:
+    def __init__(self, client: pa.Client, topics: Topics, gateway_id: str) -> None:
+        self.client = client
+        self.topics = topics
+        self.reply_topic = topics.replies(gateway_id)
+        self._waiting: dict[str, asyncio.Queue[task_pb2.TaskEvent]] = {}
+        self._producers: dict[str, pa.Producer] = {}
+        self._lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+        self._reader_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.reader = await self.client.create_reader(
+            self.reply_topic, pulsar.MessageId.latest, receiver_queue_size=5000
+        )
+        self.usage_producer = await self.client.create_producer(
+            self.topics.usage(), batching_enabled=True, batching_max_publish_delay_ms=5, block_if_queue_full=True
+        )
+        self._reader_task = asyncio.create_task(self._read_replies())
+
+    async def _producer(self, topic: str) -> pa.Producer:
+        producer = self._producers.get(topic)
+        if producer is None:
+            async with self._lock:
+                producer = self._producers.get(topic)
+                if producer is None:
+                    # no batching: a batch would be dispatched to one worker as a unit
+                    producer = await self.client.create_producer(
+                        topic, batching_enabled=False, block_if_queue_full=True
+                    )
+                    self._producers[topic] = producer
+        return producer
+
+    def expect(self, task_id: str) -> asyncio.Queue[task_pb2.TaskEvent]:
+        queue: asyncio.Queue[task_pb2.TaskEvent] = asyncio.Queue()
+        self._waiting[task_id] = queue
+        return queue
+
+    def forget(self, task_id: str) -> None:
+        self._waiting.pop(task_id, None)
+
+    async def publish_task(self, task: task_pb2.Task) -> None:
+        topic = self.topics.tasks(task.model)
+        if topic not in self._producers:
+            await self._ensure_subscription(task.model)
+        producer = await self._producer(topic)
+        await producer.send(task.SerializeToString())
+
+    async def _ensure_subscription(self, model: str) -> None:
+        """Create the model's durable Shared subscription if no worker ever did, so tasks published
+        while a model has zero workers are retained until one starts (scale from zero)."""
+        consumer = await self.client.subscribe(
+            self.topics.tasks(model),
+            self.topics.subscription(model),
+            consumer_type=pulsar.ConsumerType.Shared,
+            receiver_queue_size=0,  # takes nothing: it only makes the subscription exist
+            initial_position=pulsar.InitialPosition.Earliest,
+        )
+        await consumer.close()
+
+    async def publish_cancel(self, model: str, task_id: str, reason: str) -> None:
+        producer = await self._producer(self.topics.cancels(model))
+        await producer.send(task_pb2.CancelTask(task_id=task_id, reason=reason).SerializeToString())
+
+    async def publish_usage(self, event: usage_pb2.UsageEvent) -> None:
+        await self.usage_producer.send(event.SerializeToString(), partition_key=event.caller.user_id or None)
+
+    def in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run bookkeeping (usage, cancels) to completion even if the request's task is cancelled;
+        close() waits for all of it."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background publish failed", exc_info=task.exception())
+
+    async def _read_replies(self) -> None:
+        while True:
+            try:
+                msg = await self.reader.read_next()
+            except pulsar.PulsarException:
+                log.exception("reply reader failed")
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                event = task_pb2.TaskEvent.FromString(msg.data())
+            except DecodeError:
+                log.warning("undecodable reply dropped")
+                continue
+            queue = self._waiting.get(event.task_id)
+            if queue is not None:
+                queue.put_nowait(event)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._waiting)
+
+    async def close(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._reader_task:
+            self._reader_task.cancel()
+        with contextlib.suppress(pulsar.PulsarException):
+            await self.usage_producer.flush()
+        for p in [*self._producers.values(), self.usage_producer]:
+            with contextlib.suppress(pulsar.PulsarException):
+                await p.close()
+        with contextlib.suppress(pulsar.PulsarException):
+            await self.reader.close()

@@ -1,0 +1,70 @@
+"""API errors: one exception carrying both the gRPC status and OpenAI's error object."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import grpc
+
+from uplion.v1 import common_pb2, task_pb2
+
+
+@dataclass
+class ApiError(Exception):
+    status: grpc.StatusCode
+    message: str
+    type: str = "invalid_request_error"
+    param: str | None = None
+    code: str | None = None
+
+    def body(self) -> common_pb2.ErrorBody:
+        b = common_pb2.ErrorBody(message=self.message, type=self.type)
+        if self.param is not None:
+            b.param = self.param
+        if self.code is not None:
+            b.code = self.code
+        return b
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        """OpenAI's error JSON travels with the gRPC status, for the HTTP edge to return as is."""
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return (("x-uplion-error", json.dumps({"error": error})),)
+
+
+def invalid(message: str, param: str | None = None) -> ApiError:
+    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message, "invalid_request_error", param)
+
+
+def model_not_found(model: str) -> ApiError:
+    return ApiError(
+        grpc.StatusCode.NOT_FOUND,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model",
+        "model_not_found",
+    )
+
+
+def deadline_exceeded() -> ApiError:
+    return ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "The request timed out.", "timeout", None, "timeout")
+
+
+_K = task_pb2
+# (gRPC status, OpenAI type, code) for each way a task can fail.
+_TASK_ERRORS: dict[int, tuple[grpc.StatusCode, str, str | None]] = {
+    _K.TASK_ERROR_KIND_INVALID_REQUEST: (grpc.StatusCode.INVALID_ARGUMENT, "invalid_request_error", None),
+    _K.TASK_ERROR_KIND_AUTHENTICATION: (grpc.StatusCode.UNAVAILABLE, "api_error", "upstream_authentication"),
+    _K.TASK_ERROR_KIND_QUOTA_EXCEEDED: (grpc.StatusCode.UNAVAILABLE, "api_error", "upstream_quota_exceeded"),
+    _K.TASK_ERROR_KIND_UNAVAILABLE: (grpc.StatusCode.UNAVAILABLE, "api_error", "upstream_unavailable"),
+    _K.TASK_ERROR_KIND_DEADLINE_EXCEEDED: (grpc.StatusCode.DEADLINE_EXCEEDED, "timeout", "timeout"),
+    _K.TASK_ERROR_KIND_CANCELLED: (grpc.StatusCode.CANCELLED, "api_error", "cancelled"),
+    _K.TASK_ERROR_KIND_MODEL_NOT_FOUND: (grpc.StatusCode.UNAVAILABLE, "api_error", "upstream_model_not_found"),
+    _K.TASK_ERROR_KIND_INTERNAL: (grpc.StatusCode.INTERNAL, "api_error", "internal_error"),
+    _K.TASK_ERROR_KIND_DEAD_LETTERED: (grpc.StatusCode.UNAVAILABLE, "api_error", "retries_exhausted"),
+}
+
+
+def from_task_error(err: task_pb2.TaskError) -> ApiError:
+    status, kind, code = _TASK_ERRORS.get(err.kind, (grpc.StatusCode.INTERNAL, "api_error", "internal_error"))
+    return ApiError(status, err.message or "The model failed to answer.", kind, None, code)

@@ -1,0 +1,184 @@
+"""The InferenceService servicer: validate, turn the request into a task, relay the answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn
+
+import grpc
+
+from uplion.v1 import (
+    chat_pb2,
+    common_pb2,
+    completions_pb2,
+    embeddings_pb2,
+    inference_pb2_grpc,
+    models_pb2,
+    task_pb2,
+    usage_pb2,
+)
+
+from .call import Call
+from .config import GatewayConfig
+from .dispatcher import Dispatcher
+from .errors import ApiError, invalid, model_not_found
+from .registry import ModelRegistry
+from .validation import validate_chat, validate_completion, validate_embedding
+
+log = logging.getLogger("uplion.gateway")
+
+# Set by the edge (ext_authz) after it checks the API key; Envoy overwrites client-sent values.
+CALLER_HEADERS = {"x-uplion-user-id": "user_id", "x-uplion-token-id": "token_id", "x-uplion-tier": "tier"}
+
+
+def caller_from(context: grpc.aio.ServicerContext[Any, Any]) -> common_pb2.Caller:
+    caller = common_pb2.Caller()
+    for key, value in context.invocation_metadata() or ():
+        attr = CALLER_HEADERS.get(key)
+        if attr and isinstance(value, str):
+            setattr(caller, attr, value)
+    return caller
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], e: ApiError) -> NoReturn:
+    context.set_trailing_metadata(e.trailing_metadata())
+    await context.abort(e.status, e.message)
+
+
+class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
+    def __init__(self, cfg: GatewayConfig, dispatcher: Dispatcher, registry: ModelRegistry) -> None:
+        self.cfg = cfg
+        self.dispatcher = dispatcher
+        self.registry = registry
+
+    def _call(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        model: str,
+        kind: usage_pb2.RequestKind.ValueType,
+        stream: bool,
+        fill: Callable[[task_pb2.Task], None],
+    ) -> Call:
+        if self.registry.get(model) is None:
+            raise model_not_found(model)
+        task = task_pb2.Task(
+            task_id=Call.new_task_id(),
+            model=model,
+            reply_topic=self.dispatcher.reply_topic,
+            caller=caller_from(context),
+            stream=stream,
+        )
+        fill(task)
+        timeout = self.cfg.timeout_for(context.time_remaining())
+        return Call(self.dispatcher, task, kind, self.cfg.gateway_id, timeout)
+
+    async def _unary_result(self, call: Call) -> task_pb2.TaskResult:
+        async for event in call.events():
+            if event.WhichOneof("payload") == "result":
+                return event.result
+        raise ApiError(grpc.StatusCode.INTERNAL, "no result", "api_error")
+
+    async def CreateChatCompletion(
+        self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> chat_pb2.ChatCompletion:
+        try:
+            validate_chat(request)
+            if request.stream:
+                raise invalid("'stream': true is served by StreamChatCompletion", "stream")
+            call = self._call(context, request.model, usage_pb2.REQUEST_KIND_CHAT_COMPLETION, False,
+                              lambda t: t.chat.CopyFrom(request))  # fmt: skip
+            return (await self._unary_result(call)).chat
+        except ApiError as e:
+            await _abort(context, e)
+
+    async def StreamChatCompletion(
+        self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
+        try:
+            validate_chat(request)
+            call = self._call(context, request.model, usage_pb2.REQUEST_KIND_CHAT_COMPLETION, True,
+                              lambda t: t.chat.CopyFrom(request))  # fmt: skip
+        except ApiError as e:
+            await _abort(context, e)
+        include_usage = request.stream_options.include_usage
+        ident: dict[str, Any] = {"id": f"chatcmpl-{call.task.task_id}", "object": "chat.completion.chunk",
+                                 "model": request.model}  # fmt: skip
+        sent = False
+        try:
+            async for event in call.events():
+                if event.WhichOneof("payload") == "chat_chunk":
+                    sent = True
+                    yield event.chat_chunk
+                elif include_usage:
+                    yield chat_pb2.ChatCompletionChunk(
+                        usage=event.result.usage, created=call.task.created_at.seconds, **ident
+                    )
+        except ApiError as e:
+            if not sent:
+                await _abort(context, e)
+            # after the first chunk the status would be lost on HTTP/1.1: report in-band
+            yield chat_pb2.ChatCompletionChunk(error=e.body(), created=call.task.created_at.seconds, **ident)
+
+    async def CreateCompletion(
+        self, request: completions_pb2.CompletionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> completions_pb2.Completion:
+        try:
+            validate_completion(request)
+            if request.stream:
+                raise invalid("'stream': true is served by StreamCompletion", "stream")
+            call = self._call(context, request.model, usage_pb2.REQUEST_KIND_COMPLETION, False,
+                              lambda t: t.completion.CopyFrom(request))  # fmt: skip
+            return (await self._unary_result(call)).completion
+        except ApiError as e:
+            await _abort(context, e)
+
+    async def StreamCompletion(
+        self, request: completions_pb2.CompletionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[completions_pb2.Completion]:
+        try:
+            validate_completion(request)
+            call = self._call(context, request.model, usage_pb2.REQUEST_KIND_COMPLETION, True,
+                              lambda t: t.completion.CopyFrom(request))  # fmt: skip
+        except ApiError as e:
+            await _abort(context, e)
+        include_usage = request.stream_options.include_usage
+        ident: dict[str, Any] = {"id": f"cmpl-{call.task.task_id}", "object": "text_completion", "model": request.model}
+        sent = False
+        try:
+            async for event in call.events():
+                if event.WhichOneof("payload") == "completion_chunk":
+                    sent = True
+                    yield event.completion_chunk
+                elif include_usage:
+                    yield completions_pb2.Completion(
+                        usage=event.result.usage, created=call.task.created_at.seconds, **ident
+                    )
+        except ApiError as e:
+            if not sent:
+                await _abort(context, e)
+            yield completions_pb2.Completion(error=e.body(), created=call.task.created_at.seconds, **ident)
+
+    async def CreateEmbedding(
+        self, request: embeddings_pb2.EmbeddingRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> embeddings_pb2.EmbeddingResponse:
+        try:
+            validate_embedding(request)
+            call = self._call(context, request.model, usage_pb2.REQUEST_KIND_EMBEDDING, False,
+                              lambda t: t.embedding.CopyFrom(request))  # fmt: skip
+            return (await self._unary_result(call)).embedding
+        except ApiError as e:
+            await _abort(context, e)
+
+    async def ListModels(
+        self, request: models_pb2.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> models_pb2.ListModelsResponse:
+        return models_pb2.ListModelsResponse(object="list", data=self.registry.list())
+
+    async def GetModel(
+        self, request: models_pb2.GetModelRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> models_pb2.Model:
+        model = self.registry.get(request.id)
+        if model is None:
+            await _abort(context, model_not_found(request.id))
+        return model

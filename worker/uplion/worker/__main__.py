@@ -1,0 +1,75 @@
+"""`python -m uplion.worker`: serve one model from its Pulsar topic until SIGTERM, then drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+import grpc
+import pulsar
+import pulsar.asyncio as pa
+
+from uplion.core.config import ConfigError
+from uplion.core.lifecycle import install_stop_signals
+from uplion.core.logs import setup_logging
+from uplion.core.observability import Health, start_metrics
+
+from .backends.base import Backend
+from .config import WorkerConfig
+from .runner import Runner
+
+log = logging.getLogger("uplion.worker")
+
+
+def make_backend(cfg: WorkerConfig) -> Backend:
+    if cfg.model_type == "echo":
+        from .backends.echo import EchoBackend, EchoSettings
+
+        return EchoBackend(EchoSettings(cfg.echo_token_delay_s, cfg.echo_first_token_delay_s))
+    if cfg.model_type == "remote":
+        from .backends.remote import RemoteBackend
+
+        return RemoteBackend(cfg.accounts, cfg.upstream_model, cfg.upstream_timeout_s)
+    from .backends.local import LocalBackend
+
+    return LocalBackend(cfg.local_model_path)
+
+
+async def serve(cfg: WorkerConfig) -> None:
+    stop = install_stop_signals()
+    start_metrics(cfg.metrics_port)
+    health_server = grpc.aio.server()
+    health = Health(health_server, ["uplion.worker"])
+    if cfg.health_port:
+        health_server.add_insecure_port(f"0.0.0.0:{cfg.health_port}")
+        await health_server.start()
+    backend = make_backend(cfg)
+    client = pa.Client(cfg.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    runner = Runner(cfg, backend, client)
+    await runner.start()
+    await health.set_serving(True)
+    print(f"uplion worker {cfg.worker_id} serving model {cfg.model!r} ({cfg.model_type})", flush=True)
+    await stop.wait()
+    log.info("draining", extra={"inflight": runner.busy})
+    await health.set_serving(False)
+    await runner.drain(cfg.drain_timeout_s)
+    await backend.close()
+    await client.close()
+    await health_server.stop(1)
+
+
+def main() -> int:
+    setup_logging("worker", os.environ.get("UPLION_LOG_LEVEL", "INFO"))
+    try:
+        cfg = WorkerConfig.from_env()
+    except ConfigError as e:
+        print(f"uplion worker: configuration error: {e}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

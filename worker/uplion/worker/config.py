@@ -1,0 +1,96 @@
+"""Worker settings from environment variables; names follow the AIModel CRD fields."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from uplion.core.config import ConfigError, env_float, env_int, env_list, env_str
+
+MODEL_TYPES = ("echo", "remote", "local")
+
+
+@dataclass(frozen=True)
+class Account:
+    """One remote provider account; `api_key` is never logged (repr hides it)."""
+
+    base_url: str
+    api_key: str
+
+    def __repr__(self) -> str:
+        return f"Account(base_url={self.base_url!r}, api_key=***)"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    model: str
+    model_type: str
+    max_concurrency: int
+    pulsar_url: str
+    tenant: str
+    namespace: str
+    worker_id: str
+    max_attempts: int
+    nack_delay_ms: int
+    drain_timeout_s: float
+    health_port: int
+    metrics_port: int
+    accounts: tuple[Account, ...]
+    upstream_model: str
+    upstream_timeout_s: float
+    echo_token_delay_s: float
+    echo_first_token_delay_s: float
+    local_model_path: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
+        env = os.environ if env is None else env
+        model = env_str(env, "UPLION_MODEL")
+        model_type = env_str(env, "UPLION_MODEL_TYPE", "echo")
+        if model_type not in MODEL_TYPES:
+            raise ConfigError(f"UPLION_MODEL_TYPE must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
+        accounts = _accounts(env) if model_type == "remote" else ()
+        return cls(
+            model=model,
+            model_type=model_type,
+            max_concurrency=env_int(env, "UPLION_MAX_PROCESS_NUM", 4, minimum=1),
+            pulsar_url=env_str(env, "UPLION_PULSAR_URL", "pulsar://127.0.0.1:6650"),
+            tenant=env_str(env, "UPLION_PULSAR_TENANT", "public"),
+            namespace=env_str(env, "UPLION_PULSAR_NAMESPACE", "default"),
+            worker_id=env_str(env, "UPLION_WORKER_ID", f"{socket.gethostname()}-{os.getpid()}"),
+            max_attempts=env_int(env, "UPLION_MAX_ATTEMPTS", 3, minimum=1),
+            nack_delay_ms=env_int(env, "UPLION_NACK_DELAY_MS", 1000, minimum=0),
+            drain_timeout_s=env_float(env, "UPLION_DRAIN_TIMEOUT_S", 30.0, minimum=0),
+            health_port=env_int(env, "UPLION_HEALTH_PORT", 0, minimum=0),
+            metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),
+            accounts=accounts,
+            upstream_model=env_str(env, "UPLION_UPSTREAM_MODEL", model),
+            upstream_timeout_s=env_float(env, "UPLION_UPSTREAM_TIMEOUT_S", 120.0, minimum=0.1),
+            echo_token_delay_s=env_float(env, "UPLION_ECHO_TOKEN_DELAY_MS", 0.0, minimum=0) / 1000,
+            echo_first_token_delay_s=env_float(env, "UPLION_ECHO_FIRST_TOKEN_DELAY_MS", 0.0, minimum=0) / 1000,
+            local_model_path=env.get("UPLION_LOCAL_MODEL_PATH", ""),
+        )
+
+
+def _accounts(env: Mapping[str, str]) -> tuple[Account, ...]:
+    """Accounts from UPLION_BASE_URL (one, or one per key) and UPLION_API_KEYS / UPLION_API_KEYS_FILE."""
+    urls = env_list(env, "UPLION_BASE_URL")
+    keys = list(env_list(env, "UPLION_API_KEYS"))
+    key_file = env.get("UPLION_API_KEYS_FILE")
+    if key_file:
+        try:
+            keys += [line.strip() for line in Path(key_file).read_text().splitlines() if line.strip()]
+        except OSError as e:
+            raise ConfigError(f"UPLION_API_KEYS_FILE unreadable: {e.strerror}") from None
+    if not urls:
+        raise ConfigError("UPLION_BASE_URL is required for remote models")
+    if not keys:
+        raise ConfigError("remote models need UPLION_API_KEYS or UPLION_API_KEYS_FILE")
+    if len(urls) == 1:
+        urls = urls * len(keys)
+    if len(urls) != len(keys):
+        raise ConfigError("UPLION_BASE_URL must list one URL, or one per API key")
+    return tuple(Account(u, k) for u, k in zip(urls, keys, strict=True))

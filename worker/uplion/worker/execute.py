@@ -1,0 +1,88 @@
+"""Running one task on a backend and emitting its events (chunks, then one final result)."""
+
+from __future__ import annotations
+
+import time
+
+from uplion.v1 import chat_pb2, common_pb2, completions_pb2, task_pb2
+
+from .aggregate import aggregate_chat, aggregate_completion
+from .attempt import Attempt
+from .backends.base import Backend, invalid
+
+
+def _created(task: task_pb2.Task) -> int:
+    return task.created_at.seconds or int(time.time())
+
+
+Stamped = chat_pb2.ChatCompletion | chat_pb2.ChatCompletionChunk | completions_pb2.Completion
+
+
+def _stamp(msg: Stamped, prefix: str, task: task_pb2.Task, obj: str) -> None:
+    """The id, object, created and model every attempt of the task gives its output."""
+    msg.id = f"{prefix}-{task.task_id}"
+    msg.object = obj
+    msg.created = _created(task)
+    msg.model = task.model
+
+
+def _tokens_in(chunk: chat_pb2.ChatCompletionChunk | completions_pb2.Completion) -> int:
+    """Approximate tokens a streamed chunk carries (one per non-empty choice delta); usage is exact."""
+    if isinstance(chunk, chat_pb2.ChatCompletionChunk):
+        return sum(1 for c in chunk.choices if c.delta.content or c.delta.tool_calls or c.delta.refusal)
+    return sum(1 for c in chunk.choices if c.text)
+
+
+async def execute(task: task_pb2.Task, attempt: Attempt, backend: Backend) -> None:
+    which = task.WhichOneof("request")
+    if which == "chat":
+        await _chat(task, attempt, backend)
+    elif which == "completion":
+        await _completion(task, attempt, backend)
+    elif which == "embedding":
+        resp = await backend.embed(task.embedding)
+        resp.model = task.model
+        attempt.usage = common_pb2.Usage(prompt_tokens=resp.usage.prompt_tokens, total_tokens=resp.usage.total_tokens)
+        await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(embedding=resp, usage=attempt.usage)))
+    else:
+        raise invalid("task carries no request")
+
+
+async def _chat(task: task_pb2.Task, attempt: Attempt, backend: Backend) -> None:
+    if not task.stream:
+        chunks = [c async for c in backend.chat(task.chat)]
+        choices, attempt.usage = aggregate_chat(chunks)
+        result = chat_pb2.ChatCompletion(choices=choices, usage=attempt.usage)
+        _stamp(result, "chatcmpl", task, "chat.completion")
+        await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(chat=result, usage=attempt.usage)))
+        return
+    async for chunk in backend.chat(task.chat):
+        if chunk.HasField("usage"):
+            attempt.usage.CopyFrom(chunk.usage)
+            if not chunk.choices:
+                continue
+            chunk.ClearField("usage")
+        _stamp(chunk, "chatcmpl", task, "chat.completion.chunk")
+        attempt.completion_tokens += _tokens_in(chunk)
+        await attempt.emit(task_pb2.TaskEvent(chat_chunk=chunk))
+    await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(usage=attempt.usage)))
+
+
+async def _completion(task: task_pb2.Task, attempt: Attempt, backend: Backend) -> None:
+    if not task.stream:
+        chunks = [c async for c in backend.completion(task.completion)]
+        choices, attempt.usage = aggregate_completion(chunks)
+        result = completions_pb2.Completion(choices=choices, usage=attempt.usage)
+        _stamp(result, "cmpl", task, "text_completion")
+        await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(completion=result, usage=attempt.usage)))
+        return
+    async for chunk in backend.completion(task.completion):
+        if chunk.HasField("usage"):
+            attempt.usage.CopyFrom(chunk.usage)
+            if not chunk.choices:
+                continue
+            chunk.ClearField("usage")
+        _stamp(chunk, "cmpl", task, "text_completion")
+        attempt.completion_tokens += _tokens_in(chunk)
+        await attempt.emit(task_pb2.TaskEvent(completion_chunk=chunk))
+    await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(usage=attempt.usage)))

@@ -1,0 +1,246 @@
+"""The self-serving task loop.
+
+The worker owns `max_concurrency` slots. Each slot asks Pulsar for one task only when it is free
+(Shared subscription, receiver queue 0: no prefetch, so an idle worker never watches another hoard
+a backlog). A task is acknowledged only after its final event is on the reply topic; a retryable
+failure is negatively acknowledged (redelivered after the nack delay) until `max_attempts`, then
+parked on the dead-letter topic with a final error to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import OrderedDict
+
+import pulsar
+import pulsar.asyncio as pa
+from google.protobuf.message import DecodeError
+from prometheus_client import Counter, Gauge, Histogram
+
+from uplion.core.topics import Topics
+from uplion.v1 import task_pb2
+
+from .attempt import Attempt
+from .backends.base import Backend, BackendError
+from .config import WorkerConfig
+from .decisions import FailureAction, on_failure
+from .execute import execute
+
+log = logging.getLogger("uplion.worker")
+
+TASKS = Counter("uplion_worker_tasks_total", "Task attempts by outcome", ["model", "outcome"])
+INFLIGHT = Gauge("uplion_worker_inflight", "Tasks being processed", ["model"])
+DURATION = Histogram("uplion_worker_task_seconds", "Attempt duration", ["model"])
+
+_RECENT_CANCELS = 10_000
+
+
+class Runner:
+    def __init__(self, cfg: WorkerConfig, backend: Backend, client: pa.Client) -> None:
+        self.cfg = cfg
+        self.backend = backend
+        self.client = client
+        self.topics = Topics(cfg.tenant, cfg.namespace)
+        self._producers: dict[str, pa.Producer] = {}
+        self._producer_lock = asyncio.Lock()
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self._slots: list[asyncio.Task[None]] = []
+        self._idle: set[asyncio.Task[None]] = set()
+        self._cancel_loop: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.completed = 0
+
+    async def start(self) -> None:
+        model = self.cfg.model
+        self.consumer = await self.client.subscribe(
+            self.topics.tasks(model),
+            self.topics.subscription(model),
+            consumer_type=pulsar.ConsumerType.Shared,
+            receiver_queue_size=0,
+            negative_ack_redelivery_delay_ms=self.cfg.nack_delay_ms,
+            consumer_name=self.cfg.worker_id,
+            initial_position=pulsar.InitialPosition.Earliest,
+        )
+        self.cancel_reader = await self.client.create_reader(self.topics.cancels(model), pulsar.MessageId.latest)
+        self.dlq = await self.client.create_producer(self.topics.dead_letters(model), batching_enabled=False)
+        self._cancel_loop = asyncio.create_task(self._read_cancels())
+        self._slots = [asyncio.create_task(self._slot()) for _ in range(self.cfg.max_concurrency)]
+        log.info("worker started", extra={"model": model, "slots": self.cfg.max_concurrency})
+
+    @property
+    def busy(self) -> int:
+        return len(self._inflight)
+
+    async def _slot(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        while not self._stopping:
+            self._idle.add(me)
+            try:
+                msg = await self.consumer.receive()
+            except pulsar.PulsarException:
+                if self._stopping:
+                    return
+                log.exception("receive failed")
+                await asyncio.sleep(1)
+                continue
+            finally:
+                self._idle.discard(me)
+            await self._handle(msg)
+
+    async def _handle(self, msg: pulsar.Message) -> None:
+        try:
+            task = task_pb2.Task.FromString(msg.data())
+        except DecodeError:
+            await self._dead_letter(msg, "undecodable task")
+            await self.consumer.acknowledge(msg)
+            TASKS.labels(self.cfg.model, "poison").inc()
+            return
+        now = time.time()
+        deadline = task.deadline.seconds + task.deadline.nanos / 1e9 if task.HasField("deadline") else now + 3600
+        if deadline <= now or task.task_id in self._cancelled:
+            # the gateway has already answered the client; nobody waits for this work
+            await self.consumer.acknowledge(msg)
+            TASKS.labels(self.cfg.model, "skipped").inc()
+            return
+        attempt = Attempt(task, uuid.uuid4().hex, self.cfg.worker_id, self._send)
+        me = asyncio.current_task()
+        assert me is not None
+        self._inflight[task.task_id] = me
+        INFLIGHT.labels(self.cfg.model).inc()
+        started = time.monotonic()
+        try:
+            await self._run(msg, task, attempt, deadline)
+        finally:
+            self._inflight.pop(task.task_id, None)
+            INFLIGHT.labels(self.cfg.model).dec()
+            DURATION.labels(self.cfg.model).observe(time.monotonic() - started)
+
+    async def _run(self, msg: pulsar.Message, task: task_pb2.Task, attempt: Attempt, deadline: float) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        redeliveries = msg.redelivery_count()
+        try:
+            started = task_pb2.TaskStarted(
+                redelivery_count=redeliveries, prompt_tokens=self.backend.prompt_tokens(task)
+            )
+            async with asyncio.timeout(deadline - time.time()):
+                await attempt.emit(task_pb2.TaskEvent(started=started))
+                await execute(task, attempt, self.backend)
+        except asyncio.CancelledError:
+            if task.task_id not in self._cancelled:
+                raise  # shutdown: leave it unacknowledged, Pulsar redelivers it to another worker
+            me.uncancel()
+            await self._finish(msg, attempt, "cancelled", task_pb2.TASK_ERROR_KIND_CANCELLED, "cancelled by client")
+            return
+        except TimeoutError:
+            await self._finish(msg, attempt, "expired", task_pb2.TASK_ERROR_KIND_DEADLINE_EXCEEDED, "deadline exceeded")
+            return
+        except BackendError as e:
+            await self._failed(msg, attempt, e, redeliveries + 1)
+            return
+        except pulsar.PulsarException:
+            log.exception("reply failed; task will be redelivered", extra={"task_id": task.task_id})
+            await self.consumer.negative_acknowledge(msg)
+            TASKS.labels(self.cfg.model, "reply_failed").inc()
+            return
+        except Exception as e:  # a bug or an unexpected backend failure: bounded retries, then DLQ
+            log.exception("task failed unexpectedly", extra={"task_id": task.task_id})
+            internal = BackendError(
+                task_pb2.TASK_ERROR_KIND_INTERNAL, f"worker error: {type(e).__name__}", retryable=True
+            )
+            await self._failed(msg, attempt, internal, redeliveries + 1)
+            return
+        await self.consumer.acknowledge(msg)
+        self.completed += 1
+        TASKS.labels(self.cfg.model, "ok").inc()
+
+    async def _finish(
+        self, msg: pulsar.Message, attempt: Attempt, outcome: str, kind: task_pb2.TaskErrorKind.ValueType, text: str
+    ) -> None:
+        with contextlib.suppress(pulsar.PulsarException):
+            await attempt.error(kind, text, retryable=False)
+        await self.consumer.acknowledge(msg)
+        TASKS.labels(self.cfg.model, outcome).inc()
+
+    async def _failed(self, msg: pulsar.Message, attempt: Attempt, e: BackendError, attempt_number: int) -> None:
+        action = on_failure(
+            retryable=e.retryable,
+            chunks_sent=attempt.chunks_sent,
+            attempt_number=attempt_number,
+            max_attempts=self.cfg.max_attempts,
+        )
+        extra = {"task_id": attempt.task.task_id, "kind": task_pb2.TaskErrorKind.Name(e.kind), "action": action.value}
+        log.warning("attempt failed: %s", e.message, extra=extra)
+        if action is FailureAction.RETRY:
+            await attempt.error(e.kind, e.message, retryable=True)
+            await self.consumer.negative_acknowledge(msg)
+        elif action is FailureAction.DEAD_LETTER:
+            await self._dead_letter(msg, e.message)
+            text = f"gave up after {attempt_number} attempts: {e.message}"
+            await attempt.error(task_pb2.TASK_ERROR_KIND_DEAD_LETTERED, text, retryable=False)
+            await self.consumer.acknowledge(msg)
+        else:
+            await attempt.error(e.kind, e.message, retryable=False)
+            await self.consumer.acknowledge(msg)
+        TASKS.labels(self.cfg.model, action.value).inc()
+
+    async def _dead_letter(self, msg: pulsar.Message, reason: str) -> None:
+        props = {"reason": reason[:500], "worker": self.cfg.worker_id, "redeliveries": str(msg.redelivery_count())}
+        await self.dlq.send(msg.data(), properties=props)
+
+    async def _send(self, topic: str, payload: bytes) -> None:
+        producer = self._producers.get(topic)
+        if producer is None:
+            async with self._producer_lock:
+                producer = self._producers.get(topic)
+                if producer is None:
+                    producer = await self.client.create_producer(
+                        topic, batching_enabled=False, block_if_queue_full=True
+                    )
+                    self._producers[topic] = producer
+        await producer.send(payload)
+
+    async def _read_cancels(self) -> None:
+        while True:
+            try:
+                msg = await self.cancel_reader.read_next()
+                cancel = task_pb2.CancelTask.FromString(msg.data())
+            except DecodeError:
+                continue
+            except pulsar.PulsarException:
+                if self._stopping:
+                    return
+                await asyncio.sleep(1)
+                continue
+            self._cancelled[cancel.task_id] = None
+            if len(self._cancelled) > _RECENT_CANCELS:
+                self._cancelled.popitem(last=False)
+            running = self._inflight.get(cancel.task_id)
+            if running is not None:
+                running.cancel()
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking tasks, let running ones finish (up to `grace_s`), then close the consumer so
+        Pulsar hands anything unfinished to another worker."""
+        self._stopping = True
+        for slot in list(self._idle):
+            slot.cancel()
+        busy = [t for t in self._slots if not t.done()]
+        if busy:
+            _, pending = await asyncio.wait(busy, timeout=grace_s)
+            for t in pending:
+                t.cancel()
+        await asyncio.gather(*self._slots, return_exceptions=True)
+        if self._cancel_loop:
+            self._cancel_loop.cancel()
+        with contextlib.suppress(pulsar.PulsarException):
+            await self.consumer.close()
+        for producer in self._producers.values():
+            with contextlib.suppress(pulsar.PulsarException):
+                await producer.close()
