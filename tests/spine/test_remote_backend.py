@@ -1,0 +1,64 @@
+"""The remote backend (official openai SDK) over a pool of accounts, against a wire-true fake."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from uplion.v1 import chat_pb2, embeddings_pb2
+
+from ..fakes.openai_server import FakeOpenAI
+from .conftest import WorkerFactory
+from .test_request_path import chat, error_json
+
+if TYPE_CHECKING:
+    from uplion.v1.inference_pb2_grpc import InferenceServiceAsyncStub as Stub
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    server = FakeOpenAI()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_pool_fails_over_from_a_bad_key_and_a_rate_limited_account(
+    stub: Stub, workers: WorkerFactory, fake: FakeOpenAI
+) -> None:
+    workers("remote", "remote", UPLION_BASE_URL=fake.base_url, UPLION_API_KEYS="bad-1,limited-1,good-1",
+            UPLION_MAX_PROCESS_NUM="4")  # fmt: skip
+    replies = await asyncio.gather(
+        *(stub.CreateChatCompletion(chat("remote", f"hello number {i}"), timeout=30) for i in range(20))
+    )
+    assert [r.choices[0].message.content for r in replies] == [f"hello number {i} " for i in range(20)]
+    assert all(r.usage.completion_tokens == 3 for r in replies)
+    # rejected, then set aside: only slots that raced to it before its first 401 came back used it
+    assert 1 <= fake.calls["bad-1"] <= 4
+    assert fake.calls["limited-1"] >= 1
+    assert fake.calls["good-1"] >= 10
+
+
+async def test_streaming_through_the_remote_backend(stub: Stub, workers: WorkerFactory, fake: FakeOpenAI) -> None:
+    workers("remote", "remote", UPLION_BASE_URL=fake.base_url, UPLION_API_KEYS="good-1")
+    request = chat("remote", "one two three four", stream_options=chat_pb2.StreamOptions(include_usage=True))
+    chunks = [c async for c in stub.StreamChatCompletion(request, timeout=30)]
+    assert "".join(c.choices[0].delta.content for c in chunks if c.choices) == "one two three four "
+    assert chunks[-1].usage.prompt_tokens == 4
+    embed_in = struct_pb2.Value(string_value="a b")
+    emb = await stub.CreateEmbedding(embeddings_pb2.EmbeddingRequest(model="remote", input=embed_in), timeout=30)
+    assert [v.number_value for v in emb.data[0].embedding.list_value.values] == [0.5, -0.5, 3.0]
+
+
+async def test_every_key_rejected_is_a_permanent_error(stub: Stub, workers: WorkerFactory, fake: FakeOpenAI) -> None:
+    workers("remote-down", "remote", UPLION_BASE_URL=fake.base_url, UPLION_API_KEYS="bad-1,bad-2")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateChatCompletion(chat("remote-down", "hi"), timeout=30)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_json(err.value)["code"] == "upstream_authentication"
+    assert fake.calls["bad-1"] == fake.calls["bad-2"] == 1  # not retried: a bad key will not heal by itself

@@ -1,0 +1,67 @@
+"""Request validation names the offending field, like OpenAI does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+
+from uplion.gateway.errors import ApiError
+from uplion.gateway.validation import validate_chat, validate_completion, validate_embedding
+from uplion.v1 import chat_pb2, completions_pb2, embeddings_pb2
+
+OK_MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def chat(**body: object) -> chat_pb2.ChatCompletionRequest:
+    return json_format.ParseDict({"model": "m", "messages": OK_MESSAGES, **body}, chat_pb2.ChatCompletionRequest())
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": [{"type": "pdf"}]}]}, "messages[0].content[0].type"),
+        ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stop": 3}, "stop"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools[0].function.name"),
+        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"response_format": {"type": "yaml"}}, "response_format.type"),
+        ({"logit_bias": {"abc": 1}}, "logit_bias"),
+    ],
+)
+def test_bad_chat_requests_name_the_field(body: dict[str, object], param: str) -> None:
+    with pytest.raises(ApiError) as err:
+        validate_chat(chat(**body))
+    assert err.value.param == param
+
+
+def test_good_chat_requests_pass() -> None:
+    validate_chat(chat(messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}]))
+    validate_chat(chat(messages=[{"role": "assistant", "content": None, "tool_calls": []}, *OK_MESSAGES]))
+    validate_chat(
+        chat(tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+             tool_choice={"type": "function", "function": {"name": "get_weather"}}, stop=["x"], n=2, seed=7)
+    )  # fmt: skip
+
+
+def test_completion_and_embedding_inputs() -> None:
+    validate_completion(json_format.ParseDict({"model": "m", "prompt": [1, 2, 3]}, completions_pb2.CompletionRequest()))
+    with pytest.raises(ApiError):
+        validate_completion(json_format.ParseDict({"model": "m", "prompt": ""}, completions_pb2.CompletionRequest()))
+    validate_embedding(json_format.ParseDict({"model": "m", "input": ["a", "b"]}, embeddings_pb2.EmbeddingRequest()))
+    bads: list[dict[str, Any]] = [
+        {"input": []},
+        {"input": [""]},
+        {"input": "x", "encoding_format": "hex"},
+        {"input": [[1], "a", {}]},
+    ]
+    for bad in bads:
+        with pytest.raises(ApiError):
+            validate_embedding(json_format.ParseDict({"model": "m", **bad}, embeddings_pb2.EmbeddingRequest()))
