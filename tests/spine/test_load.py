@@ -44,7 +44,7 @@ async def test_1000_concurrent_requests_spread_over_3_workers(stub: Stub, worker
 async def test_sigkill_of_a_worker_loses_nothing_and_answers_once(
     stub: Stub, workers: WorkerFactory, broker: Pulsar
 ) -> None:
-    pool = [workers("kill", UPLION_MAX_PROCESS_NUM="16", UPLION_ECHO_TOKEN_DELAY_MS="10") for _ in range(3)]
+    pool = [workers("kill", UPLION_MAX_PROCESS_NUM="16", UPLION_ECHO_TOKEN_DELAY_MS="50") for _ in range(3)]
     victim = pool[0]
     run = asyncio.ensure_future(_fire(stub, "kill"))
     # wait until the victim is mid-run, holding tasks

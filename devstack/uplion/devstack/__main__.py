@@ -17,13 +17,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the platform and block until interrupted")
     up.add_argument("--dir", type=Path, default=Path("build/devstack"), help="state and logs")
+    up.add_argument("--gateway-port", type=int, default=50051, help="gRPC port of the gateway (0: any free port)")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    stack = Stack(args.dir.resolve())
+    stack = Stack(args.dir.resolve(), gateway_port=args.gateway_port)
     try:
         stack.start()
         state = stack.describe()

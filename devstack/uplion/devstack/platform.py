@@ -48,8 +48,8 @@ def _wait_for_line(proc: Proc, needle: str, timeout: float) -> None:
     wait_until(proc, lambda: needle in proc.log_path.read_text(errors="replace"), timeout, interval=0.1)
 
 
-def start_gateway(workdir: Path, pulsar_url: str, models: list[str], **env: str) -> Service:
-    port, metrics = free_port(), free_port()
+def start_gateway(workdir: Path, pulsar_url: str, models: list[str], port: int = 0, **env: str) -> Service:
+    port, metrics = port or free_port(), free_port()
     settings = {
         "UPLION_GATEWAY_LISTEN": f"127.0.0.1:{port}",
         "UPLION_PULSAR_URL": pulsar_url,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from .platform import Service, start_gateway, start_worker
 from .postgres import Postgres, start_postgres
 from .pulsar import Pulsar, start_pulsar
 from .redis import Redis, start_redis
@@ -16,12 +17,21 @@ class Stoppable(Protocol):
     def stop(self) -> None: ...
 
 
+# The models the local platform serves out of the box: no cloud account, no download at run time.
+DEFAULT_WORKERS: dict[str, dict[str, str]] = {
+    "echo": {"UPLION_MODEL_TYPE": "echo", "UPLION_MAX_PROCESS_NUM": "16"},
+    "minilm": {"UPLION_MODEL_TYPE": "local", "UPLION_LOCAL_MODEL_PATH": "package:all-MiniLM-L6-v2"},
+}
+
+
 @dataclass
 class Stack:
     workdir: Path
+    gateway_port: int = 0
     pulsar: Pulsar | None = None
     postgres: Postgres | None = None
     redis: Redis | None = None
+    gateway: Service | None = None
     _started: list[tuple[str, Stoppable]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -34,6 +44,13 @@ class Stack:
         self._started.append(("postgres", self.postgres))
         self.redis = start_redis(self.workdir / "redis")
         self._started.append(("redis", self.redis))
+        logs = self.workdir / "logs"
+        logs.mkdir()
+        self.gateway = start_gateway(logs, self.pulsar.service_url, list(DEFAULT_WORKERS), port=self.gateway_port)
+        self._started.append(("gateway", self.gateway))
+        for model, env in DEFAULT_WORKERS.items():
+            worker = start_worker(logs, self.pulsar.service_url, model, **env)
+            self._started.append((f"worker {model}", worker))
 
     def dead(self) -> list[str]:
         out = []
@@ -49,16 +66,21 @@ class Stack:
             svc.stop()
 
     def describe(self) -> dict[str, str]:
-        if not (self.pulsar and self.postgres and self.redis):
+        if not (self.pulsar and self.postgres and self.redis and self.gateway):
             raise RuntimeError("stack not started")
         return {
+            "gateway_grpc": f"127.0.0.1:{self.gateway.port}",
+            "models": ", ".join(DEFAULT_WORKERS),
             "pulsar_url": self.pulsar.service_url,
             "pulsar_admin_url": self.pulsar.admin_url,
             "postgres_dsn": self.postgres.dsn,
             "redis_url": self.redis.url,
+            "logs": str(self.workdir / "logs"),
         }
 
     def banner(self) -> str:
         lines = ["uplion is up (Ctrl-C stops everything):"]
         lines += [f"  {k:18} {v}" for k, v in self.describe().items()]
+        lines += ["", "try it:", f"  UPLION_GATEWAY=127.0.0.1:{self.gateway.port if self.gateway else 0} "
+                  ".venv/bin/python examples/quickstart.py"]  # fmt: skip
         return "\n".join(lines)
