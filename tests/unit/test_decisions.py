@@ -41,6 +41,12 @@ class TestReplyCursor:
         assert cur.accept(ev("A", 3, result=task_pb2.TaskResult())) is Verdict.SKIP  # a zombie's late result
         assert (cur.delivered, cur.attempts, cur.prompt_tokens) == (3, {"A", "B"}, 7)
 
+    def test_attempts_are_counted_from_any_event(self) -> None:
+        cur = ReplyCursor()
+        cur.accept(ev("A", 0, error=task_pb2.TaskError(retryable=True)))
+        cur.accept(ev("B", 0, result=task_pb2.TaskResult()))
+        assert cur.attempts == {"A", "B"}
+
     def test_retryable_errors_wait_for_the_next_attempt_final_errors_end(self) -> None:
         cur = ReplyCursor()
         assert cur.accept(ev("A", 1, error=task_pb2.TaskError(retryable=True))) is Verdict.SKIP

@@ -34,9 +34,9 @@ class ReplyCursor:
     def accept(self, event: task_pb2.TaskEvent) -> Verdict:
         if self.done:
             return Verdict.SKIP
+        self.attempts.add(event.attempt_id)
         payload = event.WhichOneof("payload")
         if payload == "started":
-            self.attempts.add(event.attempt_id)
             self.prompt_tokens = max(self.prompt_tokens, event.started.prompt_tokens)
             return Verdict.SKIP
         if payload in ("chat_chunk", "completion_chunk"):

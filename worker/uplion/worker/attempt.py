@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -20,17 +21,40 @@ class Attempt:
     completion_tokens: int = 0
     chunks_sent: int = 0
     usage: common_pb2.Usage = field(default_factory=common_pb2.Usage)
+    _in_flight: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def emit(self, event: task_pb2.TaskEvent) -> None:
+        """Send an event. Non-final events are pipelined (the producer keeps their order); a final
+        event (result or error) first waits until every earlier one is on the topic, so the caller
+        may acknowledge the task once this returns."""
         event.task_id = self.task.task_id
         event.attempt_id = self.attempt_id
         event.seq = self.seq
         event.worker_id = self.worker_id
         event.completion_tokens = self.completion_tokens
-        await self.send(self.task.reply_topic, event.SerializeToString())
+        payload = event.WhichOneof("payload")
         self.seq += 1
-        if event.WhichOneof("payload") in ("chat_chunk", "completion_chunk"):
+        if payload in ("chat_chunk", "completion_chunk"):
             self.chunks_sent += 1
+        data = event.SerializeToString()
+        if payload in ("result", "error"):
+            await self.flush()
+            await self.send(self.task.reply_topic, data)
+        else:
+            self._in_flight.append(asyncio.ensure_future(self.send(self.task.reply_topic, data)))
+            if len(self._in_flight) > 64:
+                await self.flush()
+
+    async def flush(self) -> None:
+        pending, self._in_flight = self._in_flight, []
+        if pending:
+            await asyncio.gather(*pending)
+
+    def abandon(self) -> None:
+        """Stop waiting on pipelined sends (the attempt is being torn down)."""
+        for t in self._in_flight:
+            t.cancel()
+        self._in_flight = []
 
     async def error(self, kind: task_pb2.TaskErrorKind.ValueType, message: str, *, retryable: bool) -> None:
         err = task_pb2.TaskError(kind=kind, message=message, retryable=retryable, usage=self.usage)

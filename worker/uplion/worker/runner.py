@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from uplion.core.topics import Topics
 from uplion.v1 import task_pb2
 
-from .attempt import Attempt
+from .attempt import Attempt, Send
 from .backends.base import Backend, BackendError
 from .config import WorkerConfig
 from .decisions import FailureAction, on_failure
@@ -108,7 +108,7 @@ class Runner:
             await self.consumer.acknowledge(msg)
             TASKS.labels(self.cfg.model, "skipped").inc()
             return
-        attempt = Attempt(task, uuid.uuid4().hex, self.cfg.worker_id, self._send)
+        attempt = Attempt(task, uuid.uuid4().hex, self.cfg.worker_id, self._sender(batched=task.stream))
         me = asyncio.current_task()
         assert me is not None
         self._inflight[task.task_id] = me
@@ -130,7 +130,8 @@ class Runner:
                 redelivery_count=redeliveries, prompt_tokens=self.backend.prompt_tokens(task)
             )
             async with asyncio.timeout(deadline - time.time()):
-                await attempt.emit(task_pb2.TaskEvent(started=started))
+                if task.stream:  # a non-streamed task's result carries all the gateway needs
+                    await attempt.emit(task_pb2.TaskEvent(started=started))
                 await execute(task, attempt, self.backend)
         except asyncio.CancelledError:
             if task.task_id not in self._cancelled:
@@ -194,17 +195,28 @@ class Runner:
         props = {"reason": reason[:500], "worker": self.cfg.worker_id, "redeliveries": str(msg.redelivery_count())}
         await self.dlq.send(msg.data(), properties=props)
 
-    async def _send(self, topic: str, payload: bytes) -> None:
-        producer = self._producers.get(topic)
+    async def _producer(self, topic: str, batched: bool) -> pa.Producer:
+        key = f"{topic}#{'batched' if batched else 'direct'}"
+        producer = self._producers.get(key)
         if producer is None:
             async with self._producer_lock:
-                producer = self._producers.get(topic)
+                producer = self._producers.get(key)
                 if producer is None:
+                    # Streams batch their chunks (1 ms window: many chunks, one broker entry);
+                    # non-streamed tasks send one result and must not wait for a batch to fill.
                     producer = await self.client.create_producer(
-                        topic, batching_enabled=False, block_if_queue_full=True
+                        topic, batching_enabled=batched, batching_max_publish_delay_ms=1, block_if_queue_full=True
                     )
-                    self._producers[topic] = producer
-        await producer.send(payload)
+                    self._producers[key] = producer
+        return producer
+
+    def _sender(self, batched: bool) -> Send:
+        """All events of one task go through one producer, which keeps them in order."""
+
+        async def send(topic: str, payload: bytes) -> None:
+            await (await self._producer(topic, batched)).send(payload)
+
+        return send
 
     async def _read_cancels(self) -> None:
         while True:

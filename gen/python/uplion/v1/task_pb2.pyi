@@ -129,7 +129,9 @@ Global___Task: _TypeAlias = Task  # noqa: Y015
 
 @_typing.final
 class TaskStarted(_message.Message):
-    """A worker has started an attempt at a task."""
+    """A worker has started an attempt at a streamed task (non-streamed tasks skip it: one broker
+    write less per request, and their result carries everything the gateway needs).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

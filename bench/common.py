@@ -1,0 +1,84 @@
+"""Shared pieces of the benchmarks: timed closed-loop load, percentiles, the printed table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import psutil
+
+
+@dataclass
+class Result:
+    name: str
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+    rss_mb: float = 0.0
+    errors: int = 0
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def pct(self, p: float) -> float:
+        if not self.latencies_ms:
+            return 0.0
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies_ms) if self.latencies_ms else 0.0
+
+
+async def closed_loop(
+    one: Callable[[], Awaitable[float | None]], concurrency: int, duration_s: float, warmup_s: float = 1.0
+) -> tuple[int, float, list[float], int]:
+    """`concurrency` clients each issue requests back to back for `duration_s` after a warm-up.
+    `one` returns its own latency in ms (e.g. time to first chunk) or None to use the call's time."""
+    latencies: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+    start_measure = loop.time() + warmup_s
+    stop_at = start_measure + duration_s
+    count = 0
+
+    async def client() -> None:
+        nonlocal count, errors
+        while loop.time() < stop_at:
+            t0 = time.perf_counter()
+            try:
+                own = await one()
+            except Exception:
+                errors += 1
+                continue
+            took = own if own is not None else (time.perf_counter() - t0) * 1000
+            if loop.time() >= start_measure:
+                latencies.append(took)
+                count += 1
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return count, duration_s, latencies, errors
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            total += psutil.Process(pid).memory_info().rss
+    return total / 2**20
+
+
+def table(title: str, rows: list[Result], ratios: dict[str, str]) -> str:
+    head = f"{'scenario':44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>8} {'errors':>6}"
+    lines = [f"== {title}", head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r.name:44} {r.rps:9.1f} {r.p50:8.2f} {r.pct(99):8.2f} {r.rss_mb:8.0f} {r.errors:6d}")
+    for k, v in ratios.items():
+        lines.append(f"{k}: {v}")
+    return "\n".join(lines)
