@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import TYPE_CHECKING
 
 import grpc
@@ -125,3 +127,13 @@ async def test_stream_request_is_rejected_on_the_unary_rpc(stub: Stub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.CreateChatCompletion(chat("echo", "x", stream=True), timeout=5)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_sigterm_lets_the_running_task_finish(stub: Stub, workers: WorkerFactory) -> None:
+    w = workers("drain", UPLION_ECHO_TOKEN_DELAY_MS="100")
+    pending = asyncio.ensure_future(stub.CreateChatCompletion(chat("drain", "a b c d e f g h i j"), timeout=30))
+    await asyncio.to_thread(wait_metric, w, "uplion_worker_inflight", 1, 15)
+    os.killpg(w.proc.pid, signal.SIGTERM)
+    reply = await pending
+    assert reply.choices[0].message.content == "a b c d e f g h i j"
+    assert await asyncio.to_thread(w.proc.popen.wait, 30) == 0
