@@ -17,11 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_run_command_serves_the_quickstart_example(tmp_path: Path) -> None:
-    port = free_port()
+    port, http_port = free_port(), free_port()
     stack_dir = tmp_path / "stack"
+    argv = ["--dir", str(stack_dir), "--gateway-port", str(port), "--http-port", str(http_port)]
     up = spawn(
         "devstack",
-        [sys.executable, "-m", "uplion.devstack", "up", "--dir", str(stack_dir), "--gateway-port", str(port)],
+        [sys.executable, "-m", "uplion.devstack", "up", *argv],
         tmp_path / "up.log",
         cwd=ROOT,
     )
@@ -39,8 +40,16 @@ def test_run_command_serves_the_quickstart_example(tmp_path: Path) -> None:
         assert "chat: hello from uplion | usage: 6 tokens" in out.stdout
         assert "stream: hello |from |uplion" in out.stdout
         assert "embedding: 384 dimensions" in out.stdout
+        env = {**os.environ, "OPENAI_BASE_URL": f"http://127.0.0.1:{http_port}/v1"}
+        out = subprocess.run(
+            [sys.executable, "examples/openai_sdk.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stderr
+        assert "chat: hello over HTTP" in out.stdout
+        assert "stream: streamed |over |HTTP" in out.stdout
+        assert "embedding: 384 dimensions" in out.stdout
         children = psutil.Process(up.pid).children(recursive=True)
-        assert len(children) >= 6  # pulsar, postgres, redis, gateway, two workers
+        assert len(children) >= 7  # pulsar, postgres, redis, gateway, two workers, envoy
     finally:
         os.killpg(up.pid, signal.SIGINT)
         up.popen.wait(90)

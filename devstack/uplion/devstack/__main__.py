@@ -18,13 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start the platform and block until interrupted")
     up.add_argument("--dir", type=Path, default=Path("build/devstack"), help="state and logs")
     up.add_argument("--gateway-port", type=int, default=50051, help="gRPC port of the gateway (0: any free port)")
+    up.add_argument("--http-port", type=int, default=8080, help="OpenAI-compatible HTTP port of Envoy (0: any)")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    stack = Stack(args.dir.resolve(), gateway_port=args.gateway_port)
+    stack = Stack(args.dir.resolve(), gateway_port=args.gateway_port, http_port=args.http_port)
     try:
         stack.start()
         state = stack.describe()

@@ -9,6 +9,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .envoy import Envoy, start_envoy
 from .procs import NotReady, Proc, free_port, spawn, wait_until
 
 
@@ -90,3 +91,13 @@ def wait_metric(svc: Service, name: str, at_least: float, timeout: float = 30.0,
             return value
         time.sleep(0.1)
     raise NotReady(f"{name}{labels} stayed at {value}, wanted >= {at_least}")
+
+
+def start_edge(workdir: Path, gateway_port: int, port: int = 0) -> tuple[Envoy, int]:
+    """Envoy with uplion's edge filters in front of a gateway; returns it and its HTTP/gRPC port."""
+    from uplion.edge.local import local_envoy_config
+
+    port = port or free_port()
+    descriptor = Path(__file__).resolve().parents[3] / "gen" / "descriptor" / "uplion.pb"
+    config = local_envoy_config(port, gateway_port, str(descriptor))
+    return start_envoy(workdir / f"envoy-{port}", config), port

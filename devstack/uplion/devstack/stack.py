@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .platform import Service, start_gateway, start_worker
+from .envoy import Envoy
+from .platform import Service, start_edge, start_gateway, start_worker
 from .postgres import Postgres, start_postgres
 from .pulsar import Pulsar, start_pulsar
 from .redis import Redis, start_redis
@@ -28,10 +29,12 @@ DEFAULT_WORKERS: dict[str, dict[str, str]] = {
 class Stack:
     workdir: Path
     gateway_port: int = 0
+    http_port: int = 0
     pulsar: Pulsar | None = None
     postgres: Postgres | None = None
     redis: Redis | None = None
     gateway: Service | None = None
+    envoy: Envoy | None = None
     _started: list[tuple[str, Stoppable]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -51,6 +54,8 @@ class Stack:
         for model, env in DEFAULT_WORKERS.items():
             worker = start_worker(logs, self.pulsar.service_url, model, **env)
             self._started.append((f"worker {model}", worker))
+        self.envoy, self.http_port = start_edge(logs, self.gateway.port, port=self.http_port)
+        self._started.append(("envoy", self.envoy))
 
     def dead(self) -> list[str]:
         out = []
@@ -69,6 +74,7 @@ class Stack:
         if not (self.pulsar and self.postgres and self.redis and self.gateway):
             raise RuntimeError("stack not started")
         return {
+            "openai_base_url": f"http://127.0.0.1:{self.http_port}/v1",
             "gateway_grpc": f"127.0.0.1:{self.gateway.port}",
             "models": ", ".join(DEFAULT_WORKERS),
             "pulsar_url": self.pulsar.service_url,
@@ -81,6 +87,13 @@ class Stack:
     def banner(self) -> str:
         lines = ["uplion is up (Ctrl-C stops everything):"]
         lines += [f"  {k:18} {v}" for k, v in self.describe().items()]
-        lines += ["", "try it:", f"  UPLION_GATEWAY=127.0.0.1:{self.gateway.port if self.gateway else 0} "
-                  ".venv/bin/python examples/quickstart.py"]  # fmt: skip
+        grpc_port = self.gateway.port if self.gateway else 0
+        body = '{"model": "echo", "messages": [{"role": "user", "content": "hello"}]}'
+        lines += [
+            "", "try it:",
+            f"  curl -s http://127.0.0.1:{self.http_port}/v1/chat/completions"
+            f" -H 'content-type: application/json' -d '{body}'",
+            f"  OPENAI_BASE_URL=http://127.0.0.1:{self.http_port}/v1 .venv/bin/python examples/openai_sdk.py",
+            f"  UPLION_GATEWAY=127.0.0.1:{grpc_port} .venv/bin/python examples/quickstart.py",
+        ]  # fmt: skip
         return "\n".join(lines)

@@ -41,6 +41,28 @@ def caller_from(context: grpc.aio.ServicerContext[Any, Any]) -> common_pb2.Calle
     return caller
 
 
+# HTTP clients cannot send a gRPC deadline: the OpenAI SDKs send their own timeout (seconds) as
+# x-stainless-timeout, and any client may send x-uplion-timeout; the smallest of those and the gRPC
+# deadline bounds the request.
+TIMEOUT_HEADERS = ("x-uplion-timeout", "x-stainless-timeout")
+
+
+def client_timeout(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+    candidates = []
+    remaining = context.time_remaining()
+    if remaining is not None:
+        candidates.append(remaining)
+    for key, value in context.invocation_metadata() or ():
+        if key in TIMEOUT_HEADERS and isinstance(value, str):
+            try:
+                seconds = float(value)
+            except ValueError:
+                continue
+            if seconds > 0:
+                candidates.append(seconds)
+    return min(candidates) if candidates else None
+
+
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], e: ApiError) -> NoReturn:
     context.set_trailing_metadata(e.trailing_metadata())
     await context.abort(e.status, e.message)
@@ -70,7 +92,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             stream=stream,
         )
         fill(task)
-        timeout = self.cfg.timeout_for(context.time_remaining())
+        timeout = self.cfg.timeout_for(client_timeout(context))
         return Call(self.dispatcher, task, kind, self.cfg.gateway_id, timeout)
 
     async def _unary_result(self, call: Call) -> task_pb2.TaskResult:
