@@ -14,8 +14,8 @@ for f in annotations http httpbody; do cp "$site/google/api/$f.proto" "$deps/goo
 
 out=gen
 if [ "${1:-}" = "--check" ]; then out=$(mktemp -d); trap 'rm -rf "$out"' EXIT; fi
-rm -rf "$out/python/uplion" "$out/descriptor"
-mkdir -p "$out/python" "$out/descriptor"
+rm -rf "$out/python/uplion" "$out/descriptor" "$out/openapi"
+mkdir -p "$out/python" "$out/descriptor" "$out/openapi"
 
 mapfile -t protos < <(cd proto && find uplion -name '*.proto' | LC_ALL=C sort)
 "$py" -m grpc_tools.protoc -I proto -I "$deps" \
@@ -24,7 +24,15 @@ mapfile -t protos < <(cd proto && find uplion -name '*.proto' | LC_ALL=C sort)
   --include_imports --include_source_info=false --descriptor_set_out="$out/descriptor/uplion.pb" \
   "${protos[@]}" 2> >(grep -v "^Writing mypy to" >&2)
 
+# the OpenAPI document of the REST surface, from the same descriptor set
+PYTHONPATH="$root/edge${PYTHONPATH:+:$PYTHONPATH}" "$py" -m uplion.edge.openapi \
+  --descriptor "$out/descriptor/uplion.pb" --out "$out/openapi/uplion.openapi.json"
+
 if [ "${1:-}" = "--check" ]; then
+  if ! cmp -s "$out/openapi/uplion.openapi.json" gen/openapi/uplion.openapi.json; then
+    echo "gen/openapi is stale relative to proto/: run scripts/gen_proto.sh and commit gen/" >&2
+    exit 1
+  fi
   if ! diff -r "$out/python/uplion" gen/python/uplion >/dev/null || ! cmp -s "$out/descriptor/uplion.pb" gen/descriptor/uplion.pb; then
     echo "gen/ is stale relative to proto/: run scripts/gen_proto.sh and commit gen/" >&2
     diff -r "$out/python/uplion" gen/python/uplion | head -20 >&2 || true

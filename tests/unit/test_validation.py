@@ -60,6 +60,7 @@ def test_completion_and_embedding_inputs() -> None:
         {"input": []},
         {"input": [""]},
         {"input": "x", "encoding_format": "hex"},
+        {"input": "x", "dimensions": 278606156},
         {"input": [[1], "a", {}]},
     ]
     for bad in bads:

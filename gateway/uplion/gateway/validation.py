@@ -15,6 +15,7 @@ PART_TYPES = {"text", "image_url", "input_audio", "file", "refusal"}
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_N = 128
 MAX_EMBEDDING_INPUTS = 2048
+MAX_EMBEDDING_DIMENSIONS = 16384
 
 
 def _kind(v: struct_pb2.Value) -> str | None:
@@ -179,8 +180,8 @@ def validate_embedding(req: embeddings_pb2.EmbeddingRequest) -> None:
     _texts_or_tokens(req.input, "input", MAX_EMBEDDING_INPUTS)
     if req.HasField("encoding_format") and req.encoding_format not in ("float", "base64"):
         raise invalid("'encoding_format' must be 'float' or 'base64'", "encoding_format")
-    if req.HasField("dimensions") and req.dimensions < 1:
-        raise invalid("'dimensions' must be at least 1", "dimensions")
+    if req.HasField("dimensions") and not 1 <= req.dimensions <= MAX_EMBEDDING_DIMENSIONS:
+        raise invalid(f"'dimensions' must be between 1 and {MAX_EMBEDDING_DIMENSIONS}", "dimensions")
 
 
 __all__ = ["ApiError", "validate_chat", "validate_completion", "validate_embedding"]
