@@ -1,0 +1,105 @@
+"""The HTTP edge's cost: non-streaming chat through Envoy (REST, transcoded) at concurrency 16 and
+64 vs the same gateway over gRPC without Envoy; streaming time to first chunk through Envoy.
+
+    ./scripts/bench.sh edge        (or: .venv/bin/python -m bench.edge)
+
+The load generator is Python (aiohttp, grpc.aio) on the same 2 cores as Pulsar, Envoy, the gateway
+and the worker, so absolute numbers are a floor; the ratios are the point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import grpc
+
+from uplion.devstack.platform import Service, start_edge, start_gateway, start_worker
+from uplion.devstack.pulsar import start_pulsar
+from uplion.v1 import inference_pb2_grpc
+
+from .common import Result, closed_loop, rss_mb, table
+from .spine import PROMPT, request
+
+BODY = json.dumps({"model": "echo", "messages": [{"role": "user", "content": PROMPT}]})
+
+
+async def over_http(base: str, concurrency: int, duration: float, stream: bool, label: str, pids: list[int]) -> Result:
+    # aiohttp: httpx's client saturates a core by itself at c=64 and would measure itself
+    headers = {"content-type": "application/json"}
+    body = BODY if not stream else BODY[:-1] + ', "stream": true}'
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(base, connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+        async def one() -> float | None:
+            t0 = time.perf_counter()
+            async with session.post("/v1/chat/completions", data=body, headers=headers) as r:
+                r.raise_for_status()
+                if not stream:
+                    await r.read()
+                    return None
+                first: float | None = None
+                async for line in r.content:
+                    if first is None and b'"content"' in line:
+                        first = (time.perf_counter() - t0) * 1000
+                return first
+
+        n, secs, lat, err = await closed_loop(one, concurrency, duration)
+    return Result(label, n, secs, lat, rss_mb(pids), err)
+
+
+async def over_grpc(port: int, concurrency: int, duration: float, label: str, pids: list[int]) -> Result:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        req = request("echo")
+
+        async def one() -> float | None:
+            await stub.CreateChatCompletion(req, timeout=60)
+            return None
+
+        n, secs, lat, err = await closed_loop(one, concurrency, duration)
+    return Result(label, n, secs, lat, rss_mb(pids), err)
+
+
+async def main(duration: float, work: Path) -> None:
+    pulsar = start_pulsar(work / "pulsar")
+    started: list[Service] = []
+    envoy = None
+    try:
+        gw = start_gateway(work, pulsar.service_url, ["echo"])
+        started.append(gw)
+        started.append(start_worker(work, pulsar.service_url, "echo", UPLION_MAX_PROCESS_NUM="64"))
+        envoy, port = start_edge(work, gw.port)
+        base = f"http://127.0.0.1:{port}"
+        pids = [gw.proc.pid, started[1].proc.pid]
+        for c in (16, 64):
+            direct = await over_grpc(gw.port, c, duration, f"gRPC to gateway, no Envoy (c={c})", pids)
+            edged = await over_http(base, c, duration, False, f"REST through Envoy (c={c})", [*pids, envoy.proc.pid])
+            print(table(f"non-streaming chat, concurrency {c}", [direct, edged], {
+                "throughput ratio Envoy REST / direct gRPC": f"{edged.rps / direct.rps:.2f}",
+                "p50 added by the edge": f"{edged.p50 - direct.p50:.2f} ms",
+            }), flush=True)  # fmt: skip
+        rows = [
+            await over_http(base, c, duration, True, f"stream through Envoy, time to first chunk (c={c})", pids)
+            for c in (1, 16)
+        ]
+        print(table("streaming through Envoy", rows, {}), flush=True)
+    finally:
+        if envoy:
+            envoy.stop()
+        for svc in reversed(started):
+            svc.stop()
+        pulsar.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per scenario")
+    workdir = Path(tempfile.mkdtemp(prefix="uplion-bench-"))
+    workdir.chmod(0o755)
+    asyncio.run(main(parser.parse_args().duration, workdir))
