@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from typing import TYPE_CHECKING
 
 import grpc
@@ -69,11 +70,13 @@ async def test_client_cancel_stops_generation(stub: Stub, workers: WorkerFactory
 async def test_retryable_failures_end_on_the_dead_letter_topic(
     stub: Stub, workers: WorkerFactory, broker: Pulsar
 ) -> None:
-    w = workers("dlq", UPLION_MAX_ATTEMPTS="3", UPLION_NACK_DELAY_MS="100")
+    w = workers("dlq", UPLION_MAX_ATTEMPTS="3", UPLION_RETRY_BACKOFF_MS="200")
+    started = time.monotonic()
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.CreateChatCompletion(chat("dlq", "[[fail:unavailable]] please"), timeout=30)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "gave up after 3 attempts" in (err.value.details() or "")
+    assert time.monotonic() - started >= 0.6  # backed off 200 ms, then 400 ms
     assert error_json(err.value)["code"] == "retries_exhausted"
     assert w.metric(TASKS, outcome="retry") == 2
     assert w.metric(TASKS, outcome="dead_letter") == 1

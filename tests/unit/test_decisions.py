@@ -13,7 +13,7 @@ from uplion.v1 import common_pb2, task_pb2, usage_pb2
 from uplion.worker.backends.accounts import AccountState, parse_retry_after, pick_order
 from uplion.worker.backends.echo import pieces, plan
 from uplion.worker.config import Account, WorkerConfig
-from uplion.worker.decisions import FailureAction, on_failure
+from uplion.worker.decisions import FailureAction, on_failure, retry_delay_s
 
 
 def ev(attempt: str, seq: int, **payload: object) -> task_pb2.TaskEvent:
@@ -87,6 +87,16 @@ class TestWorkerFailures:
     def test_permanent_or_partially_streamed_failures_are_final(self) -> None:
         assert on_failure(retryable=False, chunks_sent=0, attempt_number=1, max_attempts=3) is FailureAction.FAIL
         assert on_failure(retryable=True, chunks_sent=2, attempt_number=1, max_attempts=3) is FailureAction.FAIL
+
+
+class TestRetryBackoff:
+    def test_exponential_capped_and_never_before_retry_after(self) -> None:
+        kw = {"base_s": 0.5, "cap_s": 10.0, "retry_after_s": None, "remaining_s": 100.0}
+        assert [retry_delay_s(n, **kw) for n in (1, 2, 3, 6)] == [0.5, 1.0, 2.0, 10.0]  # type: ignore[arg-type]
+        assert retry_delay_s(1, base_s=0.5, cap_s=10, retry_after_s=3.0, remaining_s=100) == 3.0
+
+    def test_no_retry_that_would_land_after_the_deadline(self) -> None:
+        assert retry_delay_s(3, base_s=0.5, cap_s=10, retry_after_s=None, remaining_s=1.5) is None
 
 
 class TestEcho:

@@ -90,6 +90,10 @@ def _standalone_conf(broker_port: int, web_port: int) -> str:
         "journalMaxGroupWaitMSec": 0,
         "journalFlushWhenQueueEmpty": "true",
         "managedLedgerNewEntriesCheckDelayInMillis": 0,
+        # retry backoff uses delayed delivery: honour sub-second delays (the default 1 s tick, not
+        # strict, delivers anything due within a tick at once)
+        "delayedDeliveryTickTimeMillis": 100,
+        "isDelayedDeliveryDeliverAtTimeStrict": "true",
     }
     return "".join(f"{k}={v}\n" for k, v in settings.items())
 

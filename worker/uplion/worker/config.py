@@ -35,6 +35,8 @@ class WorkerConfig:
     worker_id: str
     max_attempts: int
     nack_delay_ms: int
+    retry_backoff_s: float
+    retry_backoff_max_s: float
     drain_timeout_s: float
     health_port: int
     metrics_port: int
@@ -63,6 +65,8 @@ class WorkerConfig:
             worker_id=env_str(env, "UPLION_WORKER_ID", f"{socket.gethostname()}-{os.getpid()}"),
             max_attempts=env_int(env, "UPLION_MAX_ATTEMPTS", 3, minimum=1),
             nack_delay_ms=env_int(env, "UPLION_NACK_DELAY_MS", 1000, minimum=0),
+            retry_backoff_s=env_float(env, "UPLION_RETRY_BACKOFF_MS", 500.0, minimum=0) / 1000,
+            retry_backoff_max_s=env_float(env, "UPLION_RETRY_BACKOFF_MAX_MS", 30000.0, minimum=0) / 1000,
             drain_timeout_s=env_float(env, "UPLION_DRAIN_TIMEOUT_S", 30.0, minimum=0),
             health_port=env_int(env, "UPLION_HEALTH_PORT", 0, minimum=0),
             metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),

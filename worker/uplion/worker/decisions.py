@@ -19,3 +19,17 @@ def on_failure(*, retryable: bool, chunks_sent: int, attempt_number: int, max_at
     if attempt_number < max_attempts:
         return FailureAction.RETRY
     return FailureAction.DEAD_LETTER
+
+
+def retry_delay_s(
+    attempt_number: int, *, base_s: float, cap_s: float, retry_after_s: float | None, remaining_s: float
+) -> float | None:
+    """Exponential backoff before attempt `attempt_number + 1` (base, 2x base, 4x base, ... up to
+    the cap), never sooner than the backend's retry-after. None when the task's deadline would pass
+    before it: a retry nobody waits for is not worth making."""
+    delay: float = min(cap_s, base_s * 2.0 ** (attempt_number - 1))
+    if retry_after_s is not None:
+        delay = max(delay, min(retry_after_s, cap_s))
+    if delay >= remaining_s:
+        return None
+    return delay

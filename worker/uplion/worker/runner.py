@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from datetime import timedelta
 
 import pulsar
 import pulsar.asyncio as pa
@@ -27,7 +28,7 @@ from uplion.v1 import task_pb2
 from .attempt import Attempt, Send
 from .backends.base import Backend, BackendError
 from .config import WorkerConfig
-from .decisions import FailureAction, on_failure
+from .decisions import FailureAction, on_failure, retry_delay_s
 from .execute import execute
 
 log = logging.getLogger("uplion.worker")
@@ -37,6 +38,15 @@ INFLIGHT = Gauge("uplion_worker_inflight", "Tasks being processed", ["model"])
 DURATION = Histogram("uplion_worker_task_seconds", "Attempt duration", ["model"])
 
 _RECENT_CANCELS = 10_000
+# Which attempt a (re)published task is; the original publish has none (attempt 1).
+ATTEMPT_PROPERTY = "uplion-attempt"
+
+
+def _attempt_number(msg: pulsar.Message) -> int:
+    try:
+        return max(1, int(msg.properties().get(ATTEMPT_PROPERTY, "1")))
+    except ValueError:
+        return 1
 
 
 class Runner:
@@ -53,6 +63,7 @@ class Runner:
         self._idle: set[asyncio.Task[None]] = set()
         self._cancel_loop: asyncio.Task[None] | None = None
         self._stopping = False
+        self._retry_producer: pa.Producer | None = None
         self.completed = 0
 
     async def start(self) -> None:
@@ -125,6 +136,7 @@ class Runner:
         me = asyncio.current_task()
         assert me is not None
         redeliveries = msg.redelivery_count()
+        attempt_number = _attempt_number(msg)
         try:
             started = task_pb2.TaskStarted(
                 redelivery_count=redeliveries, prompt_tokens=self.backend.prompt_tokens(task)
@@ -143,7 +155,7 @@ class Runner:
             await self._finish(msg, attempt, "expired", task_pb2.TASK_ERROR_KIND_DEADLINE_EXCEEDED, "deadline exceeded")
             return
         except BackendError as e:
-            await self._failed(msg, attempt, e, redeliveries + 1)
+            await self._failed(msg, attempt, e, attempt_number, deadline)
             return
         except pulsar.PulsarException:
             log.exception("reply failed; task will be redelivered", extra={"task_id": task.task_id})
@@ -155,7 +167,7 @@ class Runner:
             internal = BackendError(
                 task_pb2.TASK_ERROR_KIND_INTERNAL, f"worker error: {type(e).__name__}", retryable=True
             )
-            await self._failed(msg, attempt, internal, redeliveries + 1)
+            await self._failed(msg, attempt, internal, attempt_number, deadline)
             return
         await self.consumer.acknowledge(msg)
         self.completed += 1
@@ -169,18 +181,32 @@ class Runner:
         await self.consumer.acknowledge(msg)
         TASKS.labels(self.cfg.model, outcome).inc()
 
-    async def _failed(self, msg: pulsar.Message, attempt: Attempt, e: BackendError, attempt_number: int) -> None:
+    async def _failed(
+        self, msg: pulsar.Message, attempt: Attempt, e: BackendError, attempt_number: int, deadline: float
+    ) -> None:
         action = on_failure(
             retryable=e.retryable,
             chunks_sent=attempt.chunks_sent,
             attempt_number=attempt_number,
             max_attempts=self.cfg.max_attempts,
         )
-        extra = {"task_id": attempt.task.task_id, "kind": task_pb2.TaskErrorKind.Name(e.kind), "action": action.value}
-        log.warning("attempt failed: %s", e.message, extra=extra)
+        delay = None
         if action is FailureAction.RETRY:
+            delay = retry_delay_s(
+                attempt_number,
+                base_s=self.cfg.retry_backoff_s,
+                cap_s=self.cfg.retry_backoff_max_s,
+                retry_after_s=e.retry_after,
+                remaining_s=deadline - time.time(),
+            )
+            if delay is None:  # the deadline would pass first: report the error now
+                action = FailureAction.FAIL
+        extra = {"task_id": attempt.task.task_id, "kind": task_pb2.TaskErrorKind.Name(e.kind), "action": action.value}
+        log.warning("attempt %d failed: %s", attempt_number, e.message, extra=extra)
+        if action is FailureAction.RETRY and delay is not None:
             await attempt.error(e.kind, e.message, retryable=True)
-            await self.consumer.negative_acknowledge(msg)
+            await self._retry_later(msg, attempt_number + 1, delay)
+            await self.consumer.acknowledge(msg)
         elif action is FailureAction.DEAD_LETTER:
             await self._dead_letter(msg, e.message)
             text = f"gave up after {attempt_number} attempts: {e.message}"
@@ -190,6 +216,17 @@ class Runner:
             await attempt.error(e.kind, e.message, retryable=False)
             await self.consumer.acknowledge(msg)
         TASKS.labels(self.cfg.model, action.value).inc()
+
+    async def _retry_later(self, msg: pulsar.Message, next_attempt: int, delay_s: float) -> None:
+        """Publish the task again, delivered after the backoff to any worker; the caller then acks
+        the original. A crash between the two runs the task twice: the gateway keeps the first answer."""
+        if self._retry_producer is None:
+            self._retry_producer = await self.client.create_producer(
+                self.topics.tasks(self.cfg.model), batching_enabled=False, block_if_queue_full=True
+            )
+        await self._retry_producer.send(
+            msg.data(), properties={ATTEMPT_PROPERTY: str(next_attempt)}, deliver_after=timedelta(seconds=delay_s)
+        )
 
     async def _dead_letter(self, msg: pulsar.Message, reason: str) -> None:
         props = {"reason": reason[:500], "worker": self.cfg.worker_id, "redeliveries": str(msg.redelivery_count())}
@@ -253,6 +290,6 @@ class Runner:
             self._cancel_loop.cancel()
         with contextlib.suppress(pulsar.PulsarException):
             await self.consumer.close()
-        for producer in self._producers.values():
+        for producer in [*self._producers.values(), *([self._retry_producer] if self._retry_producer else [])]:
             with contextlib.suppress(pulsar.PulsarException):
                 await producer.close()
