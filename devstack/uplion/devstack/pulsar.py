@@ -119,6 +119,13 @@ class Pulsar:
     def admin_get(self, path: str) -> object:
         return json.loads(self.admin_text(path))
 
+    def create_namespace(self, namespace: str) -> None:
+        """Create `public/<namespace>` (tests isolate their topics this way)."""
+        url = f"{self.admin_url}/admin/v2/namespaces/public/{namespace}"
+        req = urllib.request.Request(url, method="PUT")  # noqa: S310 - loopback
+        with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - loopback
+            pass
+
     def stop(self) -> None:
         self.proc.stop(timeout=30)
 

@@ -17,6 +17,7 @@ import pulsar
 import pulsar.asyncio as pa
 from google.protobuf.message import DecodeError
 
+from uplion.core.subscriptions import BILLING_SUBSCRIPTION, ensure_subscription
 from uplion.core.topics import Topics
 from uplion.v1 import task_pb2, usage_pb2
 
@@ -35,6 +36,8 @@ class Dispatcher:
         self._reader_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        # usage events are kept for billing even while billing is down or not yet deployed
+        await ensure_subscription(self.client, self.topics.usage(), BILLING_SUBSCRIPTION, pulsar.ConsumerType.Failover)
         self.reader = await self.client.create_reader(
             self.reply_topic, pulsar.MessageId.latest, receiver_queue_size=5000
         )
@@ -74,14 +77,9 @@ class Dispatcher:
     async def _ensure_subscription(self, model: str) -> None:
         """Create the model's durable Shared subscription if no worker ever did, so tasks published
         while a model has zero workers are retained until one starts (scale from zero)."""
-        consumer = await self.client.subscribe(
-            self.topics.tasks(model),
-            self.topics.subscription(model),
-            consumer_type=pulsar.ConsumerType.Shared,
-            receiver_queue_size=0,  # takes nothing: it only makes the subscription exist
-            initial_position=pulsar.InitialPosition.Earliest,
+        await ensure_subscription(
+            self.client, self.topics.tasks(model), self.topics.subscription(model), pulsar.ConsumerType.Shared
         )
-        await consumer.close()
 
     async def publish_cancel(self, model: str, task_id: str, reason: str) -> None:
         producer = await self._producer(self.topics.cancels(model))

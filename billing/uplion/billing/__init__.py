@@ -1,0 +1,1 @@
+"""uplion billing: usage events from Pulsar into PostgreSQL in batches, exactly once."""

@@ -1,0 +1,53 @@
+"""`python -m uplion.billing`: apply usage events from Pulsar to PostgreSQL until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+import asyncpg
+
+from uplion.core.config import ConfigError
+from uplion.core.lifecycle import install_stop_signals
+from uplion.core.logs import setup_logging
+from uplion.core.migrations import migrate
+from uplion.core.observability import start_metrics
+
+from .config import BillingConfig
+from .consumer import UsageConsumer
+
+log = logging.getLogger("uplion.billing")
+
+
+async def serve(cfg: BillingConfig) -> None:
+    stop = install_stop_signals()
+    start_metrics(cfg.metrics_port)
+    pool = await asyncpg.create_pool(cfg.database_url, min_size=1, max_size=4)
+    async with pool.acquire() as conn:
+        applied = await migrate(conn, "uplion.billing", "billing")
+    if applied:
+        log.info("migrations applied", extra={"versions": applied})
+    consumer = await asyncio.to_thread(UsageConsumer, cfg, pool)
+    print("uplion billing consuming usage events", flush=True)
+    try:
+        await consumer.run(stop)  # the batch in hand is finished before this returns
+    finally:
+        await asyncio.to_thread(consumer.close)
+        await pool.close()
+
+
+def main() -> int:
+    setup_logging("billing", os.environ.get("UPLION_LOG_LEVEL", "INFO"))
+    try:
+        cfg = BillingConfig.from_env()
+    except ConfigError as e:
+        print(f"uplion billing: configuration error: {e}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Billing settings from environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from uplion.core.config import env_int, env_str
+
+
+@dataclass(frozen=True)
+class BillingConfig:
+    pulsar_url: str
+    tenant: str
+    namespace: str
+    database_url: str
+    batch_max_events: int
+    batch_max_delay_ms: int
+    metrics_port: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BillingConfig:
+        env = os.environ if env is None else env
+        return cls(
+            pulsar_url=env_str(env, "UPLION_PULSAR_URL", "pulsar://127.0.0.1:6650"),
+            tenant=env_str(env, "UPLION_PULSAR_TENANT", "public"),
+            namespace=env_str(env, "UPLION_PULSAR_NAMESPACE", "default"),
+            database_url=env_str(env, "UPLION_DATABASE_URL"),
+            batch_max_events=env_int(env, "UPLION_BILLING_BATCH_EVENTS", 5000, minimum=1),
+            batch_max_delay_ms=env_int(env, "UPLION_BILLING_BATCH_DELAY_MS", 200, minimum=1),
+            metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),
+        )

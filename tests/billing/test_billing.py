@@ -1,0 +1,166 @@
+"""Billing applies every usage event exactly once, at its own time's price; poison is parked."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import asyncpg
+import pulsar
+import pulsar.asyncio as pa
+
+from uplion.core.subscriptions import BILLING_SUBSCRIPTION
+from uplion.v1 import usage_pb2
+
+from .conftest import T0, BillingEnv, Publisher, event
+
+PROMPT_PRICE, COMPLETION_PRICE = 1000, 3000  # micro-credits per 1k tokens
+
+
+async def set_price(dsn: str, model: str, prompt: int, completion: int, effective: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(
+        "INSERT INTO model_prices VALUES ($1, $2, $3, $4)", model, datetime.fromtimestamp(effective, UTC), prompt,
+        completion,
+    )  # fmt: skip
+    await conn.close()
+
+
+def backlog(env: BillingEnv) -> int:
+    stats = env.broker.admin_get(f"/admin/v2/persistent/public/{env.namespace}/usage/stats")
+    return int(stats["subscriptions"][BILLING_SUBSCRIPTION]["msgBacklog"])  # type: ignore[index]
+
+
+async def wait_drained(env: BillingEnv, within_s: float = 120) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if backlog(env) == 0:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"billing backlog stayed at {backlog(env)}")
+
+
+def workload(n: int, dup_rate: float, seed: int = 7) -> tuple[list[bytes], dict[str, usage_pb2.UsageEvent]]:
+    rng = random.Random(seed)
+    distinct = {}
+    for i in range(n):
+        e = event(f"ev-{i}", user=f"u{i % 17}", token=f"t{i % 41}", prompt=rng.randint(1, 500),
+                  completion=rng.randint(0, 900), started=T0 + rng.randint(0, 3 * 86400))  # fmt: skip
+        distinct[e.event_id] = e
+    payloads = [e.SerializeToString() for e in distinct.values()]
+    dups = [payloads[rng.randrange(n)] for _ in range(int(n * dup_rate))]
+    for d in dups:  # duplicates land anywhere, before or after their original
+        payloads.insert(rng.randrange(len(payloads) + 1), d)
+    return payloads, distinct
+
+
+def expected_cost(
+    e: usage_pb2.UsageEvent, prompt_price: int = PROMPT_PRICE, completion_price: int = COMPLETION_PRICE
+) -> int:
+    return (e.prompt_tokens * prompt_price + e.completion_tokens * completion_price) // 1000
+
+
+async def check_totals(env: BillingEnv, distinct: dict[str, usage_pb2.UsageEvent]) -> None:
+    conn = await asyncpg.connect(env.dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM usage_events") == len(distinct)
+        total = sum(expected_cost(e) for e in distinct.values())
+        assert await conn.fetchval("SELECT sum(cost_micro_credits) FROM usage_events") == total
+        daily = await conn.fetchrow("SELECT sum(requests) r, sum(prompt_tokens) p, sum(completion_tokens) c,"
+                                    " sum(cost_micro_credits) m FROM usage_daily")  # fmt: skip
+        assert daily is not None
+        assert (daily["r"], daily["m"]) == (len(distinct), total)
+        assert daily["p"] == sum(e.prompt_tokens for e in distinct.values())
+        per_user: dict[str, int] = defaultdict(int)
+        for e in distinct.values():
+            per_user[e.caller.user_id] += expected_cost(e)
+        rows = await conn.fetch("SELECT subject_id, used_micro_credits FROM spend WHERE subject_kind = 'user'")
+        assert {r["subject_id"]: r["used_micro_credits"] for r in rows} == dict(per_user)
+        tokens = await conn.fetchval("SELECT sum(used_micro_credits) FROM spend WHERE subject_kind = 'token'")
+        assert tokens == total
+    finally:
+        await conn.close()
+
+
+async def test_100k_events_with_5_percent_duplicates_bill_exactly_once(
+    billing_env: BillingEnv, publish: Publisher
+) -> None:
+    await set_price(billing_env.dsn, "m", PROMPT_PRICE, COMPLETION_PRICE, T0 - 1000)
+    payloads, distinct = workload(100_000, 0.05)
+    await asyncio.to_thread(publish, payloads)
+    proc = await asyncio.to_thread(billing_env.start)
+    try:
+        await wait_drained(billing_env)
+        await check_totals(billing_env, distinct)
+    finally:
+        proc.stop()
+
+
+async def test_sigkill_mid_stream_then_restart_stays_exact(billing_env: BillingEnv, publish: Publisher) -> None:
+    await set_price(billing_env.dsn, "m", PROMPT_PRICE, COMPLETION_PRICE, T0 - 1000)
+    payloads, distinct = workload(50_000, 0.05, seed=11)
+    await asyncio.to_thread(publish, payloads)
+    proc = await asyncio.to_thread(billing_env.start, UPLION_BILLING_BATCH_EVENTS="1000")
+    conn = await asyncpg.connect(billing_env.dsn)
+    for _ in range(2000):  # until billing is mid-stream (bounded: 100 s)
+        if await conn.fetchval("SELECT count(*) FROM usage_events") >= 5_000:
+            break
+        await asyncio.sleep(0.05)
+    proc.kill()  # mid-stream: some batches committed, the one in hand maybe too, none acknowledged after
+    applied_at_kill = await conn.fetchval("SELECT count(*) FROM usage_events")
+    await conn.close()
+    assert applied_at_kill < len(distinct)
+    proc = await asyncio.to_thread(billing_env.start, UPLION_BILLING_BATCH_EVENTS="1000")
+    try:
+        await wait_drained(billing_env)
+        await check_totals(billing_env, distinct)
+    finally:
+        proc.stop()
+
+
+async def test_price_change_mid_stream_charges_each_event_its_own_price(
+    billing_env: BillingEnv, publish: Publisher
+) -> None:
+    await set_price(billing_env.dsn, "m", 1000, 1000, T0 - 100)
+    await set_price(billing_env.dsn, "m", 5000, 7000, T0 + 50)  # in force for requests started from T0+50
+    before, after = event("old", started=T0), event("new", started=T0 + 100)
+    proc = await asyncio.to_thread(billing_env.start)
+    try:
+        await asyncio.to_thread(publish, [before.SerializeToString(), after.SerializeToString()])
+        await wait_drained(billing_env)
+        conn = await asyncpg.connect(billing_env.dsn)
+        rows = await conn.fetch("SELECT event_id, cost_micro_credits FROM usage_events")
+        costs = {r["event_id"]: r["cost_micro_credits"] for r in rows}
+        await conn.close()
+        assert costs == {"old": (10 * 1000 + 20 * 1000) // 1000, "new": (10 * 5000 + 20 * 7000) // 1000}
+    finally:
+        proc.stop()
+
+
+async def test_poison_events_go_to_dead_letters_and_the_rest_is_billed(
+    billing_env: BillingEnv, publish: Publisher
+) -> None:
+    await set_price(billing_env.dsn, "m", PROMPT_PRICE, COMPLETION_PRICE, T0 - 1000)
+    good = [event(f"g{i}") for i in range(10)]
+    poison = [b"\xff\x00 not a usage event", event("orphan", model="model-without-price").SerializeToString()]
+    proc = await asyncio.to_thread(billing_env.start)
+    try:
+        await asyncio.to_thread(
+            publish, [good[0].SerializeToString(), *poison, *(e.SerializeToString() for e in good[1:])]
+        )
+        await wait_drained(billing_env)
+        conn = await asyncpg.connect(billing_env.dsn)
+        assert await conn.fetchval("SELECT count(*) FROM usage_events") == 10
+        await conn.close()
+        client = pa.Client(billing_env.broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+        reader = await client.create_reader(billing_env.topics.usage() + "-dlq", pulsar.MessageId.earliest)
+        parked = [await asyncio.wait_for(reader.read_next(), 10) for _ in range(2)]
+        await client.close()
+        reasons = sorted(m.properties()["reason"] for m in parked)
+        assert reasons == ["no price in force for the event's model", "undecodable usage event"]
+        assert sorted(m.data() for m in parked) == sorted(poison)
+    finally:
+        proc.stop()
