@@ -6,13 +6,16 @@ import asyncio
 import random
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
 import pulsar
 import pulsar.asyncio as pa
+import redis.asyncio as aioredis
 
 from uplion.core.subscriptions import BILLING_SUBSCRIPTION
+from uplion.devstack.redis import Redis
 from uplion.v1 import usage_pb2
 
 from .conftest import T0, BillingEnv, Publisher, event
@@ -99,11 +102,39 @@ async def test_100k_events_with_5_percent_duplicates_bill_exactly_once(
         proc.stop()
 
 
-async def test_sigkill_mid_stream_then_restart_stays_exact(billing_env: BillingEnv, publish: Publisher) -> None:
+async def redis_matches_postgres(env: BillingEnv, redis_url: str) -> bool:
+    r = aioredis.from_url(redis_url, decode_responses=True)
+    conn = await asyncpg.connect(env.dsn)
+    try:
+        rows = await conn.fetch("SELECT subject_kind, subject_id, used_micro_credits, used_tokens FROM spend")
+        for row in rows:
+            got = await r.hgetall(f"uplion:spend:{row['subject_kind']}:{row['subject_id']}")
+            if got != {"credits": str(row["used_micro_credits"]), "tokens": str(row["used_tokens"])}:
+                return False
+        return bool(rows)
+    finally:
+        await conn.close()
+        await r.aclose()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 15) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def test_sigkill_mid_stream_then_restart_stays_exact(
+    billing_env: BillingEnv, publish: Publisher, redis_server: Redis
+) -> None:
+    redis_url = redis_server.url.rsplit("/", 1)[0] + "/1"
     await set_price(billing_env.dsn, "m", PROMPT_PRICE, COMPLETION_PRICE, T0 - 1000)
     payloads, distinct = workload(50_000, 0.05, seed=11)
     await asyncio.to_thread(publish, payloads)
-    proc = await asyncio.to_thread(billing_env.start, UPLION_BILLING_BATCH_EVENTS="1000")
+    mirror_env = {"UPLION_BILLING_BATCH_EVENTS": "1000", "UPLION_REDIS_URL": redis_url}
+    proc = await asyncio.to_thread(billing_env.start, **mirror_env)
     conn = await asyncpg.connect(billing_env.dsn)
     for _ in range(2000):  # until billing is mid-stream (bounded: 100 s)
         if await conn.fetchval("SELECT count(*) FROM usage_events") >= 5_000:
@@ -113,10 +144,32 @@ async def test_sigkill_mid_stream_then_restart_stays_exact(billing_env: BillingE
     applied_at_kill = await conn.fetchval("SELECT count(*) FROM usage_events")
     await conn.close()
     assert applied_at_kill < len(distinct)
-    proc = await asyncio.to_thread(billing_env.start, UPLION_BILLING_BATCH_EVENTS="1000")
+    proc = await asyncio.to_thread(billing_env.start, **mirror_env)
     try:
         await wait_drained(billing_env)
         await check_totals(billing_env, distinct)
+        # the quota mirror equals PostgreSQL again (the restart rebuilt it, then added increments)
+        assert await eventually(lambda: redis_matches_postgres(billing_env, redis_url))
+    finally:
+        proc.stop()
+
+
+async def test_redis_mirror_follows_postgres_and_drift_heals(
+    billing_env: BillingEnv, publish: Publisher, redis_server: Redis
+) -> None:
+    redis_url = redis_server.url.rsplit("/", 1)[0] + "/2"
+    await set_price(billing_env.dsn, "m", PROMPT_PRICE, COMPLETION_PRICE, T0 - 1000)
+    proc = await asyncio.to_thread(billing_env.start, UPLION_REDIS_URL=redis_url, UPLION_BILLING_RECONCILE_S="1")
+    try:
+        batch = [event(f"mirror-{i}", user=f"mu{i % 3}", token=f"mt{i % 5}").SerializeToString() for i in range(300)]
+        await asyncio.to_thread(publish, batch)
+        await wait_drained(billing_env)
+        assert await eventually(lambda: redis_matches_postgres(billing_env, redis_url))
+        r = aioredis.from_url(redis_url)
+        await r.hset("uplion:spend:user:mu0", mapping={"credits": 0, "tokens": 0})  # drift, e.g. a lost update
+        await r.delete("uplion:spend:token:mt1")
+        await r.aclose()
+        assert await eventually(lambda: redis_matches_postgres(billing_env, redis_url), within_s=5)
     finally:
         proc.stop()
 

@@ -8,6 +8,7 @@ import os
 import sys
 
 import asyncpg
+import redis.asyncio as aioredis
 
 from uplion.core.config import ConfigError
 from uplion.core.lifecycle import install_stop_signals
@@ -29,13 +30,16 @@ async def serve(cfg: BillingConfig) -> None:
         applied = await migrate(conn, "uplion.billing", "billing")
     if applied:
         log.info("migrations applied", extra={"versions": applied})
-    consumer = await asyncio.to_thread(UsageConsumer, cfg, pool)
+    redis = aioredis.from_url(cfg.redis_url, socket_timeout=2) if cfg.redis_url else None
+    consumer = await asyncio.to_thread(UsageConsumer, cfg, pool, redis)
     print("uplion billing consuming usage events", flush=True)
     try:
         await consumer.run(stop)  # the batch in hand is finished before this returns
     finally:
         await asyncio.to_thread(consumer.close)
         await pool.close()
+        if redis is not None:
+            await redis.aclose()
 
 
 def main() -> int:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from uplion.core.config import env_int, env_str
+from uplion.core.config import env_float, env_int, env_str
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,8 @@ class BillingConfig:
     database_url: str
     batch_max_events: int
     batch_max_delay_ms: int
+    redis_url: str
+    reconcile_s: float
     metrics_port: int
 
     @classmethod
@@ -29,5 +31,7 @@ class BillingConfig:
             database_url=env_str(env, "UPLION_DATABASE_URL"),
             batch_max_events=env_int(env, "UPLION_BILLING_BATCH_EVENTS", 5000, minimum=1),
             batch_max_delay_ms=env_int(env, "UPLION_BILLING_BATCH_DELAY_MS", 200, minimum=1),
+            redis_url=env.get("UPLION_REDIS_URL", ""),
+            reconcile_s=env_float(env, "UPLION_BILLING_RECONCILE_S", 60.0, minimum=0.1),
             metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),
         )

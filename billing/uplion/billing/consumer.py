@@ -13,13 +13,16 @@ import time
 
 import asyncpg
 import pulsar
+import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
 from prometheus_client import Counter, Histogram
+from redis.exceptions import RedisError
 
 from uplion.core.subscriptions import BILLING_SUBSCRIPTION
 from uplion.core.topics import Topics
 from uplion.v1 import usage_pb2
 
+from . import mirror
 from .config import BillingConfig
 from .ledger import apply_batch
 
@@ -51,10 +54,16 @@ def decode(messages: list[pulsar.Message]) -> tuple[Decoded, Poison]:
     return events, poison
 
 
+MIRROR_FAILURES = Counter("uplion_billing_redis_mirror_failures_total", "Redis mirror updates that failed")
+RECONCILES = Counter("uplion_billing_reconciles_total", "Rebuilds of the Redis mirror from PostgreSQL")
+
+
 class UsageConsumer:
-    def __init__(self, cfg: BillingConfig, pool: asyncpg.Pool) -> None:
+    def __init__(self, cfg: BillingConfig, pool: asyncpg.Pool, redis: aioredis.Redis | None = None) -> None:
         self.cfg = cfg
         self.pool = pool
+        self.redis = redis
+        self._last_reconcile = 0.0
         self.topics = Topics(cfg.tenant, cfg.namespace)
         self.client = pulsar.Client(cfg.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
         policy = pulsar.ConsumerBatchReceivePolicy(cfg.batch_max_events, 64 * 1024 * 1024, cfg.batch_max_delay_ms)
@@ -80,16 +89,18 @@ class UsageConsumer:
         started = time.monotonic()
         events, poison = decode(messages)
         unpriced: list[str] = []
+        spend: dict[str, tuple[int, int]] = {}
         if events:
             async with self.pool.acquire() as conn:
                 applied = await apply_batch(conn, [e for e, _ in events])
             ROUND_TRIPS.inc()
-            unpriced = applied.unpriced
+            unpriced, spend = applied.unpriced, applied.spend
         by_id = {e.event_id: m for e, m in events}
         parked = poison + [(by_id[i], "no price in force for the event's model") for i in unpriced]
         for msg, reason in parked:
             log.warning("usage event to dead letters: %s", reason, extra={"message_id": str(msg.message_id())})
             await asyncio.to_thread(self.dlq.send, msg.data(), {"reason": reason})
+        await self._mirror(spend)
         await asyncio.to_thread(self.consumer.acknowledge_cumulative, messages[-1])
         BATCHES.inc()
         BATCH_SECONDS.observe(time.monotonic() - started)
@@ -97,12 +108,37 @@ class UsageConsumer:
         EVENTS.labels("dead_lettered").inc(len(parked))
         return len(messages)
 
+    async def _mirror(self, spend: dict[str, tuple[int, int]]) -> None:
+        if self.redis is None or not spend:
+            return
+        try:
+            await mirror.add(self.redis, spend)
+        except (RedisError, OSError):
+            MIRROR_FAILURES.inc()
+            log.warning("redis mirror update failed; the next reconcile repairs it")
+            self._last_reconcile = 0.0  # reconcile as soon as Redis answers again
+
+    async def reconcile_if_due(self) -> None:
+        """Rebuild Redis from PostgreSQL when the interval has passed (called between batches)."""
+        if self.redis is None or time.monotonic() - self._last_reconcile < self.cfg.reconcile_s:
+            return
+        try:
+            async with self.pool.acquire() as conn:
+                written = await mirror.rebuild(self.redis, conn)
+        except (RedisError, OSError):
+            MIRROR_FAILURES.inc()
+            return
+        self._last_reconcile = time.monotonic()
+        RECONCILES.inc()
+        log.info("redis mirror rebuilt", extra={"subjects": written})
+
     async def run(self, stop: asyncio.Event) -> None:
         """Batches until `stop` is set; the batch in hand is always finished (graceful shutdown).
         The next batch is received while the current one is in the database; a prefetched batch
         left at shutdown is not acknowledged, so Pulsar delivers it again."""
         pending = asyncio.ensure_future(self.receive())
         while not stop.is_set():
+            await self.reconcile_if_due()
             messages = await pending
             pending = asyncio.ensure_future(self.receive())
             try:
