@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -9,11 +11,25 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import psutil
 
 from uplion.devstack.procs import free_port, spawn
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+async def _billed(dsn: str, at_least: int) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for _ in range(100):
+            n = int(await conn.fetchval("SELECT count(*) FROM usage_events"))
+            if n >= at_least:
+                return n
+            await asyncio.sleep(0.2)
+        return n
+    finally:
+        await conn.close()
 
 
 def test_run_command_serves_the_quickstart_example(tmp_path: Path) -> None:
@@ -49,7 +65,10 @@ def test_run_command_serves_the_quickstart_example(tmp_path: Path) -> None:
         assert "stream: streamed |over |HTTP" in out.stdout
         assert "embedding: 384 dimensions" in out.stdout
         children = psutil.Process(up.pid).children(recursive=True)
-        assert len(children) >= 7  # pulsar, postgres, redis, gateway, two workers, envoy
+        assert len(children) >= 8  # pulsar, postgres, redis, gateway, two workers, envoy, billing
+        # every request above was billed: its usage event went gateway -> Pulsar -> billing -> PostgreSQL
+        state = json.loads((stack_dir / "state.json").read_text())
+        assert asyncio.run(_billed(state["postgres_dsn"], at_least=6)) >= 6
     finally:
         os.killpg(up.pid, signal.SIGINT)
         up.popen.wait(90)

@@ -101,3 +101,17 @@ def start_edge(workdir: Path, gateway_port: int, port: int = 0) -> tuple[Envoy, 
     descriptor = Path(__file__).resolve().parents[3] / "gen" / "descriptor" / "uplion.pb"
     config = local_envoy_config(port, gateway_port, str(descriptor))
     return start_envoy(workdir / f"envoy-{port}", config), port
+
+
+def start_billing(workdir: Path, pulsar_url: str, database_url: str, redis_url: str = "", **env: str) -> Service:
+    metrics = free_port()
+    settings = {
+        "UPLION_PULSAR_URL": pulsar_url,
+        "UPLION_DATABASE_URL": database_url,
+        "UPLION_REDIS_URL": redis_url,
+        "UPLION_METRICS_PORT": str(metrics),
+        **env,
+    }
+    proc = spawn("billing", [sys.executable, "-m", "uplion.billing"], workdir / "billing.log", env=_env(settings))
+    _wait_for_line(proc, "consuming usage events", 60)
+    return Service(proc, 0, metrics)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from .envoy import Envoy
-from .platform import Service, start_edge, start_gateway, start_worker
+from .platform import Service, start_billing, start_edge, start_gateway, start_worker
 from .postgres import Postgres, start_postgres
 from .pulsar import Pulsar, start_pulsar
 from .redis import Redis, start_redis
@@ -23,6 +24,23 @@ DEFAULT_WORKERS: dict[str, dict[str, str]] = {
     "echo": {"UPLION_MODEL_TYPE": "echo", "UPLION_MAX_PROCESS_NUM": "16"},
     "minilm": {"UPLION_MODEL_TYPE": "local", "UPLION_LOCAL_MODEL_PATH": "package:all-MiniLM-L6-v2"},
 }
+
+
+async def _seed_prices(dsn: str) -> None:
+    """Billing's schema, and a price (free) for each default model so their usage is billed."""
+    import asyncpg
+
+    from uplion.core.migrations import migrate
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn, "uplion.billing", "billing")
+        for model in DEFAULT_WORKERS:
+            await conn.execute(
+                "INSERT INTO model_prices VALUES ($1, to_timestamp(0), 0, 0) ON CONFLICT DO NOTHING", model
+            )
+    finally:
+        await conn.close()
 
 
 @dataclass
@@ -56,6 +74,9 @@ class Stack:
             self._started.append((f"worker {model}", worker))
         self.envoy, self.http_port = start_edge(logs, self.gateway.port, port=self.http_port)
         self._started.append(("envoy", self.envoy))
+        asyncio.run(_seed_prices(self.postgres.dsn))
+        billing = start_billing(logs, self.pulsar.service_url, self.postgres.dsn, self.redis.url)
+        self._started.append(("billing", billing))
 
     def dead(self) -> list[str]:
         out = []
