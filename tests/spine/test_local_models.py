@@ -46,6 +46,9 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
     )  # fmt: skip
+    import torch
+
+    torch.manual_seed(1234)  # the same "random" model every run: its greedy output is fixed too
     LlamaForCausalLM(config).save_pretrained(directory)
     return directory
 

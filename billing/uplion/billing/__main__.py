@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 
 import asyncpg
 import redis.asyncio as aioredis
 
-from uplion.core.config import ConfigError
-from uplion.core.lifecycle import install_stop_signals
-from uplion.core.logs import setup_logging
+from uplion.core.lifecycle import install_stop_signals, run_service
 from uplion.core.migrations import migrate
 from uplion.core.observability import start_metrics
 
@@ -43,14 +40,7 @@ async def serve(cfg: BillingConfig) -> None:
 
 
 def main() -> int:
-    setup_logging("billing", os.environ.get("UPLION_LOG_LEVEL", "INFO"))
-    try:
-        cfg = BillingConfig.from_env()
-    except ConfigError as e:
-        print(f"uplion billing: configuration error: {e}", file=sys.stderr)
-        return 2
-    asyncio.run(serve(cfg))
-    return 0
+    return run_service("billing", BillingConfig.from_env, serve)
 
 
 if __name__ == "__main__":

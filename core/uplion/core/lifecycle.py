@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from .config import ConfigError
+from .logs import setup_logging
+
+T = TypeVar("T")
 
 
 def install_stop_signals() -> asyncio.Event:
@@ -13,3 +22,16 @@ def install_stop_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+def run_service(name: str, load_config: Callable[[], T], serve: Callable[[T], Coroutine[Any, Any, None]]) -> int:
+    """The `main()` of every service: structured logs, config from the environment (a clear
+    message and exit 2 when it is wrong), then `serve` until SIGTERM."""
+    setup_logging(name, os.environ.get("UPLION_LOG_LEVEL", "INFO"))
+    try:
+        cfg = load_config()
+    except ConfigError as e:
+        print(f"uplion {name}: configuration error: {e}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(cfg))
+    return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 
 import grpc
@@ -12,9 +11,7 @@ import pulsar
 import pulsar.asyncio as pa
 from grpc_reflection.v1alpha import reflection
 
-from uplion.core.config import ConfigError
-from uplion.core.lifecycle import install_stop_signals
-from uplion.core.logs import setup_logging
+from uplion.core.lifecycle import install_stop_signals, run_service
 from uplion.core.observability import Health, start_metrics
 from uplion.core.topics import Topics
 from uplion.v1 import inference_pb2, inference_pb2_grpc
@@ -34,6 +31,7 @@ async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
     client = pa.Client(cfg.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
     dispatcher = Dispatcher(client, Topics(cfg.tenant, cfg.namespace), cfg.gateway_id)
     await dispatcher.start()
+    await dispatcher.prepare(cfg.models)
     options = [
         ("grpc.max_receive_message_length", cfg.max_message_bytes),
         ("grpc.max_send_message_length", cfg.max_message_bytes),
@@ -59,14 +57,7 @@ async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
 
 
 def main() -> int:
-    setup_logging("gateway", os.environ.get("UPLION_LOG_LEVEL", "INFO"))
-    try:
-        cfg = GatewayConfig.from_env()
-    except ConfigError as e:
-        print(f"uplion gateway: configuration error: {e}", file=sys.stderr)
-        return 2
-    asyncio.run(serve(cfg))
-    return 0
+    return run_service("gateway", GatewayConfig.from_env, serve)
 
 
 if __name__ == "__main__":

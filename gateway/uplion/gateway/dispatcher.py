@@ -46,6 +46,13 @@ class Dispatcher:
         )
         self._reader_task = asyncio.create_task(self._read_replies())
 
+    async def prepare(self, models: tuple[str, ...]) -> None:
+        """Create each known model's subscription and task producer now, not on its first request
+        (where the setup would eat into that request's deadline)."""
+        for model in models:
+            await self._ensure_subscription(model)
+            await self._producer(self.topics.tasks(model))
+
     async def _producer(self, topic: str) -> pa.Producer:
         producer = self._producers.get(topic)
         if producer is None:

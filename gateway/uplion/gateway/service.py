@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -68,6 +68,44 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], e: ApiError) -> No
     await context.abort(e.status, e.message)
 
 
+Chunk = TypeVar("Chunk", chat_pb2.ChatCompletionChunk, completions_pb2.Completion)
+
+
+async def _relay(
+    call: Call,
+    context: grpc.aio.ServicerContext[Any, Any],
+    chunk_field: str,
+    make: type[Chunk],
+    id_prefix: str,
+    obj: str,
+    include_usage: bool,
+) -> AsyncIterator[Chunk]:
+    """A streamed request's chunks, then its usage chunk if asked for. A failure before the first
+    chunk is a gRPC status; after it, the status would be lost on HTTP/1.1, so it is an in-band
+    chunk with `error` set."""
+
+    def stamped(**fields: Any) -> Chunk:
+        chunk = make(**fields)
+        chunk.id = f"{id_prefix}-{call.task.task_id}"
+        chunk.object = obj
+        chunk.model = call.task.model
+        chunk.created = call.task.created_at.seconds
+        return chunk
+
+    sent = False
+    try:
+        async for event in call.events():
+            if event.WhichOneof("payload") == chunk_field:
+                sent = True
+                yield getattr(event, chunk_field)
+            elif include_usage:
+                yield stamped(usage=event.result.usage)
+    except ApiError as e:
+        if not sent:
+            await _abort(context, e)
+        yield stamped(error=e.body())
+
+
 class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
     def __init__(self, cfg: GatewayConfig, dispatcher: Dispatcher, registry: ModelRegistry) -> None:
         self.cfg = cfg
@@ -123,24 +161,10 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                               lambda t: t.chat.CopyFrom(request))  # fmt: skip
         except ApiError as e:
             await _abort(context, e)
-        include_usage = request.stream_options.include_usage
-        ident: dict[str, Any] = {"id": f"chatcmpl-{call.task.task_id}", "object": "chat.completion.chunk",
-                                 "model": request.model}  # fmt: skip
-        sent = False
-        try:
-            async for event in call.events():
-                if event.WhichOneof("payload") == "chat_chunk":
-                    sent = True
-                    yield event.chat_chunk
-                elif include_usage:
-                    yield chat_pb2.ChatCompletionChunk(
-                        usage=event.result.usage, created=call.task.created_at.seconds, **ident
-                    )
-        except ApiError as e:
-            if not sent:
-                await _abort(context, e)
-            # after the first chunk the status would be lost on HTTP/1.1: report in-band
-            yield chat_pb2.ChatCompletionChunk(error=e.body(), created=call.task.created_at.seconds, **ident)
+        chunks = _relay(call, context, "chat_chunk", chat_pb2.ChatCompletionChunk, "chatcmpl", "chat.completion.chunk",
+                        request.stream_options.include_usage)  # fmt: skip
+        async for chunk in chunks:
+            yield chunk
 
     async def CreateCompletion(
         self, request: completions_pb2.CompletionRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -164,22 +188,10 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                               lambda t: t.completion.CopyFrom(request))  # fmt: skip
         except ApiError as e:
             await _abort(context, e)
-        include_usage = request.stream_options.include_usage
-        ident: dict[str, Any] = {"id": f"cmpl-{call.task.task_id}", "object": "text_completion", "model": request.model}
-        sent = False
-        try:
-            async for event in call.events():
-                if event.WhichOneof("payload") == "completion_chunk":
-                    sent = True
-                    yield event.completion_chunk
-                elif include_usage:
-                    yield completions_pb2.Completion(
-                        usage=event.result.usage, created=call.task.created_at.seconds, **ident
-                    )
-        except ApiError as e:
-            if not sent:
-                await _abort(context, e)
-            yield completions_pb2.Completion(error=e.body(), created=call.task.created_at.seconds, **ident)
+        chunks = _relay(call, context, "completion_chunk", completions_pb2.Completion, "cmpl", "text_completion",
+                        request.stream_options.include_usage)  # fmt: skip
+        async for chunk in chunks:
+            yield chunk
 
     async def CreateEmbedding(
         self, request: embeddings_pb2.EmbeddingRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import sys
 
 import grpc
 import pulsar
 import pulsar.asyncio as pa
 
-from uplion.core.config import ConfigError
-from uplion.core.lifecycle import install_stop_signals
-from uplion.core.logs import setup_logging
+from uplion.core.lifecycle import install_stop_signals, run_service
 from uplion.core.observability import Health, start_metrics
 
 from .backends.base import Backend
@@ -61,14 +57,7 @@ async def serve(cfg: WorkerConfig) -> None:
 
 
 def main() -> int:
-    setup_logging("worker", os.environ.get("UPLION_LOG_LEVEL", "INFO"))
-    try:
-        cfg = WorkerConfig.from_env()
-    except ConfigError as e:
-        print(f"uplion worker: configuration error: {e}", file=sys.stderr)
-        return 2
-    asyncio.run(serve(cfg))
-    return 0
+    return run_service("worker", WorkerConfig.from_env, serve)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 from uplion.v1 import chat_pb2, common_pb2, completions_pb2, task_pb2
 
@@ -49,40 +50,43 @@ async def execute(task: task_pb2.Task, attempt: Attempt, backend: Backend) -> No
 
 
 async def _chat(task: task_pb2.Task, attempt: Attempt, backend: Backend) -> None:
-    if not task.stream:
-        chunks = [c async for c in backend.chat(task.chat)]
-        choices, attempt.usage = aggregate_chat(chunks)
-        result = chat_pb2.ChatCompletion(choices=choices, usage=attempt.usage)
-        _stamp(result, "chatcmpl", task, "chat.completion")
-        await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(chat=result, usage=attempt.usage)))
+    if task.stream:
+        await _forward(backend.chat(task.chat), task, attempt, "chatcmpl", "chat.completion.chunk")
         return
-    async for chunk in backend.chat(task.chat):
-        if chunk.HasField("usage"):
-            attempt.usage.CopyFrom(chunk.usage)
-            if not chunk.choices:
-                continue
-            chunk.ClearField("usage")
-        _stamp(chunk, "chatcmpl", task, "chat.completion.chunk")
-        attempt.completion_tokens += _tokens_in(chunk)
-        await attempt.emit(task_pb2.TaskEvent(chat_chunk=chunk))
-    await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(usage=attempt.usage)))
+    choices, attempt.usage = aggregate_chat([c async for c in backend.chat(task.chat)])
+    result = chat_pb2.ChatCompletion(choices=choices, usage=attempt.usage)
+    _stamp(result, "chatcmpl", task, "chat.completion")
+    await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(chat=result, usage=attempt.usage)))
 
 
 async def _completion(task: task_pb2.Task, attempt: Attempt, backend: Backend) -> None:
-    if not task.stream:
-        chunks = [c async for c in backend.completion(task.completion)]
-        choices, attempt.usage = aggregate_completion(chunks)
-        result = completions_pb2.Completion(choices=choices, usage=attempt.usage)
-        _stamp(result, "cmpl", task, "text_completion")
-        await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(completion=result, usage=attempt.usage)))
+    if task.stream:
+        await _forward(backend.completion(task.completion), task, attempt, "cmpl", "text_completion")
         return
-    async for chunk in backend.completion(task.completion):
+    choices, attempt.usage = aggregate_completion([c async for c in backend.completion(task.completion)])
+    result = completions_pb2.Completion(choices=choices, usage=attempt.usage)
+    _stamp(result, "cmpl", task, "text_completion")
+    await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(completion=result, usage=attempt.usage)))
+
+
+async def _forward(
+    chunks: AsyncIterator[chat_pb2.ChatCompletionChunk] | AsyncIterator[completions_pb2.Completion],
+    task: task_pb2.Task,
+    attempt: Attempt,
+    prefix: str,
+    obj: str,
+) -> None:
+    """Stream a backend's chunks to the reply topic, keeping its final usage for the result event."""
+    async for chunk in chunks:
         if chunk.HasField("usage"):
             attempt.usage.CopyFrom(chunk.usage)
             if not chunk.choices:
                 continue
             chunk.ClearField("usage")
-        _stamp(chunk, "cmpl", task, "text_completion")
+        _stamp(chunk, prefix, task, obj)
         attempt.completion_tokens += _tokens_in(chunk)
-        await attempt.emit(task_pb2.TaskEvent(completion_chunk=chunk))
+        if isinstance(chunk, chat_pb2.ChatCompletionChunk):
+            await attempt.emit(task_pb2.TaskEvent(chat_chunk=chunk))
+        else:
+            await attempt.emit(task_pb2.TaskEvent(completion_chunk=chunk))
     await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(usage=attempt.usage)))
