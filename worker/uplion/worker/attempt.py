@@ -50,12 +50,6 @@ class Attempt:
         if pending:
             await asyncio.gather(*pending)
 
-    def abandon(self) -> None:
-        """Stop waiting on pipelined sends (the attempt is being torn down)."""
-        for t in self._in_flight:
-            t.cancel()
-        self._in_flight = []
-
     async def error(self, kind: task_pb2.TaskErrorKind.ValueType, message: str, *, retryable: bool) -> None:
         err = task_pb2.TaskError(kind=kind, message=message, retryable=retryable, usage=self.usage)
         await self.emit(task_pb2.TaskEvent(error=err))

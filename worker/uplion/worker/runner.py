@@ -57,14 +57,13 @@ class Runner:
         self.topics = Topics(cfg.tenant, cfg.namespace)
         self._producers: dict[str, pa.Producer] = {}
         self._producer_lock = asyncio.Lock()
-        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._executing: dict[str, asyncio.Task[None]] = {}
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._slots: list[asyncio.Task[None]] = []
         self._idle: set[asyncio.Task[None]] = set()
         self._cancel_loop: asyncio.Task[None] | None = None
         self._stopping = False
         self._retry_producer: pa.Producer | None = None
-        self.completed = 0
 
     async def start(self) -> None:
         model = self.cfg.model
@@ -85,7 +84,7 @@ class Runner:
 
     @property
     def busy(self) -> int:
-        return len(self._inflight)
+        return len(self._executing)
 
     async def _slot(self) -> None:
         me = asyncio.current_task()
@@ -102,7 +101,16 @@ class Runner:
                 continue
             finally:
                 self._idle.discard(me)
-            await self._handle(msg)
+            try:
+                await self._handle(msg)
+            except asyncio.CancelledError:
+                if self._stopping:
+                    raise
+                # a cancellation that did not come through the task's own cancel path: keep the
+                # slot alive and let Pulsar redeliver the message
+                me.uncancel()
+                log.error("slot survived a stray cancellation; task redelivered")
+                await self.consumer.negative_acknowledge(msg)
 
     async def _handle(self, msg: pulsar.Message) -> None:
         try:
@@ -120,15 +128,12 @@ class Runner:
             TASKS.labels(self.cfg.model, "skipped").inc()
             return
         attempt = Attempt(task, uuid.uuid4().hex, self.cfg.worker_id, self._sender(batched=task.stream))
-        me = asyncio.current_task()
-        assert me is not None
-        self._inflight[task.task_id] = me
         INFLIGHT.labels(self.cfg.model).inc()
         started = time.monotonic()
         try:
             await self._run(msg, task, attempt, deadline)
         finally:
-            self._inflight.pop(task.task_id, None)
+            self._executing.pop(task.task_id, None)
             INFLIGHT.labels(self.cfg.model).dec()
             DURATION.labels(self.cfg.model).observe(time.monotonic() - started)
 
@@ -137,6 +142,9 @@ class Runner:
         assert me is not None
         redeliveries = msg.redelivery_count()
         attempt_number = _attempt_number(msg)
+        # Cancellable (by a client's cancel) only while executing: each outcome below first leaves
+        # the set, with no await in between, so a late cancel cannot interrupt reporting and acking.
+        self._executing[task.task_id] = me
         try:
             started = task_pb2.TaskStarted(
                 redelivery_count=redeliveries, prompt_tokens=self.backend.prompt_tokens(task)
@@ -146,31 +154,36 @@ class Runner:
                     await attempt.emit(task_pb2.TaskEvent(started=started))
                 await execute(task, attempt, self.backend)
         except asyncio.CancelledError:
+            self._executing.pop(task.task_id, None)
             if task.task_id not in self._cancelled:
                 raise  # shutdown: leave it unacknowledged, Pulsar redelivers it to another worker
             me.uncancel()
             await self._finish(msg, attempt, "cancelled", task_pb2.TASK_ERROR_KIND_CANCELLED, "cancelled by client")
             return
         except TimeoutError:
+            self._executing.pop(task.task_id, None)
             await self._finish(msg, attempt, "expired", task_pb2.TASK_ERROR_KIND_DEADLINE_EXCEEDED, "deadline exceeded")
             return
         except BackendError as e:
+            self._executing.pop(task.task_id, None)
             await self._failed(msg, attempt, e, attempt_number, deadline)
             return
         except pulsar.PulsarException:
+            self._executing.pop(task.task_id, None)
             log.exception("reply failed; task will be redelivered", extra={"task_id": task.task_id})
             await self.consumer.negative_acknowledge(msg)
             TASKS.labels(self.cfg.model, "reply_failed").inc()
             return
         except Exception as e:  # a bug or an unexpected backend failure: bounded retries, then DLQ
+            self._executing.pop(task.task_id, None)
             log.exception("task failed unexpectedly", extra={"task_id": task.task_id})
             internal = BackendError(
                 task_pb2.TASK_ERROR_KIND_INTERNAL, f"worker error: {type(e).__name__}", retryable=True
             )
             await self._failed(msg, attempt, internal, attempt_number, deadline)
             return
+        self._executing.pop(task.task_id, None)
         await self.consumer.acknowledge(msg)
-        self.completed += 1
         TASKS.labels(self.cfg.model, "ok").inc()
 
     async def _finish(
@@ -270,7 +283,7 @@ class Runner:
             self._cancelled[cancel.task_id] = None
             if len(self._cancelled) > _RECENT_CANCELS:
                 self._cancelled.popitem(last=False)
-            running = self._inflight.get(cancel.task_id)
+            running = self._executing.get(cancel.task_id)
             if running is not None:
                 running.cancel()
 
