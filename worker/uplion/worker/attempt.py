@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from uplion.v1 import common_pb2, task_pb2
 
-Send = Callable[[str, bytes], Awaitable[None]]
+
+class Producer(Protocol):
+    async def send(self, content: bytes) -> object: ...
+
+
+# The reply producer for a topic. Events are sent through it in the order they are emitted.
+ProducerFor = Callable[[str], Awaitable[Producer]]
 
 
 @dataclass
@@ -16,12 +23,12 @@ class Attempt:
     task: task_pb2.Task
     attempt_id: str
     worker_id: str
-    send: Send
+    producer_for: ProducerFor
     seq: int = 0
     completion_tokens: int = 0
     chunks_sent: int = 0
     usage: common_pb2.Usage = field(default_factory=common_pb2.Usage)
-    _in_flight: list[asyncio.Task[None]] = field(default_factory=list)
+    _in_flight: list[asyncio.Future[object]] = field(default_factory=list)
 
     async def emit(self, event: task_pb2.TaskEvent) -> None:
         """Send an event. Non-final events are pipelined (the producer keeps their order); a final
@@ -37,11 +44,14 @@ class Attempt:
         if payload in ("chat_chunk", "completion_chunk"):
             self.chunks_sent += 1
         data = event.SerializeToString()
+        # The producer is obtained here, in emit order, before any send is scheduled: a send task
+        # starts by handing its message to the producer, and tasks start in creation order.
+        producer = await self.producer_for(self.task.reply_topic)
         if payload in ("result", "error"):
             await self.flush()
-            await self.send(self.task.reply_topic, data)
+            await producer.send(data)
         else:
-            self._in_flight.append(asyncio.ensure_future(self.send(self.task.reply_topic, data)))
+            self._in_flight.append(asyncio.ensure_future(producer.send(data)))
             if len(self._in_flight) > 64:
                 await self.flush()
 

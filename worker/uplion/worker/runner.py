@@ -25,7 +25,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from uplion.core.topics import Topics
 from uplion.v1 import task_pb2
 
-from .attempt import Attempt, Send
+from .attempt import Attempt, ProducerFor
 from .backends.base import Backend, BackendError
 from .config import WorkerConfig
 from .decisions import FailureAction, on_failure, retry_delay_s
@@ -127,7 +127,7 @@ class Runner:
             await self.consumer.acknowledge(msg)
             TASKS.labels(self.cfg.model, "skipped").inc()
             return
-        attempt = Attempt(task, uuid.uuid4().hex, self.cfg.worker_id, self._sender(batched=task.stream))
+        attempt = Attempt(task, uuid.uuid4().hex, self.cfg.worker_id, self._producer_for(batched=task.stream))
         INFLIGHT.labels(self.cfg.model).inc()
         started = time.monotonic()
         try:
@@ -260,13 +260,13 @@ class Runner:
                     self._producers[key] = producer
         return producer
 
-    def _sender(self, batched: bool) -> Send:
+    def _producer_for(self, batched: bool) -> ProducerFor:
         """All events of one task go through one producer, which keeps them in order."""
 
-        async def send(topic: str, payload: bytes) -> None:
-            await (await self._producer(topic, batched)).send(payload)
+        async def get(topic: str) -> pa.Producer:
+            return await self._producer(topic, batched)
 
-        return send
+        return get
 
     async def _read_cancels(self) -> None:
         while True:
