@@ -10,12 +10,10 @@ through a plain asyncpg COPY into an unindexed table (no dedup, no pricing, no a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import random
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -33,6 +31,8 @@ from uplion.devstack.postgres import start_postgres
 from uplion.devstack.procs import free_port, spawn, wait_until
 from uplion.devstack.pulsar import start_pulsar
 from uplion.v1 import common_pb2, usage_pb2
+
+from .common import parser_for, workdir
 
 T0 = 1_790_000_000
 
@@ -136,11 +136,9 @@ async def main(n: int, batch: int, delay_ms: int, work: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser_for(__doc__)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch-events", type=int, default=5000)
     parser.add_argument("--batch-delay-ms", type=int, default=200)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="uplion-bench-"))
-    workdir.chmod(0o755)
-    asyncio.run(main(args.events, args.batch_events, args.batch_delay_ms, workdir))
+    asyncio.run(main(args.events, args.batch_events, args.batch_delay_ms, workdir()))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import statistics
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -82,3 +86,21 @@ def table(title: str, rows: list[Result], ratios: dict[str, str]) -> str:
     for k, v in ratios.items():
         lines.append(f"{k}: {v}")
     return "\n".join(lines)
+
+
+def parser_for(doc: str | None) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def workdir() -> Path:
+    """A fresh folder for one benchmark's services (readable by PostgreSQL's unprivileged user)."""
+    d = Path(tempfile.mkdtemp(prefix="uplion-bench-"))
+    d.chmod(0o755)
+    return d
+
+
+def run_timed(main: Callable[[float, Path], Coroutine[Any, Any, None]], doc: str | None) -> None:
+    """The entry point of the benchmarks that take only --duration."""
+    parser = parser_for(doc)
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per scenario")
+    asyncio.run(main(parser.parse_args().duration, workdir()))

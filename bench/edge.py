@@ -9,10 +9,7 @@ and the worker, so absolute numbers are a floor; the ratios are the point.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from uplion.devstack.platform import Service, start_edge, start_gateway, start_w
 from uplion.devstack.pulsar import start_pulsar
 from uplion.v1 import inference_pb2_grpc
 
-from .common import Result, closed_loop, rss_mb, table
+from .common import Result, closed_loop, rss_mb, run_timed, table
 from .spine import PROMPT, request
 
 BODY = json.dumps({"model": "echo", "messages": [{"role": "user", "content": PROMPT}]})
@@ -98,8 +95,4 @@ async def main(duration: float, work: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per scenario")
-    workdir = Path(tempfile.mkdtemp(prefix="uplion-bench-"))
-    workdir.chmod(0o755)
-    asyncio.run(main(parser.parse_args().duration, workdir))
+    run_timed(main, __doc__)

@@ -9,9 +9,6 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from uplion.devstack.pulsar import Pulsar, start_pulsar
 from uplion.v1 import chat_pb2, inference_pb2_grpc
 from uplion.worker.backends.echo import EchoBackend, EchoSettings
 
-from .common import Result, closed_loop, rss_mb, table
+from .common import Result, closed_loop, rss_mb, run_timed, table
 
 PROMPT = "the quick brown fox jumps over the lazy dog"
 
@@ -128,8 +125,4 @@ async def main(duration: float, work: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per scenario")
-    workdir = Path(tempfile.mkdtemp(prefix="uplion-bench-"))
-    workdir.chmod(0o755)
-    asyncio.run(main(parser.parse_args().duration, workdir))
+    run_timed(main, __doc__)
