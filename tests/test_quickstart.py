@@ -19,6 +19,14 @@ from uplion.devstack.procs import free_port, spawn
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _example(name: str, **env: str) -> str:
+    """Run one of the README's examples as written; its stdout."""
+    out = subprocess.run([sys.executable, f"examples/{name}"], cwd=ROOT, env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 async def _billed(dsn: str, at_least: int) -> int:
     conn = await asyncpg.connect(dsn)
     try:
@@ -48,22 +56,14 @@ def test_run_command_serves_the_quickstart_example(tmp_path: Path) -> None:
             assert up.alive(), up.log_tail()
             time.sleep(0.5)
         assert "uplion is up" in up.log_path.read_text(), up.log_tail()
-        env = {**os.environ, "UPLION_GATEWAY": f"127.0.0.1:{port}"}
-        out = subprocess.run(
-            [sys.executable, "examples/quickstart.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-        )
-        assert out.returncode == 0, out.stderr
-        assert "chat: hello from uplion | usage: 6 tokens" in out.stdout
-        assert "stream: hello |from |uplion" in out.stdout
-        assert "embedding: 384 dimensions" in out.stdout
-        env = {**os.environ, "OPENAI_BASE_URL": f"http://127.0.0.1:{http_port}/v1"}
-        out = subprocess.run(
-            [sys.executable, "examples/openai_sdk.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-        )
-        assert out.returncode == 0, out.stderr
-        assert "chat: hello over HTTP" in out.stdout
-        assert "stream: streamed |over |HTTP" in out.stdout
-        assert "embedding: 384 dimensions" in out.stdout
+        out = _example("quickstart.py", UPLION_GATEWAY=f"127.0.0.1:{port}")
+        assert "chat: hello from uplion | usage: 6 tokens" in out
+        assert "stream: hello |from |uplion" in out
+        assert "embedding: 384 dimensions" in out
+        out = _example("openai_sdk.py", OPENAI_BASE_URL=f"http://127.0.0.1:{http_port}/v1")
+        assert "chat: hello over HTTP" in out
+        assert "stream: streamed |over |HTTP" in out
+        assert "embedding: 384 dimensions" in out
         children = psutil.Process(up.pid).children(recursive=True)
         assert len(children) >= 8  # pulsar, postgres, redis, gateway, two workers, envoy, billing
         # every request above was billed: its usage event went gateway -> Pulsar -> billing -> PostgreSQL

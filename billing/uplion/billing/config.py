@@ -7,13 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from uplion.core.config import env_float, env_int, env_str
+from uplion.core.pulsar import PulsarSettings
 
 
 @dataclass(frozen=True)
 class BillingConfig:
-    pulsar_url: str
-    tenant: str
-    namespace: str
+    pulsar: PulsarSettings
     database_url: str
     batch_max_events: int
     batch_max_delay_ms: int
@@ -25,9 +24,7 @@ class BillingConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> BillingConfig:
         env = os.environ if env is None else env
         return cls(
-            pulsar_url=env_str(env, "UPLION_PULSAR_URL", "pulsar://127.0.0.1:6650"),
-            tenant=env_str(env, "UPLION_PULSAR_TENANT", "public"),
-            namespace=env_str(env, "UPLION_PULSAR_NAMESPACE", "default"),
+            pulsar=PulsarSettings.from_env(env),
             database_url=env_str(env, "UPLION_DATABASE_URL"),
             batch_max_events=env_int(env, "UPLION_BILLING_BATCH_EVENTS", 5000, minimum=1),
             batch_max_delay_ms=env_int(env, "UPLION_BILLING_BATCH_DELAY_MS", 200, minimum=1),

@@ -18,8 +18,8 @@ from google.protobuf.message import DecodeError
 from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError
 
+from uplion.core.pulsar import CLIENT_LOGGER
 from uplion.core.subscriptions import BILLING_SUBSCRIPTION
-from uplion.core.topics import Topics
 from uplion.v1 import usage_pb2
 
 from . import mirror
@@ -64,8 +64,8 @@ class UsageConsumer:
         self.pool = pool
         self.redis = redis
         self._last_reconcile = 0.0
-        self.topics = Topics(cfg.tenant, cfg.namespace)
-        self.client = pulsar.Client(cfg.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+        self.topics = cfg.pulsar.topics
+        self.client = pulsar.Client(cfg.pulsar.url, logger=CLIENT_LOGGER)
         policy = pulsar.ConsumerBatchReceivePolicy(cfg.batch_max_events, 64 * 1024 * 1024, cfg.batch_max_delay_ms)
         self.consumer = self.client.subscribe(
             self.topics.usage(),

@@ -7,13 +7,12 @@ import logging
 import sys
 
 import grpc
-import pulsar
 import pulsar.asyncio as pa
 from grpc_reflection.v1alpha import reflection
 
 from uplion.core.lifecycle import install_stop_signals, run_service
 from uplion.core.observability import Health, start_metrics
-from uplion.core.topics import Topics
+from uplion.core.pulsar import CLIENT_LOGGER
 from uplion.v1 import inference_pb2, inference_pb2_grpc
 
 from .config import GatewayConfig
@@ -28,8 +27,8 @@ SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].ful
 async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
     stop = install_stop_signals()
     start_metrics(cfg.metrics_port)
-    client = pa.Client(cfg.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
-    dispatcher = Dispatcher(client, Topics(cfg.tenant, cfg.namespace), cfg.gateway_id)
+    client = pa.Client(cfg.pulsar.url, logger=CLIENT_LOGGER)
+    dispatcher = Dispatcher(client, cfg.pulsar.topics, cfg.gateway_id)
     await dispatcher.start()
     await dispatcher.prepare(cfg.models)
     options = [

@@ -8,14 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from uplion.core.config import ConfigError, env_float, env_int, env_list, env_str
+from uplion.core.pulsar import PulsarSettings
 
 
 @dataclass(frozen=True)
 class GatewayConfig:
     listen: str
-    pulsar_url: str
-    tenant: str
-    namespace: str
+    pulsar: PulsarSettings
     gateway_id: str
     models: tuple[str, ...]
     default_timeout_s: float
@@ -29,9 +28,7 @@ class GatewayConfig:
         env = os.environ if env is None else env
         cfg = cls(
             listen=env_str(env, "UPLION_GATEWAY_LISTEN", "0.0.0.0:50051"),
-            pulsar_url=env_str(env, "UPLION_PULSAR_URL", "pulsar://127.0.0.1:6650"),
-            tenant=env_str(env, "UPLION_PULSAR_TENANT", "public"),
-            namespace=env_str(env, "UPLION_PULSAR_NAMESPACE", "default"),
+            pulsar=PulsarSettings.from_env(env),
             gateway_id=env_str(env, "UPLION_GATEWAY_ID", f"{socket.gethostname()}-{os.getpid()}"),
             models=env_list(env, "UPLION_MODELS"),
             default_timeout_s=env_float(env, "UPLION_DEFAULT_TIMEOUT_S", 600.0, minimum=0.001),

@@ -17,6 +17,7 @@ import pulsar
 import pulsar.asyncio as pa
 from google.protobuf.message import DecodeError
 
+from uplion.core.pulsar import Producers
 from uplion.core.subscriptions import BILLING_SUBSCRIPTION, ensure_subscription
 from uplion.core.topics import Topics
 from uplion.v1 import task_pb2, usage_pb2
@@ -30,8 +31,7 @@ class Dispatcher:
         self.topics = topics
         self.reply_topic = topics.replies(gateway_id)
         self._waiting: dict[str, asyncio.Queue[task_pb2.TaskEvent]] = {}
-        self._producers: dict[str, pa.Producer] = {}
-        self._lock = asyncio.Lock()
+        self._producers = Producers(client)
         self._background: set[asyncio.Task[None]] = set()
         self._reader_task: asyncio.Task[None] | None = None
 
@@ -54,17 +54,8 @@ class Dispatcher:
             await self._producer(self.topics.tasks(model))
 
     async def _producer(self, topic: str) -> pa.Producer:
-        producer = self._producers.get(topic)
-        if producer is None:
-            async with self._lock:
-                producer = self._producers.get(topic)
-                if producer is None:
-                    # no batching: a batch would be dispatched to one worker as a unit
-                    producer = await self.client.create_producer(
-                        topic, batching_enabled=False, block_if_queue_full=True
-                    )
-                    self._producers[topic] = producer
-        return producer
+        # no batching: a batch would be dispatched to one worker as a unit
+        return await self._producers.get(topic, batching_enabled=False)
 
     def expect(self, task_id: str) -> asyncio.Queue[task_pb2.TaskEvent]:
         queue: asyncio.Queue[task_pb2.TaskEvent] = asyncio.Queue()
@@ -76,7 +67,7 @@ class Dispatcher:
 
     async def publish_task(self, task: task_pb2.Task) -> None:
         topic = self.topics.tasks(task.model)
-        if topic not in self._producers:
+        if not self._producers.has(topic, batching_enabled=False):
             await self._ensure_subscription(task.model)
         producer = await self._producer(topic)
         await producer.send(task.SerializeToString())
@@ -135,8 +126,8 @@ class Dispatcher:
             self._reader_task.cancel()
         with contextlib.suppress(pulsar.PulsarException):
             await self.usage_producer.flush()
-        for p in [*self._producers.values(), self.usage_producer]:
-            with contextlib.suppress(pulsar.PulsarException):
-                await p.close()
+        await self._producers.close()
+        with contextlib.suppress(pulsar.PulsarException):
+            await self.usage_producer.close()
         with contextlib.suppress(pulsar.PulsarException):
             await self.reader.close()

@@ -6,11 +6,11 @@ import logging
 import sys
 
 import grpc
-import pulsar
 import pulsar.asyncio as pa
 
 from uplion.core.lifecycle import install_stop_signals, run_service
 from uplion.core.observability import Health, start_metrics
+from uplion.core.pulsar import CLIENT_LOGGER
 
 from .backends.base import Backend
 from .config import WorkerConfig
@@ -42,7 +42,7 @@ async def serve(cfg: WorkerConfig) -> None:
         health_server.add_insecure_port(f"0.0.0.0:{cfg.health_port}")
         await health_server.start()
     backend = make_backend(cfg)
-    client = pa.Client(cfg.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    client = pa.Client(cfg.pulsar.url, logger=CLIENT_LOGGER)
     runner = Runner(cfg, backend, client)
     await runner.start()
     await health.set_serving(True)

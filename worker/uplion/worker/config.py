@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uplion.core.config import ConfigError, env_float, env_int, env_list, env_str
+from uplion.core.pulsar import PulsarSettings
 
 MODEL_TYPES = ("echo", "remote", "local")
 
@@ -29,9 +30,7 @@ class WorkerConfig:
     model: str
     model_type: str
     max_concurrency: int
-    pulsar_url: str
-    tenant: str
-    namespace: str
+    pulsar: PulsarSettings
     worker_id: str
     max_attempts: int
     nack_delay_ms: int
@@ -59,9 +58,7 @@ class WorkerConfig:
             model=model,
             model_type=model_type,
             max_concurrency=env_int(env, "UPLION_MAX_PROCESS_NUM", 4, minimum=1),
-            pulsar_url=env_str(env, "UPLION_PULSAR_URL", "pulsar://127.0.0.1:6650"),
-            tenant=env_str(env, "UPLION_PULSAR_TENANT", "public"),
-            namespace=env_str(env, "UPLION_PULSAR_NAMESPACE", "default"),
+            pulsar=PulsarSettings.from_env(env),
             worker_id=env_str(env, "UPLION_WORKER_ID", f"{socket.gethostname()}-{os.getpid()}"),
             max_attempts=env_int(env, "UPLION_MAX_ATTEMPTS", 3, minimum=1),
             nack_delay_ms=env_int(env, "UPLION_NACK_DELAY_MS", 1000, minimum=0),

@@ -22,7 +22,7 @@ import pulsar.asyncio as pa
 from google.protobuf.message import DecodeError
 from prometheus_client import Counter, Gauge, Histogram
 
-from uplion.core.topics import Topics
+from uplion.core.pulsar import Producers
 from uplion.v1 import task_pb2
 
 from .attempt import Attempt, ProducerFor
@@ -54,16 +54,14 @@ class Runner:
         self.cfg = cfg
         self.backend = backend
         self.client = client
-        self.topics = Topics(cfg.tenant, cfg.namespace)
-        self._producers: dict[str, pa.Producer] = {}
-        self._producer_lock = asyncio.Lock()
+        self.topics = cfg.pulsar.topics
+        self._producers = Producers(client)
         self._executing: dict[str, asyncio.Task[None]] = {}
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._slots: list[asyncio.Task[None]] = []
         self._idle: set[asyncio.Task[None]] = set()
         self._cancel_loop: asyncio.Task[None] | None = None
         self._stopping = False
-        self._retry_producer: pa.Producer | None = None
 
     async def start(self) -> None:
         model = self.cfg.model
@@ -233,11 +231,8 @@ class Runner:
     async def _retry_later(self, msg: pulsar.Message, next_attempt: int, delay_s: float) -> None:
         """Publish the task again, delivered after the backoff to any worker; the caller then acks
         the original. A crash between the two runs the task twice: the gateway keeps the first answer."""
-        if self._retry_producer is None:
-            self._retry_producer = await self.client.create_producer(
-                self.topics.tasks(self.cfg.model), batching_enabled=False, block_if_queue_full=True
-            )
-        await self._retry_producer.send(
+        producer = await self._producers.get(self.topics.tasks(self.cfg.model), batching_enabled=False)
+        await producer.send(
             msg.data(), properties={ATTEMPT_PROPERTY: str(next_attempt)}, deliver_after=timedelta(seconds=delay_s)
         )
 
@@ -246,19 +241,9 @@ class Runner:
         await self.dlq.send(msg.data(), properties=props)
 
     async def _producer(self, topic: str, batched: bool) -> pa.Producer:
-        key = f"{topic}#{'batched' if batched else 'direct'}"
-        producer = self._producers.get(key)
-        if producer is None:
-            async with self._producer_lock:
-                producer = self._producers.get(key)
-                if producer is None:
-                    # Streams batch their chunks (1 ms window: many chunks, one broker entry);
-                    # non-streamed tasks send one result and must not wait for a batch to fill.
-                    producer = await self.client.create_producer(
-                        topic, batching_enabled=batched, batching_max_publish_delay_ms=1, block_if_queue_full=True
-                    )
-                    self._producers[key] = producer
-        return producer
+        # Streams batch their chunks (1 ms window: many chunks, one broker entry); non-streamed
+        # tasks send one result and must not wait for a batch to fill.
+        return await self._producers.get(topic, batching_enabled=batched, batching_max_publish_delay_ms=1)
 
     def _producer_for(self, batched: bool) -> ProducerFor:
         """All events of one task go through one producer, which keeps them in order."""
@@ -303,6 +288,4 @@ class Runner:
             self._cancel_loop.cancel()
         with contextlib.suppress(pulsar.PulsarException):
             await self.consumer.close()
-        for producer in [*self._producers.values(), *([self._retry_producer] if self._retry_producer else [])]:
-            with contextlib.suppress(pulsar.PulsarException):
-                await producer.close()
+        await self._producers.close()
