@@ -1,13 +1,15 @@
 """The official openai SDK against a running uplion (the Envoy edge), unchanged.
 
-OPENAI_BASE_URL=http://127.0.0.1:8080/v1 .venv/bin/python examples/openai_sdk.py
+OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_API_KEY=upl-... .venv/bin/python examples/openai_sdk.py
 """
 
 import os
 
 import openai
 
-client = openai.OpenAI(base_url=os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1"), api_key="local")
+client = openai.OpenAI(
+    base_url=os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1"), api_key=os.environ["OPENAI_API_KEY"]
+)
 
 reply = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hello over HTTP"}])
 print("chat:", reply.choices[0].message.content)

@@ -43,7 +43,7 @@ async def _billed(dsn: str, at_least: int) -> int:
 def test_run_command_serves_the_quickstart_example(tmp_path: Path) -> None:
     port, http_port = free_port(), free_port()
     stack_dir = tmp_path / "stack"
-    argv = ["--dir", str(stack_dir), "--gateway-port", str(port), "--http-port", str(http_port)]
+    argv = ["--dir", str(stack_dir), "--gateway-port", str(port), "--http-port", str(http_port), "--accounts-port", "0"]
     up = spawn(
         "devstack",
         [sys.executable, "-m", "uplion.devstack", "up", *argv],
@@ -56,18 +56,27 @@ def test_run_command_serves_the_quickstart_example(tmp_path: Path) -> None:
             assert up.alive(), up.log_tail()
             time.sleep(0.5)
         assert "uplion is up" in up.log_path.read_text(), up.log_tail()
-        out = _example("quickstart.py", UPLION_GATEWAY=f"127.0.0.1:{port}")
+        state = json.loads((stack_dir / "state.json").read_text())
+        out = _example("quickstart.py", UPLION_EDGE=f"127.0.0.1:{http_port}", UPLION_API_KEY=state["api_key"])
         assert "chat: hello from uplion | usage: 6 tokens" in out
         assert "stream: hello |from |uplion" in out
         assert "embedding: 384 dimensions" in out
-        out = _example("openai_sdk.py", OPENAI_BASE_URL=f"http://127.0.0.1:{http_port}/v1")
+        # the README's one-command user + key, then the SDK example with that new key
+        created = subprocess.run(
+            [str(Path(sys.executable).parent / "uplion"), "users", "create", "alice@example.com", "--token", "laptop"],
+            env={**os.environ, "UPLION_ACCOUNTS": state["accounts_grpc"], "UPLION_ADMIN_TOKEN": state["admin_token"]},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        alice_key = json.loads(created.stdout)["secret"]
+        out = _example("openai_sdk.py", OPENAI_BASE_URL=f"http://127.0.0.1:{http_port}/v1", OPENAI_API_KEY=alice_key)
         assert "chat: hello over HTTP" in out
         assert "stream: streamed |over |HTTP" in out
         assert "embedding: 384 dimensions" in out
         children = psutil.Process(up.pid).children(recursive=True)
-        assert len(children) >= 8  # pulsar, postgres, redis, gateway, two workers, envoy, billing
+        # pulsar, postgres, redis, gateway, two workers, accounts, authz, envoy, billing
+        assert len(children) >= 10
         # every request above was billed: its usage event went gateway -> Pulsar -> billing -> PostgreSQL
-        state = json.loads((stack_dir / "state.json").read_text())
         assert asyncio.run(_billed(state["postgres_dsn"], at_least=6)) >= 6
     finally:
         os.killpg(up.pid, signal.SIGINT)

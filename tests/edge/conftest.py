@@ -1,46 +1,100 @@
-"""The HTTP edge under test: real Envoy (uplion's filters) → gateway → Pulsar → workers."""
+"""The HTTP edge under test: real Envoy (uplion's filters, ext_authz) → gateway → Pulsar → workers,
+with the accounts and authz services on real PostgreSQL and Redis."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import openai
 import pytest
 
-from uplion.devstack.platform import Service, start_edge, start_gateway, start_worker
+from uplion.accounts.cli import Client
+from uplion.devstack.envoy import Envoy
+from uplion.devstack.platform import (
+    Service,
+    bootstrap_admin,
+    start_accounts,
+    start_authz,
+    start_edge,
+    start_gateway,
+    start_worker,
+)
+from uplion.devstack.postgres import Postgres
 from uplion.devstack.pulsar import Pulsar
+from uplion.devstack.redis import Redis
 
 EDGE_MODELS = ["edge-echo", "edge-slow", "edge-broken"]
 
 
+@dataclass
+class Edge:
+    url: str
+    dsn: str
+    redis: Redis
+    accounts: Service
+    authz: Service
+    envoy: Envoy
+    admin: Client  # the admin API, as the first admin
+    api_key: str  # a member's key that may use every model
+
+    def new_key(self, **token: Any) -> tuple[str, str, str]:
+        """A fresh member with one key: (user id, token id, secret)."""
+        user, created = self.admin.create_user_with_token(f"{uuid.uuid4().hex[:10]}@edge.test")
+        if token:
+            from uplion.v1 import admin_pb2
+
+            self.admin.call("UpdateToken", admin_pb2.UpdateTokenRequest(token_id=created.token.token_id, **token))
+        return user.user_id, created.token.token_id, created.secret
+
+    def sdk(self, key: str | None = None) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.api_key, max_retries=0)
+
+
+async def _new_database(postgres: Postgres, name: str) -> str:
+    admin = await asyncpg.connect(postgres.dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    return postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
 @pytest.fixture(scope="session")
-def edge_stack(broker: Pulsar, run_dir: Path) -> Iterator[str]:
+async def edge(broker: Pulsar, postgres: Postgres, redis_server: Redis, run_dir: Path) -> AsyncIterator[Edge]:
     d = run_dir / "edge"
     d.mkdir()
+    dsn = await _new_database(postgres, "edge")
+    accounts = start_accounts(d, dsn, redis_server.url)
+    authz = start_authz(d, dsn, redis_server.url)
+    admin = Client(f"127.0.0.1:{accounts.port}", bootstrap_admin(dsn)["secret"])
+    _, token = admin.create_user_with_token("member@edge.test")
     gw = start_gateway(d, broker.service_url, EDGE_MODELS, UPLION_DEFAULT_TIMEOUT_S="60")
     workers = [
         start_worker(d, broker.service_url, "edge-echo", UPLION_MAX_PROCESS_NUM="16"),
         start_worker(d, broker.service_url, "edge-slow", UPLION_ECHO_TOKEN_DELAY_MS="300"),
         start_worker(d, broker.service_url, "edge-broken", UPLION_MAX_ATTEMPTS="1"),
     ]
-    envoy, port = start_edge(d, gw.port)
-    yield f"http://127.0.0.1:{port}"
+    envoy, port = start_edge(d, gw.port, authz_port=authz.port, accounts_port=accounts.port)
+    yield Edge(f"http://127.0.0.1:{port}", dsn, redis_server, accounts, authz, envoy, admin, token.secret)
     envoy.stop()
-    for w in workers:
-        w.stop()
-    gw.stop()
+    for svc in [*workers, gw, authz, accounts]:
+        svc.stop()
 
 
 @pytest.fixture
-def client(edge_stack: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{edge_stack}/v1", api_key="unused-until-authz", max_retries=0)
+def client(edge: Edge) -> openai.OpenAI:
+    return edge.sdk()
 
 
 @pytest.fixture
-def base_url(edge_stack: str) -> str:
-    return edge_stack
+def base_url(edge: Edge) -> str:
+    return edge.url
 
 
-def gateways() -> list[Service]:
-    return []
+@pytest.fixture
+def auth(edge: Edge) -> dict[str, str]:
+    """Headers for raw HTTP requests with the member's key."""
+    return {"authorization": f"Bearer {edge.api_key}"}

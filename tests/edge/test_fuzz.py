@@ -15,7 +15,7 @@ OPENAPI = Path(__file__).resolve().parents[2] / "gen" / "openapi" / "uplion.open
 EXAMPLES_PER_OPERATION = 40
 
 
-def test_rest_surface_has_no_unintended_server_errors(base_url: str) -> None:
+def test_rest_surface_has_no_unintended_server_errors(base_url: str, auth: dict[str, str]) -> None:
     raw = json.loads(OPENAPI.read_text())
     # aim the requests at the model the edge stack serves, so they reach a real worker
     for name in ("ChatCompletionRequest", "CompletionRequest", "EmbeddingRequest"):
@@ -30,7 +30,7 @@ def test_rest_surface_has_no_unintended_server_errors(base_url: str) -> None:
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck),
                   database=None, derandomize=True)  # fmt: skip
         def run(case: Any) -> None:
-            response = case.call(timeout=30, headers={"x-uplion-timeout": "20"})
+            response = case.call(timeout=30, headers={"x-uplion-timeout": "20", **auth})
             statuses.setdefault(case.operation.label, set()).add(response.status_code)
             case.validate_response(response, checks=[not_a_server_error])
 

@@ -24,4 +24,6 @@ def test_envoyfilter_carries_the_same_filters_as_the_local_envoy() -> None:
     values = [p["patch"]["value"] for p in doc["spec"]["configPatches"]]
     assert [v["name"] for v in values] == ["envoy.filters.http.lua", "envoy.filters.http.grpc_json_transcoder"]
     assert values[0]["typed_config"]["default_source_code"]["inline_string"] == lua_source()
-    assert values[1]["typed_config"]["services"] == ["uplion.v1.InferenceService"]
+    assert values[1]["typed_config"]["services"] == ["uplion.v1.InferenceService", "uplion.v1.AdminService"]
+    operations = [p["patch"]["operation"] for p in doc["spec"]["configPatches"]]
+    assert operations == ["INSERT_FIRST", "INSERT_BEFORE"]

@@ -78,9 +78,9 @@ def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
         client.models.retrieve("nope")
 
 
-def test_json_numbers_stay_numbers(base_url: str) -> None:
+def test_json_numbers_stay_numbers(base_url: str, auth: dict[str, str]) -> None:
     body = {"model": "edge-echo", "messages": user("x")}
-    r = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=30)
+    r = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=30, headers=auth)
     data = r.json()
     assert isinstance(data["created"], int)
     assert data["choices"][0]["index"] == 0
@@ -100,8 +100,11 @@ def test_json_numbers_stay_numbers(base_url: str) -> None:
         (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', 404, "model"),
     ],
 )
-def test_bad_requests_get_openai_errors(base_url: str, raw: bytes, status: int, param: str | None) -> None:
-    r = httpx.post(f"{base_url}/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
+def test_bad_requests_get_openai_errors(
+    base_url: str, auth: dict[str, str], raw: bytes, status: int, param: str | None
+) -> None:
+    headers = {"content-type": "application/json", **auth}
+    r = httpx.post(f"{base_url}/v1/chat/completions", content=raw, headers=headers)
     assert r.status_code == status
     assert r.headers["content-type"] == "application/json"
     error = r.json()["error"]
@@ -122,9 +125,9 @@ def test_sdk_exception_classes(client: openai.OpenAI) -> None:
     assert missing.value.code == "model_not_found"
 
 
-def test_oversized_body_is_413(base_url: str) -> None:
+def test_oversized_body_is_413(base_url: str, auth: dict[str, str]) -> None:
     huge = {"model": "edge-echo", "messages": user("x" * (9 * 1024 * 1024))}
-    r = httpx.post(f"{base_url}/v1/chat/completions", json=huge, timeout=60)
+    r = httpx.post(f"{base_url}/v1/chat/completions", json=huge, timeout=60, headers=auth)
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "request_too_large"
 

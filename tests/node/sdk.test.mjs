@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import OpenAI from "openai";
 
-const client = new OpenAI({ baseURL: process.env.OPENAI_BASE_URL, apiKey: "unused-until-authz", maxRetries: 0 });
+const client = new OpenAI({ baseURL: process.env.OPENAI_BASE_URL, apiKey: process.env.OPENAI_API_KEY, maxRetries: 0 });
 const model = process.env.UPLION_MODEL;
 const user = (content) => [{ role: "user", content }];
 

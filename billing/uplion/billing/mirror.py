@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from uplion.core.credentials import spend_key
 from uplion.core.migrations import Conn
 
-PREFIX = "uplion:spend:"
 CHUNK = 1000
 
 
 def key(subject: str) -> str:
     """`subject` is `user:<id>` or `token:<id>`."""
-    return PREFIX + subject
+    kind, _, subject_id = subject.partition(":")
+    return spend_key(kind, subject_id)
 
 
 async def add(r: aioredis.Redis, spend: dict[str, tuple[int, int]]) -> None:

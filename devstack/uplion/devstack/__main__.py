@@ -19,17 +19,22 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--dir", type=Path, default=Path("build/devstack"), help="state and logs")
     up.add_argument("--gateway-port", type=int, default=50051, help="gRPC port of the gateway (0: any free port)")
     up.add_argument("--http-port", type=int, default=8080, help="OpenAI-compatible HTTP port of Envoy (0: any)")
+    up.add_argument("--accounts-port", type=int, default=50061, help="gRPC port of the accounts service (0: any)")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    stack = Stack(args.dir.resolve(), gateway_port=args.gateway_port, http_port=args.http_port)
+    stack = Stack(
+        args.dir.resolve(), gateway_port=args.gateway_port, http_port=args.http_port, accounts_port=args.accounts_port
+    )
     try:
         stack.start()
         state = stack.describe()
-        (args.dir / "state.json").write_text(json.dumps(state, indent=2))
+        state_file = args.dir / "state.json"
+        state_file.write_text(json.dumps(state, indent=2))
+        state_file.chmod(0o600)  # it holds the admin token
         print(stack.banner(), flush=True)
         while not stop.wait(1.0):
             dead = stack.dead()

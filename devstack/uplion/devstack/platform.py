@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
+import subprocess
 import sys
 import time
 import urllib.request
@@ -93,14 +96,58 @@ def wait_metric(svc: Service, name: str, at_least: float, timeout: float = 30.0,
     raise NotReady(f"{name}{labels} stayed at {value}, wanted >= {at_least}")
 
 
-def start_edge(workdir: Path, gateway_port: int, port: int = 0) -> tuple[Envoy, int]:
-    """Envoy with uplion's edge filters in front of a gateway; returns it and its HTTP/gRPC port."""
+def start_edge(
+    workdir: Path, gateway_port: int, port: int = 0, authz_port: int | None = None, accounts_port: int | None = None
+) -> tuple[Envoy, int]:
+    """Envoy with uplion's edge filters in front of a gateway (and, when given, the authz and
+    accounts services); returns it and its HTTP/gRPC port."""
     from uplion.edge.local import local_envoy_config
 
     port = port or free_port()
     descriptor = Path(__file__).resolve().parents[3] / "gen" / "descriptor" / "uplion.pb"
-    config = local_envoy_config(port, gateway_port, str(descriptor))
+    config = local_envoy_config(port, gateway_port, str(descriptor), authz_port, accounts_port)
     return start_envoy(workdir / f"envoy-{port}", config), port
+
+
+def start_accounts(workdir: Path, database_url: str, redis_url: str = "", port: int = 0, **env: str) -> Service:
+    port, metrics = port or free_port(), free_port()
+    settings = {
+        "UPLION_ACCOUNTS_LISTEN": f"127.0.0.1:{port}",
+        "UPLION_DATABASE_URL": database_url,
+        "UPLION_REDIS_URL": redis_url,
+        "UPLION_SESSION_SECRET": secrets.token_urlsafe(48),
+        "UPLION_METRICS_PORT": str(metrics),
+        **env,
+    }
+    log = workdir / f"accounts-{port}.log"
+    proc = spawn("accounts", [sys.executable, "-m", "uplion.accounts"], log, env=_env(settings))
+    _wait_for_line(proc, "listening on port", 60)
+    return Service(proc, port, metrics)
+
+
+def start_authz(workdir: Path, database_url: str, redis_url: str = "", port: int = 0, **env: str) -> Service:
+    port, metrics = port or free_port(), free_port()
+    settings = {
+        "UPLION_AUTHZ_LISTEN": f"127.0.0.1:{port}",
+        "UPLION_DATABASE_URL": database_url,
+        "UPLION_REDIS_URL": redis_url,
+        "UPLION_METRICS_PORT": str(metrics),
+        **env,
+    }
+    log = workdir / f"authz-{port}.log"
+    proc = spawn("authz", [sys.executable, "-m", "uplion.authz"], log, env=_env(settings))
+    _wait_for_line(proc, "listening on port", 60)
+    return Service(proc, port, metrics)
+
+
+def bootstrap_admin(database_url: str, email: str = "admin@uplion.local") -> dict[str, str]:
+    """The first admin and an admin API token (user_id, token_id, secret)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "uplion.accounts", "bootstrap-admin", email],
+        env=_env({"UPLION_DATABASE_URL": database_url}), capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    result: dict[str, str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def start_billing(workdir: Path, pulsar_url: str, database_url: str, redis_url: str = "", **env: str) -> Service:

@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Protocol
 
 from .envoy import Envoy
-from .platform import Service, start_billing, start_edge, start_gateway, start_worker
+from .platform import (
+    Service,
+    bootstrap_admin,
+    start_accounts,
+    start_authz,
+    start_billing,
+    start_edge,
+    start_gateway,
+    start_worker,
+)
 from .postgres import Postgres, start_postgres
 from .pulsar import Pulsar, start_pulsar
 from .redis import Redis, start_redis
@@ -48,11 +57,15 @@ class Stack:
     workdir: Path
     gateway_port: int = 0
     http_port: int = 0
+    accounts_port: int = 0
     pulsar: Pulsar | None = None
     postgres: Postgres | None = None
     redis: Redis | None = None
     gateway: Service | None = None
     envoy: Envoy | None = None
+    accounts: Service | None = None
+    admin_token: str = ""
+    api_key: str = ""
     _started: list[tuple[str, Stoppable]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -72,11 +85,30 @@ class Stack:
         for model, env in DEFAULT_WORKERS.items():
             worker = start_worker(logs, self.pulsar.service_url, model, **env)
             self._started.append((f"worker {model}", worker))
-        self.envoy, self.http_port = start_edge(logs, self.gateway.port, port=self.http_port)
-        self._started.append(("envoy", self.envoy))
         asyncio.run(_seed_prices(self.postgres.dsn))
+        self.accounts = start_accounts(logs, self.postgres.dsn, self.redis.url, port=self.accounts_port)
+        self._started.append(("accounts", self.accounts))
+        authz = start_authz(logs, self.postgres.dsn, self.redis.url)
+        self._started.append(("authz", authz))
+        self.envoy, self.http_port = start_edge(
+            logs, self.gateway.port, port=self.http_port, authz_port=authz.port, accounts_port=self.accounts.port
+        )
+        self._started.append(("envoy", self.envoy))
+        self._create_accounts()
         billing = start_billing(logs, self.pulsar.service_url, self.postgres.dsn, self.redis.url)
         self._started.append(("billing", billing))
+
+    def _create_accounts(self) -> None:
+        """An admin (its API token is the CLI's credential) and a demo member with an API key."""
+        from uplion.accounts.cli import Client
+
+        assert self.postgres is not None
+        assert self.accounts is not None
+        self.admin_token = bootstrap_admin(self.postgres.dsn)["secret"]
+        client = Client(f"127.0.0.1:{self.accounts.port}", self.admin_token)
+        _, token = client.create_user_with_token("demo@uplion.local", token_name="quickstart")  # noqa: S106
+        self.api_key = token.secret
+        client.channel.close()
 
     def dead(self) -> list[str]:
         out = []
@@ -96,7 +128,11 @@ class Stack:
             raise RuntimeError("stack not started")
         return {
             "openai_base_url": f"http://127.0.0.1:{self.http_port}/v1",
-            "gateway_grpc": f"127.0.0.1:{self.gateway.port}",
+            "api_key": self.api_key,
+            "edge_grpc": f"127.0.0.1:{self.http_port}",
+            "gateway_grpc_internal": f"127.0.0.1:{self.gateway.port}",
+            "accounts_grpc": f"127.0.0.1:{self.accounts.port if self.accounts else 0}",
+            "admin_token": self.admin_token,
             "models": ", ".join(DEFAULT_WORKERS),
             "pulsar_url": self.pulsar.service_url,
             "pulsar_admin_url": self.pulsar.admin_url,
@@ -108,13 +144,18 @@ class Stack:
     def banner(self) -> str:
         lines = ["uplion is up (Ctrl-C stops everything):"]
         lines += [f"  {k:18} {v}" for k, v in self.describe().items()]
-        grpc_port = self.gateway.port if self.gateway else 0
         body = '{"model": "echo", "messages": [{"role": "user", "content": "hello"}]}'
+        accounts = self.accounts.port if self.accounts else 0
         lines += [
             "", "try it:",
-            f"  curl -s http://127.0.0.1:{self.http_port}/v1/chat/completions"
+            f"  curl -s http://127.0.0.1:{self.http_port}/v1/chat/completions -H 'authorization: Bearer {self.api_key}'"
             f" -H 'content-type: application/json' -d '{body}'",
-            f"  OPENAI_BASE_URL=http://127.0.0.1:{self.http_port}/v1 .venv/bin/python examples/openai_sdk.py",
-            f"  UPLION_GATEWAY=127.0.0.1:{grpc_port} .venv/bin/python examples/quickstart.py",
+            f"  OPENAI_BASE_URL=http://127.0.0.1:{self.http_port}/v1 OPENAI_API_KEY={self.api_key}"
+            " .venv/bin/python examples/openai_sdk.py",
+            f"  UPLION_EDGE=127.0.0.1:{self.http_port} UPLION_API_KEY={self.api_key}"
+            " .venv/bin/python examples/quickstart.py",
+            "", "accounts (a user and an API key in one command):",
+            f"  UPLION_ACCOUNTS=127.0.0.1:{accounts} UPLION_ADMIN_TOKEN={self.admin_token}"
+            " .venv/bin/uplion users create alice@example.com --token laptop",
         ]  # fmt: skip
         return "\n".join(lines)

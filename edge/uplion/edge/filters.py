@@ -6,7 +6,11 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-TRANSCODED_SERVICES = ["uplion.v1.InferenceService"]
+TRANSCODED_SERVICES = ["uplion.v1.InferenceService", "uplion.v1.AdminService"]
+# Requests under these prefixes go to the accounts service, which authenticates them itself
+# (sessions or API tokens, with roles); everything else needs an API key checked by ext_authz.
+ADMIN_PREFIXES = ["/admin/", "/uplion.v1.AdminService/"]
+AUTHZ_TIMEOUT = "1s"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
@@ -58,6 +62,33 @@ def transcoder_filter(descriptor: Descriptor) -> dict[str, Any]:
     }
 
 
+def ext_authz_filter(cluster: str) -> dict[str, Any]:
+    """API keys and quotas checked by uplion's authz service (gRPC). If it cannot answer, requests
+    are refused with 503 (the Lua filter gives the body OpenAI's shape); only the Authorization
+    header is sent to it."""
+    return {
+        "name": "envoy.filters.http.ext_authz",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "grpc_service": {"envoy_grpc": {"cluster_name": cluster}, "timeout": AUTHZ_TIMEOUT},
+            "failure_mode_allow": False,
+            "status_on_error": {"code": "ServiceUnavailable"},
+            "allowed_headers": {"patterns": [{"exact": "authorization"}]},
+        },
+    }
+
+
+def ext_authz_disabled() -> dict[str, Any]:
+    """Per-route config turning ext_authz off (the admin routes)."""
+    return {
+        "envoy.filters.http.ext_authz": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+            "disabled": True,
+        }
+    }
+
+
 def router_filter() -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.router",
@@ -65,6 +96,8 @@ def router_filter() -> dict[str, Any]:
     }
 
 
-def edge_filters(descriptor: Descriptor) -> list[dict[str, Any]]:
-    """Order matters: Lua sees requests before the transcoder and responses after it."""
-    return [lua_filter(), transcoder_filter(descriptor)]
+def edge_filters(descriptor: Descriptor, authz_cluster: str | None = None) -> list[dict[str, Any]]:
+    """Order matters: Lua sees requests first and responses last (so Envoy's own errors, ext_authz's
+    included, leave in OpenAI's shape); the transcoder comes after the key check."""
+    authz = [ext_authz_filter(authz_cluster)] if authz_cluster else []
+    return [lua_filter(), *authz, transcoder_filter(descriptor)]

@@ -14,11 +14,13 @@ from typing import Any
 
 import yaml
 
-from .filters import Descriptor, edge_filters
+from .filters import ADMIN_PREFIXES, Descriptor, lua_filter, transcoder_filter
 
 NAMESPACE = "uplion"
 GATEWAY_SERVICE = "uplion-gateway"
 GATEWAY_PORT = 50051
+ACCOUNTS_SERVICE = "uplion-accounts"
+ACCOUNTS_PORT = 50061
 AUTHZ_PROVIDER = "uplion-ext-authz"
 AUTHZ_SERVICE = "uplion-authz"
 AUTHZ_PORT = 9001
@@ -26,6 +28,13 @@ AUTHZ_PORT = 9001
 
 def _gateway_and_routes() -> list[dict[str, Any]]:
     host = f"{GATEWAY_SERVICE}.{NAMESPACE}.svc.cluster.local"
+    accounts = f"{ACCOUNTS_SERVICE}.{NAMESPACE}.svc.cluster.local"
+    admin_routes = [
+        {
+            "match": [{"uri": {"prefix": p}} for p in ADMIN_PREFIXES],
+            "route": [{"destination": {"host": accounts, "port": {"number": ACCOUNTS_PORT}}}],
+        }
+    ]
     return [
         {
             "apiVersion": "networking.istio.io/v1",
@@ -44,36 +53,36 @@ def _gateway_and_routes() -> list[dict[str, Any]]:
                 "hosts": ["*"],
                 "gateways": ["uplion"],
                 "http": [
+                    *admin_routes,
                     {
                         "match": [{"uri": {"prefix": "/"}}],
                         "route": [{"destination": {"host": host, "port": {"number": GATEWAY_PORT}}}],
                         # streams must not be cut; the gateway bounds every request's deadline
                         "timeout": "0s",
-                    }
+                    },
                 ],
             },
         },
     ]
 
 
+def _patch(operation: str, value: dict[str, Any]) -> dict[str, Any]:
+    hcm: dict[str, Any] = {"name": "envoy.filters.network.http_connection_manager"}
+    if operation == "INSERT_BEFORE":
+        hcm["subFilter"] = {"name": "envoy.filters.http.router"}
+    return {
+        "applyTo": "HTTP_FILTER",
+        "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": hcm}}},
+        "patch": {"operation": operation, "value": value},
+    }
+
+
 def _edge_envoyfilter(descriptor_b64: str) -> dict[str, Any]:
+    # the same order as the local Envoy: Lua first (before Istio's ext_authz, so its errors leave in
+    # OpenAI's shape too), the transcoder last before the router
     patches = [
-        {
-            "applyTo": "HTTP_FILTER",
-            "match": {
-                "context": "GATEWAY",
-                "listener": {
-                    "filterChain": {
-                        "filter": {
-                            "name": "envoy.filters.network.http_connection_manager",
-                            "subFilter": {"name": "envoy.filters.http.router"},
-                        }
-                    }
-                },
-            },
-            "patch": {"operation": "INSERT_BEFORE", "value": f},
-        }
-        for f in edge_filters(Descriptor(inline_b64=descriptor_b64))
+        _patch("INSERT_FIRST", lua_filter()),
+        _patch("INSERT_BEFORE", transcoder_filter(Descriptor(inline_b64=descriptor_b64))),
     ]
     return {
         "apiVersion": "networking.istio.io/v1alpha3",
@@ -93,7 +102,8 @@ def _authorization() -> list[dict[str, Any]]:
                 "selector": {"matchLabels": {"istio": "ingressgateway"}},
                 "action": "CUSTOM",
                 "provider": {"name": AUTHZ_PROVIDER},
-                "rules": [{"to": [{"operation": {"paths": ["/v1/*"]}}]}],
+                # every inference path, REST and native gRPC; the admin API authenticates itself
+                "rules": [{"to": [{"operation": {"paths": ["/v1/*", "/uplion.v1.InferenceService/*"]}}]}],
             },
         }
     ]

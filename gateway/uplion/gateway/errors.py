@@ -1,35 +1,13 @@
-"""API errors: one exception carrying both the gRPC status and OpenAI's error object."""
+"""The gateway's API errors (the ApiError type itself is shared: uplion.core.errors)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-
 import grpc
 
-from uplion.v1 import common_pb2, task_pb2
+from uplion.core.errors import ApiError
+from uplion.v1 import task_pb2
 
-
-@dataclass
-class ApiError(Exception):
-    status: grpc.StatusCode
-    message: str
-    type: str = "invalid_request_error"
-    param: str | None = None
-    code: str | None = None
-
-    def body(self) -> common_pb2.ErrorBody:
-        b = common_pb2.ErrorBody(message=self.message, type=self.type)
-        if self.param is not None:
-            b.param = self.param
-        if self.code is not None:
-            b.code = self.code
-        return b
-
-    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        """OpenAI's error JSON travels with the gRPC status, for the HTTP edge to return as is."""
-        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
-        return (("x-uplion-error", json.dumps({"error": error})),)
+__all__ = ["ApiError", "deadline_exceeded", "from_task_error", "invalid", "model_not_allowed", "model_not_found"]
 
 
 def invalid(message: str, param: str | None = None) -> ApiError:
@@ -43,6 +21,16 @@ def model_not_found(model: str) -> ApiError:
         "invalid_request_error",
         "model",
         "model_not_found",
+    )
+
+
+def model_not_allowed(model: str) -> ApiError:
+    return ApiError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        f"This API key is not allowed to use the model `{model}`.",
+        "invalid_request_error",
+        "model",
+        "model_not_allowed",
     )
 
 

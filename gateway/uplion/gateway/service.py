@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
+from uplion.core.errors import abort
 from uplion.v1 import (
     chat_pb2,
     common_pb2,
@@ -22,7 +23,7 @@ from uplion.v1 import (
 from .call import Call
 from .config import GatewayConfig
 from .dispatcher import Dispatcher
-from .errors import ApiError, invalid, model_not_found
+from .errors import ApiError, invalid, model_not_allowed, model_not_found
 from .registry import ModelRegistry
 from .validation import validate_chat, validate_completion, validate_embedding
 
@@ -39,6 +40,19 @@ def caller_from(context: grpc.aio.ServicerContext[Any, Any]) -> common_pb2.Calle
         if attr and isinstance(value, str):
             setattr(caller, attr, value)
     return caller
+
+
+# Also set by ext_authz: the API key's model allow-list ("*" for every model). The model is in the
+# body, which the gateway parses anyway, so the allow-list is enforced here.
+ALLOWED_MODELS_HEADER = "x-uplion-allowed-models"
+
+
+def allowed_models_from(context: grpc.aio.ServicerContext[Any, Any]) -> frozenset[str] | None:
+    """None means every model (no edge in front, or a key without an allow-list)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == ALLOWED_MODELS_HEADER and isinstance(value, str):
+            return None if value.strip() in ("", "*") else frozenset(m.strip() for m in value.split(","))
+    return None
 
 
 # HTTP clients cannot send a gRPC deadline: the OpenAI SDKs send their own timeout (seconds) as
@@ -61,11 +75,6 @@ def client_timeout(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
             if seconds > 0:
                 candidates.append(seconds)
     return min(candidates) if candidates else None
-
-
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], e: ApiError) -> NoReturn:
-    context.set_trailing_metadata(e.trailing_metadata())
-    await context.abort(e.status, e.message)
 
 
 Chunk = TypeVar("Chunk", chat_pb2.ChatCompletionChunk, completions_pb2.Completion)
@@ -102,7 +111,7 @@ async def _relay(
                 yield stamped(usage=event.result.usage)
     except ApiError as e:
         if not sent:
-            await _abort(context, e)
+            await abort(context, e)
         yield stamped(error=e.body())
 
 
@@ -122,6 +131,9 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
     ) -> Call:
         if self.registry.get(model) is None:
             raise model_not_found(model)
+        allowed = allowed_models_from(context)
+        if allowed is not None and model not in allowed:
+            raise model_not_allowed(model)
         task = task_pb2.Task(
             task_id=Call.new_task_id(),
             model=model,
@@ -150,7 +162,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                               lambda t: t.chat.CopyFrom(request))  # fmt: skip
             return (await self._unary_result(call)).chat
         except ApiError as e:
-            await _abort(context, e)
+            await abort(context, e)
 
     async def StreamChatCompletion(
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -160,7 +172,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             call = self._call(context, request.model, usage_pb2.REQUEST_KIND_CHAT_COMPLETION, True,
                               lambda t: t.chat.CopyFrom(request))  # fmt: skip
         except ApiError as e:
-            await _abort(context, e)
+            await abort(context, e)
         chunks = _relay(call, context, "chat_chunk", chat_pb2.ChatCompletionChunk, "chatcmpl", "chat.completion.chunk",
                         request.stream_options.include_usage)  # fmt: skip
         async for chunk in chunks:
@@ -177,7 +189,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                               lambda t: t.completion.CopyFrom(request))  # fmt: skip
             return (await self._unary_result(call)).completion
         except ApiError as e:
-            await _abort(context, e)
+            await abort(context, e)
 
     async def StreamCompletion(
         self, request: completions_pb2.CompletionRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -187,7 +199,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             call = self._call(context, request.model, usage_pb2.REQUEST_KIND_COMPLETION, True,
                               lambda t: t.completion.CopyFrom(request))  # fmt: skip
         except ApiError as e:
-            await _abort(context, e)
+            await abort(context, e)
         chunks = _relay(call, context, "completion_chunk", completions_pb2.Completion, "cmpl", "text_completion",
                         request.stream_options.include_usage)  # fmt: skip
         async for chunk in chunks:
@@ -202,17 +214,20 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                               lambda t: t.embedding.CopyFrom(request))  # fmt: skip
             return (await self._unary_result(call)).embedding
         except ApiError as e:
-            await _abort(context, e)
+            await abort(context, e)
 
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> models_pb2.ListModelsResponse:
-        return models_pb2.ListModelsResponse(object="list", data=self.registry.list())
+        allowed = allowed_models_from(context)
+        models = [m for m in self.registry.list() if allowed is None or m.id in allowed]
+        return models_pb2.ListModelsResponse(object="list", data=models)
 
     async def GetModel(
         self, request: models_pb2.GetModelRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> models_pb2.Model:
         model = self.registry.get(request.id)
-        if model is None:
-            await _abort(context, model_not_found(request.id))
+        allowed = allowed_models_from(context)
+        if model is None or (allowed is not None and request.id not in allowed):
+            await abort(context, model_not_found(request.id))
         return model

@@ -209,11 +209,14 @@ class User(_message.Message):
     QUOTA_FIELD_NUMBER: _builtins.int
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     email: _builtins.str
     display_name: _builtins.str
     role: Global___Role.ValueType
     disabled: _builtins.bool
+    tier: _builtins.str
+    """The plan tier the edge passes on (x-uplion-tier), e.g. for rate-limit rules."""
     @_builtins.property
     def quota(self) -> Global___Quota: ...
     @_builtins.property
@@ -231,10 +234,11 @@ class User(_message.Message):
         quota: Global___Quota | None = ...,
         rate_limits: Global___RateLimits | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        tier: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "quota", b"quota", "rate_limits", b"rate_limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "disabled", b"disabled", "display_name", b"display_name", "email", b"email", "quota", b"quota", "rate_limits", b"rate_limits", "role", b"role", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "disabled", b"disabled", "display_name", b"display_name", "email", b"email", "quota", b"quota", "rate_limits", b"rate_limits", "role", b"role", "tier", b"tier", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -250,10 +254,13 @@ class CreateUserRequest(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     QUOTA_FIELD_NUMBER: _builtins.int
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
     email: _builtins.str
     display_name: _builtins.str
     password: _builtins.str
     role: Global___Role.ValueType
+    tier: _builtins.str
+    """Defaults to "default"."""
     @_builtins.property
     def quota(self) -> Global___Quota: ...
     @_builtins.property
@@ -267,10 +274,11 @@ class CreateUserRequest(_message.Message):
         role: Global___Role.ValueType = ...,
         quota: Global___Quota | None = ...,
         rate_limits: Global___RateLimits | None = ...,
+        tier: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["quota", b"quota", "rate_limits", b"rate_limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "email", b"email", "password", b"password", "quota", b"quota", "rate_limits", b"rate_limits", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "email", b"email", "password", b"password", "quota", b"quota", "rate_limits", b"rate_limits", "role", b"role", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -352,6 +360,7 @@ class UpdateUserRequest(_message.Message):
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
     QUOTA_LIMIT_MICRO_CREDITS_FIELD_NUMBER: _builtins.int
     QUOTA_LIMIT_TOKENS_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     display_name: _builtins.str
     password: _builtins.str
@@ -359,6 +368,7 @@ class UpdateUserRequest(_message.Message):
     disabled: _builtins.bool
     quota_limit_micro_credits: _builtins.int
     quota_limit_tokens: _builtins.int
+    tier: _builtins.str
     @_builtins.property
     def rate_limits(self) -> Global___RateLimits: ...
     def __init__(
@@ -372,10 +382,11 @@ class UpdateUserRequest(_message.Message):
         rate_limits: Global___RateLimits | None = ...,
         quota_limit_micro_credits: _builtins.int | None = ...,
         quota_limit_tokens: _builtins.int | None = ...,
+        tier: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_disabled", b"_disabled", "_display_name", b"_display_name", "_password", b"_password", "_quota_limit_micro_credits", b"_quota_limit_micro_credits", "_quota_limit_tokens", b"_quota_limit_tokens", "disabled", b"disabled", "display_name", b"display_name", "password", b"password", "quota_limit_micro_credits", b"quota_limit_micro_credits", "quota_limit_tokens", b"quota_limit_tokens", "rate_limits", b"rate_limits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_disabled", b"_disabled", "_display_name", b"_display_name", "_password", b"_password", "_quota_limit_micro_credits", b"_quota_limit_micro_credits", "_quota_limit_tokens", b"_quota_limit_tokens", "_tier", b"_tier", "disabled", b"disabled", "display_name", b"display_name", "password", b"password", "quota_limit_micro_credits", b"quota_limit_micro_credits", "quota_limit_tokens", b"quota_limit_tokens", "rate_limits", b"rate_limits", "tier", b"tier"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_disabled", b"_disabled", "_display_name", b"_display_name", "_password", b"_password", "_quota_limit_micro_credits", b"_quota_limit_micro_credits", "_quota_limit_tokens", b"_quota_limit_tokens", "disabled", b"disabled", "display_name", b"display_name", "password", b"password", "quota_limit_micro_credits", b"quota_limit_micro_credits", "quota_limit_tokens", b"quota_limit_tokens", "rate_limits", b"rate_limits", "role", b"role", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_disabled", b"_disabled", "_display_name", b"_display_name", "_password", b"_password", "_quota_limit_micro_credits", b"_quota_limit_micro_credits", "_quota_limit_tokens", b"_quota_limit_tokens", "_tier", b"_tier", "disabled", b"disabled", "display_name", b"display_name", "password", b"password", "quota_limit_micro_credits", b"quota_limit_micro_credits", "quota_limit_tokens", b"quota_limit_tokens", "rate_limits", b"rate_limits", "role", b"role", "tier", b"tier", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__disabled: _TypeAlias = _typing.Literal["disabled"]  # noqa: Y015
     _WhichOneofArgType__disabled: _TypeAlias = _typing.Literal["_disabled", b"_disabled"]  # noqa: Y015
@@ -387,6 +398,8 @@ class UpdateUserRequest(_message.Message):
     _WhichOneofArgType__quota_limit_micro_credits: _TypeAlias = _typing.Literal["_quota_limit_micro_credits", b"_quota_limit_micro_credits"]  # noqa: Y015
     _WhichOneofReturnType__quota_limit_tokens: _TypeAlias = _typing.Literal["quota_limit_tokens"]  # noqa: Y015
     _WhichOneofArgType__quota_limit_tokens: _TypeAlias = _typing.Literal["_quota_limit_tokens", b"_quota_limit_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__tier: _TypeAlias = _typing.Literal["tier"]  # noqa: Y015
+    _WhichOneofArgType__tier: _TypeAlias = _typing.Literal["_tier", b"_tier"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__disabled) -> _WhichOneofReturnType__disabled | None: ...
     @_typing.overload
@@ -397,6 +410,8 @@ class UpdateUserRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__quota_limit_micro_credits) -> _WhichOneofReturnType__quota_limit_micro_credits | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__quota_limit_tokens) -> _WhichOneofReturnType__quota_limit_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tier) -> _WhichOneofReturnType__tier | None: ...
 
 Global___UpdateUserRequest: _TypeAlias = UpdateUserRequest  # noqa: Y015
 

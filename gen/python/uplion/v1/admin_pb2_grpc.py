@@ -26,8 +26,10 @@ if _version_not_supported:
 
 
 class AdminServiceStub:
-    """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a session
-    token or an admin API token; only admins act on other users; every admin action is audited.
+    """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a credential in
+    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the
+    caller. Members act on themselves (their user, tokens and usage); only admins act on other users,
+    prices and quotas; every change is written to the audit log.
     Credits are integers in micro-credits (1 credit = 1,000,000).
     """
 
@@ -125,8 +127,10 @@ class AdminServiceStub:
 
 
 class AdminServiceServicer:
-    """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a session
-    token or an admin API token; only admins act on other users; every admin action is audited.
+    """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a credential in
+    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the
+    caller. Members act on themselves (their user, tokens and usage); only admins act on other users,
+    prices and quotas; every change is written to the audit log.
     Credits are integers in micro-credits (1 credit = 1,000,000).
     """
 
@@ -330,8 +334,10 @@ def add_AdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
-    """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a session
-    token or an admin API token; only admins act on other users; every admin action is audited.
+    """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a credential in
+    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the
+    caller. Members act on themselves (their user, tokens and usage); only admins act on other users,
+    prices and quotas; every change is written to the audit log.
     Credits are integers in micro-credits (1 credit = 1,000,000).
     """
 

@@ -27,8 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AdminServiceStub:
-    """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a session
-    token or an admin API token; only admins act on other users; every admin action is audited.
+    """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a credential in
+    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the
+    caller. Members act on themselves (their user, tokens and usage); only admins act on other users,
+    prices and quotas; every change is written to the audit log.
     Credits are integers in micro-credits (1 credit = 1,000,000).
     """
 
@@ -57,8 +59,10 @@ class AdminServiceStub:
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
-    """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a session
-    token or an admin API token; only admins act on other users; every admin action is audited.
+    """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a credential in
+    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the
+    caller. Members act on themselves (their user, tokens and usage); only admins act on other users,
+    prices and quotas; every change is written to the audit log.
     Credits are integers in micro-credits (1 credit = 1,000,000).
     """
 
@@ -83,8 +87,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     ListAuditLog: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditLogRequest, _admin_pb2.ListAuditLogResponse]  # type: ignore[assignment]
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a session
-    token or an admin API token; only admins act on other users; every admin action is audited.
+    """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a credential in
+    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the
+    caller. Members act on themselves (their user, tokens and usage); only admins act on other users,
+    prices and quotas; every change is written to the audit log.
     Credits are integers in micro-credits (1 credit = 1,000,000).
     """
 

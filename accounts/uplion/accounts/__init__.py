@@ -1,0 +1,1 @@
+"""uplion accounts: users, API tokens, quotas, prices and usage through the admin API."""

@@ -1,0 +1,72 @@
+"""`python -m uplion.accounts`: the admin/account gRPC API until SIGTERM, then drain.
+
+`python -m uplion.accounts bootstrap-admin EMAIL` (with UPLION_DATABASE_URL) creates the first
+admin and prints an admin API token once: the credential the `uplion` CLI starts from."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import asyncpg
+import grpc
+import redis.asyncio as aioredis
+from grpc_reflection.v1alpha import reflection
+
+from uplion.core.lifecycle import install_stop_signals, run_service
+from uplion.core.migrations import Conn, migrate
+from uplion.core.observability import Health, start_metrics
+from uplion.v1 import admin_pb2, admin_pb2_grpc
+
+from .config import AccountsConfig
+from .publisher import Publisher
+from .service import AdminService
+
+log = logging.getLogger("uplion.accounts")
+SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+
+
+async def apply_migrations(conn: Conn) -> None:
+    """Billing's tables (prices, usage, spend) first: accounts reads and writes some of them."""
+    for package, component in (("uplion.billing", "billing"), ("uplion.accounts", "accounts")):
+        applied = await migrate(conn, package, component)
+        if applied:
+            log.info("migrations applied", extra={"component": component, "versions": applied})
+
+
+async def serve(cfg: AccountsConfig) -> None:
+    stop = install_stop_signals()
+    start_metrics(cfg.metrics_port)
+    pool = await asyncpg.create_pool(cfg.database_url, min_size=1, max_size=8)
+    async with pool.acquire() as conn:
+        await apply_migrations(conn)
+    redis = aioredis.from_url(cfg.redis_url, socket_timeout=1, socket_connect_timeout=1) if cfg.redis_url else None
+    publisher = Publisher(redis)
+    publisher.start()
+    server = grpc.aio.server()
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(cfg, pool, redis, publisher), server)
+    health = Health(server, [SERVICE_NAME])
+    reflection.enable_server_reflection([SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(cfg.listen)
+    await server.start()
+    await health.set_serving(True)
+    print(f"uplion accounts listening on port {port}", flush=True)
+    await stop.wait()
+    await health.set_serving(False)
+    await server.stop(cfg.drain_timeout_s)
+    await publisher.close()
+    await pool.close()
+    if redis is not None:
+        await redis.aclose()
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "bootstrap-admin":
+        from .bootstrap import main as bootstrap
+
+        return bootstrap(sys.argv[2:])
+    return run_service("accounts", AccountsConfig.from_env, serve)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

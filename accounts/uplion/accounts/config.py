@@ -1,0 +1,38 @@
+"""Accounts service settings from environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from uplion.core.config import ConfigError, env_float, env_int, env_str
+
+
+@dataclass(frozen=True)
+class AccountsConfig:
+    listen: str
+    database_url: str
+    redis_url: str  # empty: no Redis (authz then refills from PostgreSQL alone)
+    session_secret: str
+    session_ttl_s: int
+    login_attempts_per_minute: int
+    metrics_port: int
+    drain_timeout_s: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AccountsConfig:
+        env = os.environ if env is None else env
+        cfg = cls(
+            listen=env_str(env, "UPLION_ACCOUNTS_LISTEN", "0.0.0.0:50061"),
+            database_url=env_str(env, "UPLION_DATABASE_URL"),
+            redis_url=env.get("UPLION_REDIS_URL", ""),
+            session_secret=env_str(env, "UPLION_SESSION_SECRET"),
+            session_ttl_s=env_int(env, "UPLION_SESSION_TTL_S", 3600, minimum=60),
+            login_attempts_per_minute=env_int(env, "UPLION_LOGIN_ATTEMPTS_PER_MINUTE", 10, minimum=1),
+            metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),
+            drain_timeout_s=env_float(env, "UPLION_DRAIN_TIMEOUT_S", 10.0, minimum=0),
+        )
+        if len(cfg.session_secret) < 32:
+            raise ConfigError("UPLION_SESSION_SECRET must be at least 32 characters (it signs session tokens)")
+        return cfg

@@ -1,0 +1,409 @@
+"""The AdminService servicer: authenticate the caller, check what they may do, then change
+PostgreSQL (with an audit entry) and publish the change to Redis for the edge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import grpc
+import redis.asyncio as aioredis
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from uplion.core.credentials import well_formed
+from uplion.core.errors import ApiError, abort
+from uplion.v1 import admin_pb2, admin_pb2_grpc
+
+from . import audit, quotas, tokens, usage, users
+from .config import AccountsConfig
+from .convert import from_ts
+from .convert import token as token_msg
+from .convert import user as user_msg
+from .publisher import Publisher
+from .security import (
+    Principal,
+    hash_password,
+    issue_session,
+    may_act_on_user,
+    may_change_role_or_quota,
+    read_session,
+    verify_password,
+)
+
+log = logging.getLogger("uplion.accounts")
+Ctx = grpc.aio.ServicerContext[Any, Any]
+T = TypeVar("T")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+MIN_PASSWORD = 8
+
+
+def _err(status: grpc.StatusCode, message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    kind = {
+        grpc.StatusCode.UNAUTHENTICATED: "invalid_request_error",
+        grpc.StatusCode.PERMISSION_DENIED: "invalid_request_error",
+        grpc.StatusCode.RESOURCE_EXHAUSTED: "rate_limit_error",
+    }.get(status, "invalid_request_error")
+    return ApiError(status, message, kind, param, code)
+
+
+def unauthenticated() -> ApiError:
+    return _err(grpc.StatusCode.UNAUTHENTICATED, "A valid session or API token is required.", None, "invalid_api_key")
+
+
+def forbidden(what: str) -> ApiError:
+    return _err(grpc.StatusCode.PERMISSION_DENIED, f"Only an admin may {what}.", None, "permission_denied")
+
+
+def not_found(what: str) -> ApiError:
+    return _err(grpc.StatusCode.NOT_FOUND, f"{what} not found.", None, "not_found")
+
+
+def invalid(message: str, param: str) -> ApiError:
+    return _err(grpc.StatusCode.INVALID_ARGUMENT, message, param)
+
+
+def bearer(context: Ctx) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str) and value.lower().startswith("bearer "):
+            return value[7:].strip()
+    return None
+
+
+class AdminService(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(
+        self, cfg: AccountsConfig, pool: asyncpg.Pool, redis: aioredis.Redis | None, publisher: Publisher
+    ) -> None:
+        self.cfg = cfg
+        self.pool = pool
+        self.redis = redis
+        self.publish = publisher
+        self._local_attempts: dict[str, tuple[int, int]] = {}  # login limiter when Redis is absent
+
+    # --- who is calling --------------------------------------------------------------------------
+
+    async def _principal(self, context: Ctx) -> Principal:
+        cred = bearer(context)
+        if not cred:
+            raise unauthenticated()
+        async with self.pool.acquire() as conn:
+            if well_formed(cred):
+                row = await tokens.owner_of_secret(conn, cred)
+                if row is None:
+                    raise unauthenticated()
+                return Principal(row["user_id"], row["role"])
+            user_id = read_session(self.cfg.session_secret, cred)
+            user = await users.get(conn, user_id) if user_id else None
+            if user is None or user["disabled"]:
+                raise unauthenticated()
+            return Principal(user["user_id"], user["role"])
+
+    async def _run(self, context: Ctx, body: Callable[[Principal], Awaitable[T]]) -> T:
+        try:
+            principal = await self._principal(context)
+            return await body(principal)
+        except ApiError as e:
+            await abort(context, e)
+        except users.Conflict as e:
+            await abort(context, _err(grpc.StatusCode.ALREADY_EXISTS, str(e), "email"))
+        except quotas.NoLimit as e:
+            await abort(context, _err(grpc.StatusCode.FAILED_PRECONDITION, str(e)))
+        except asyncpg.ForeignKeyViolationError:
+            await abort(context, not_found("User"))
+
+    async def _own_token(self, conn: Any, p: Principal, token_id: str) -> asyncpg.Record:
+        row = await tokens.get(conn, token_id)
+        if row is None:
+            raise not_found("Token")
+        if not may_act_on_user(p, row["user_id"]):
+            raise _err(grpc.StatusCode.PERMISSION_DENIED, "This token belongs to another user.", None,
+                       "permission_denied")  # fmt: skip
+        return row
+
+    async def _publish_token(self, token_id: str) -> None:
+        async with self.pool.acquire() as conn:
+            rec = await tokens.record(conn, token_id)
+        if rec is not None:
+            await self.publish.token(rec)
+
+    async def _publish_user(self, user_id: str) -> None:
+        async with self.pool.acquire() as conn:
+            rec = await users.record(conn, user_id)
+        if rec is not None:
+            await self.publish.user(rec)
+
+    # --- login -----------------------------------------------------------------------------------
+
+    async def _login_allowed(self, email: str) -> bool:
+        window = int(time.time() // 60)
+        key = f"uplion:login:{email}:{window}"
+        if self.redis is not None:
+            try:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.incr(key)
+                    pipe.expire(key, 120)
+                    count, _ = await pipe.execute()
+                return int(count) <= self.cfg.login_attempts_per_minute
+            except (aioredis.RedisError, OSError):
+                pass
+        seen_window, count = self._local_attempts.get(email, (window, 0))
+        count = count + 1 if seen_window == window else 1
+        self._local_attempts[email] = (window, count)
+        return count <= self.cfg.login_attempts_per_minute
+
+    async def Login(self, request: admin_pb2.LoginRequest, context: Ctx) -> admin_pb2.LoginResponse:
+        email = request.email.strip().lower()
+        try:
+            if not await self._login_allowed(email):
+                raise _err(grpc.StatusCode.RESOURCE_EXHAUSTED, "Too many login attempts; try again in a minute.",
+                           None, "rate_limit_exceeded")  # fmt: skip
+            async with self.pool.acquire() as conn:
+                row = await users.by_email(conn, email)
+            stored = row["password_hash"] if row is not None else None
+            ok = await asyncio.to_thread(verify_password, stored, request.password)
+            if row is None or not ok or row["disabled"]:
+                raise _err(grpc.StatusCode.UNAUTHENTICATED, "Incorrect email or password.", None, "invalid_login")
+            token, exp = issue_session(self.cfg.session_secret, row["user_id"], self.cfg.session_ttl_s)
+        except ApiError as e:
+            await abort(context, e)
+        return admin_pb2.LoginResponse(session_token=token, expires_at=Timestamp(seconds=exp), user=user_msg(row))
+
+    # --- users -----------------------------------------------------------------------------------
+
+    async def CreateUser(self, request: admin_pb2.CreateUserRequest, context: Ctx) -> admin_pb2.User:
+        async def body(p: Principal) -> admin_pb2.User:
+            if not p.is_admin:
+                raise forbidden("create users")
+            if not _EMAIL.match(request.email.strip()):
+                raise invalid("email must look like name@domain", "email")
+            if request.password and len(request.password) < MIN_PASSWORD:
+                raise invalid(f"password must have at least {MIN_PASSWORD} characters", "password")
+            pw = await asyncio.to_thread(hash_password, request.password) if request.password else None
+            async with self.pool.acquire() as conn:
+                row = await users.create(conn, p.user_id, request, pw)
+            await self._publish_user(row["user_id"])
+            return user_msg(row)
+
+        return await self._run(context, body)
+
+    async def GetUser(self, request: admin_pb2.GetUserRequest, context: Ctx) -> admin_pb2.User:
+        async def body(p: Principal) -> admin_pb2.User:
+            user_id = request.user_id or p.user_id
+            if not may_act_on_user(p, user_id):
+                raise forbidden("read other users")
+            async with self.pool.acquire() as conn:
+                row = await users.get(conn, user_id)
+            if row is None:
+                raise not_found("User")
+            return user_msg(row)
+
+        return await self._run(context, body)
+
+    async def ListUsers(self, request: admin_pb2.ListUsersRequest, context: Ctx) -> admin_pb2.ListUsersResponse:
+        async def body(p: Principal) -> admin_pb2.ListUsersResponse:
+            if not p.is_admin:
+                raise forbidden("list users")
+            async with self.pool.acquire() as conn:
+                rows = await users.page(conn, request.page_size, request.page_token)
+            out = admin_pb2.ListUsersResponse(users=[user_msg(r) for r in rows])
+            if rows and len(rows) == min(request.page_size or 100, 1000):
+                out.next_page_token = rows[-1]["user_id"]
+            return out
+
+        return await self._run(context, body)
+
+    async def UpdateUser(self, request: admin_pb2.UpdateUserRequest, context: Ctx) -> admin_pb2.User:
+        async def body(p: Principal) -> admin_pb2.User:
+            if not may_act_on_user(p, request.user_id):
+                raise forbidden("change other users")
+            privileged = (
+                request.role or request.HasField("disabled") or request.HasField("tier")
+                or request.HasField("rate_limits") or request.HasField("quota_limit_micro_credits")
+                or request.HasField("quota_limit_tokens")
+            )  # fmt: skip
+            if privileged and not may_change_role_or_quota(p):
+                raise forbidden("change roles, tiers, limits or quotas")
+            if request.HasField("password") and len(request.password) < MIN_PASSWORD:
+                raise invalid(f"password must have at least {MIN_PASSWORD} characters", "password")
+            pw = await asyncio.to_thread(hash_password, request.password) if request.HasField("password") else None
+            async with self.pool.acquire() as conn:
+                row = await users.update(conn, p.user_id, request.user_id, users.update_assignments(request, pw))
+            if row is None:
+                raise not_found("User")
+            await self._publish_user(request.user_id)
+            return user_msg(row)
+
+        return await self._run(context, body)
+
+    async def DeleteUser(self, request: admin_pb2.DeleteUserRequest, context: Ctx) -> admin_pb2.DeleteUserResponse:
+        async def body(p: Principal) -> admin_pb2.DeleteUserResponse:
+            if not p.is_admin:
+                raise forbidden("delete users")
+            async with self.pool.acquire() as conn:
+                gone = await users.delete(conn, p.user_id, request.user_id)
+            if gone is None:
+                raise not_found("User")
+            token_hashes, user_version = gone
+            for hash_, version in token_hashes:
+                await self.publish.token_gone(hash_, version)
+            await self.publish.user_gone(request.user_id, user_version)
+            return admin_pb2.DeleteUserResponse()
+
+        return await self._run(context, body)
+
+    # --- tokens ----------------------------------------------------------------------------------
+
+    async def CreateToken(self, request: admin_pb2.CreateTokenRequest, context: Ctx) -> admin_pb2.CreateTokenResponse:
+        async def body(p: Principal) -> admin_pb2.CreateTokenResponse:
+            request.user_id = request.user_id or p.user_id
+            if not may_act_on_user(p, request.user_id):
+                raise forbidden("create tokens for other users")
+            if request.HasField("rate_limits") and not may_change_role_or_quota(p):
+                raise forbidden("set rate limits")
+            if not request.name.strip() or len(request.name) > 200:
+                raise invalid("name must have 1 to 200 characters", "name")
+            expires = from_ts(request.expires_at)
+            if expires is not None and expires.timestamp() <= time.time():
+                raise invalid("expires_at must be in the future", "expires_at")
+            async with self.pool.acquire() as conn:
+                row, secret = await tokens.create(conn, p.user_id, request)
+            await self._publish_token(row["token_id"])
+            await self._publish_user(row["user_id"])
+            return admin_pb2.CreateTokenResponse(token=token_msg(row), secret=secret)
+
+        return await self._run(context, body)
+
+    async def ListTokens(self, request: admin_pb2.ListTokensRequest, context: Ctx) -> admin_pb2.ListTokensResponse:
+        async def body(p: Principal) -> admin_pb2.ListTokensResponse:
+            user_id = request.user_id or p.user_id
+            if not may_act_on_user(p, user_id):
+                raise forbidden("list other users' tokens")
+            async with self.pool.acquire() as conn:
+                rows = await tokens.of_user(conn, user_id)
+            return admin_pb2.ListTokensResponse(tokens=[token_msg(r) for r in rows])
+
+        return await self._run(context, body)
+
+    async def GetToken(self, request: admin_pb2.GetTokenRequest, context: Ctx) -> admin_pb2.ApiToken:
+        async def body(p: Principal) -> admin_pb2.ApiToken:
+            async with self.pool.acquire() as conn:
+                return token_msg(await self._own_token(conn, p, request.token_id))
+
+        return await self._run(context, body)
+
+    async def UpdateToken(self, request: admin_pb2.UpdateTokenRequest, context: Ctx) -> admin_pb2.ApiToken:
+        async def body(p: Principal) -> admin_pb2.ApiToken:
+            if request.HasField("rate_limits") and not may_change_role_or_quota(p):
+                raise forbidden("set rate limits")
+            async with self.pool.acquire() as conn:
+                await self._own_token(conn, p, request.token_id)
+                row = await tokens.update(conn, p.user_id, request.token_id, tokens.update_assignments(request))
+            if row is None:
+                raise not_found("Token")
+            await self._publish_token(request.token_id)
+            return token_msg(row)
+
+        return await self._run(context, body)
+
+    async def RollToken(self, request: admin_pb2.RollTokenRequest, context: Ctx) -> admin_pb2.CreateTokenResponse:
+        async def body(p: Principal) -> admin_pb2.CreateTokenResponse:
+            async with self.pool.acquire() as conn:
+                await self._own_token(conn, p, request.token_id)
+                rolled = await tokens.roll(conn, p.user_id, request.token_id)
+            if rolled is None:
+                raise not_found("Token")
+            row, secret, old_hash, gone_version = rolled
+            await self.publish.token_gone(old_hash, gone_version)
+            await self._publish_token(request.token_id)
+            return admin_pb2.CreateTokenResponse(token=token_msg(row), secret=secret)
+
+        return await self._run(context, body)
+
+    async def DeleteToken(self, request: admin_pb2.DeleteTokenRequest, context: Ctx) -> admin_pb2.DeleteTokenResponse:
+        async def body(p: Principal) -> admin_pb2.DeleteTokenResponse:
+            async with self.pool.acquire() as conn:
+                await self._own_token(conn, p, request.token_id)
+                gone = await tokens.delete(conn, p.user_id, request.token_id)
+            if gone is None:
+                raise not_found("Token")
+            await self.publish.token_gone(*gone)
+            return admin_pb2.DeleteTokenResponse()
+
+        return await self._run(context, body)
+
+    # --- prices, quotas, usage, audit ------------------------------------------------------------
+
+    async def SetModelPrice(self, request: admin_pb2.SetModelPriceRequest, context: Ctx) -> admin_pb2.ModelPrice:
+        async def body(p: Principal) -> admin_pb2.ModelPrice:
+            if not p.is_admin:
+                raise forbidden("set prices")
+            if not request.model:
+                raise invalid("model is required", "model")
+            if request.prompt_micro_credits_per_1k < 0 or request.completion_micro_credits_per_1k < 0:
+                raise invalid("prices must not be negative", "prompt_micro_credits_per_1k")
+            async with self.pool.acquire() as conn:
+                return await quotas.set_price(
+                    conn, p.user_id, request.model, request.prompt_micro_credits_per_1k,
+                    request.completion_micro_credits_per_1k, from_ts(request.effective_from),
+                )  # fmt: skip
+
+        return await self._run(context, body)
+
+    async def ListModelPrices(
+        self, request: admin_pb2.ListModelPricesRequest, context: Ctx
+    ) -> admin_pb2.ListModelPricesResponse:
+        async def body(p: Principal) -> admin_pb2.ListModelPricesResponse:
+            async with self.pool.acquire() as conn:
+                return await quotas.prices(conn, request.model)
+
+        return await self._run(context, body)
+
+    async def TopUpQuota(self, request: admin_pb2.TopUpQuotaRequest, context: Ctx) -> admin_pb2.Quota:
+        async def body(p: Principal) -> admin_pb2.Quota:
+            if not p.is_admin:
+                raise forbidden("top up quotas")
+            target = request.WhichOneof("target")
+            if target is None:
+                raise invalid("user_id or token_id is required", "user_id")
+            if request.micro_credits < 0 or request.tokens < 0:
+                raise invalid("top-ups must not be negative", "micro_credits")
+            kind = "user" if target == "user_id" else "token"
+            subject = getattr(request, target)
+            async with self.pool.acquire() as conn:
+                result = await quotas.top_up(
+                    conn, p.user_id, kind, subject, request.micro_credits, request.tokens, request.idempotency_key
+                )
+            if result is None:
+                raise not_found(kind.capitalize())
+            q, applied = result
+            if applied:
+                await (self._publish_user(subject) if kind == "user" else self._publish_token(subject))
+            return q
+
+        return await self._run(context, body)
+
+    async def QueryUsage(self, request: admin_pb2.QueryUsageRequest, context: Ctx) -> admin_pb2.QueryUsageResponse:
+        async def body(p: Principal) -> admin_pb2.QueryUsageResponse:
+            if not p.is_admin:
+                if request.HasField("user_id") and request.user_id != p.user_id:
+                    raise forbidden("query other users' usage")
+                request.user_id = p.user_id
+            async with self.pool.acquire() as conn:
+                return await usage.query(conn, request)
+
+        return await self._run(context, body)
+
+    async def ListAuditLog(
+        self, request: admin_pb2.ListAuditLogRequest, context: Ctx
+    ) -> admin_pb2.ListAuditLogResponse:
+        async def body(p: Principal) -> admin_pb2.ListAuditLogResponse:
+            if not p.is_admin:
+                raise forbidden("read the audit log")
+            async with self.pool.acquire() as conn:
+                return await audit.page(conn, request.page_size, request.page_token)
+
+        return await self._run(context, body)

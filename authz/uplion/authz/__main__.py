@@ -1,0 +1,67 @@
+"""`python -m uplion.authz`: Envoy's ext_authz gRPC service until SIGTERM, then drain."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import asyncpg
+import grpc
+import redis.asyncio as aioredis
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from uplion.core.lifecycle import install_stop_signals, run_service
+from uplion.core.observability import Health, start_metrics
+
+from .cache import TtlCache
+from .config import AuthzConfig
+from .decision import Found
+from .lookup import Lookup
+from .service import AuthorizationService
+
+log = logging.getLogger("uplion.authz")
+SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+
+
+async def serve(cfg: AuthzConfig) -> None:
+    stop = install_stop_signals()
+    start_metrics(cfg.metrics_port)
+    # no connection at start is required: PostgreSQL may come up later, and every query has a timeout
+    pool = asyncpg.create_pool(cfg.database_url, min_size=0, max_size=4, timeout=cfg.db_timeout_s)
+    await pool
+    redis = (
+        aioredis.from_url(
+            cfg.redis_url,
+            decode_responses=True,
+            socket_timeout=cfg.redis_timeout_s,
+            socket_connect_timeout=cfg.redis_timeout_s,
+            max_connections=64,
+        )
+        if cfg.redis_url
+        else None
+    )
+    lookup = Lookup(redis, pool, cfg.redis_timeout_s, cfg.db_timeout_s, cfg.breaker_open_s)
+    service = AuthorizationService(lookup, TtlCache[Found](cfg.cache_ttl_s, cfg.cache_max_entries), cfg.fail_open)
+    server = grpc.aio.server()
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)
+    health = Health(server, [SERVICE_NAME])
+    reflection.enable_server_reflection([SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(cfg.listen)
+    await server.start()
+    await health.set_serving(True)
+    print(f"uplion authz listening on port {port}", flush=True)
+    await stop.wait()
+    await health.set_serving(False)
+    await server.stop(cfg.drain_timeout_s)
+    await pool.close()
+    if redis is not None:
+        await redis.aclose()
+
+
+def main() -> int:
+    return run_service("authz", AuthzConfig.from_env, serve)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
