@@ -8,7 +8,7 @@ import contextlib
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,23 @@ def rss_mb(pids: list[int]) -> float:
     return total / 2**20
 
 
-def table(title: str, rows: list[Result], ratios: dict[str, str]) -> str:
+@dataclass
+class Measured:
+    """A scenario measured by an external load generator that reports percentiles itself (ghz)."""
+
+    name: str
+    rps: float
+    p50: float
+    p99: float
+    rss_mb: float = 0.0
+    errors: int = 0
+
+    def pct(self, p: float) -> float:
+        assert p == 99
+        return self.p99
+
+
+def table(title: str, rows: Sequence[Result | Measured], ratios: dict[str, str]) -> str:
     head = f"{'scenario':44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>8} {'errors':>6}"
     lines = [f"== {title}", head, "-" * len(head)]
     for r in rows:

@@ -217,3 +217,26 @@ async def test_poison_events_go_to_dead_letters_and_the_rest_is_billed(
         assert sorted(m.data() for m in parked) == sorted(poison)
     finally:
         proc.stop()
+
+
+async def test_sigterm_flushes_the_batch_in_hand(billing_env: BillingEnv, publish: Publisher) -> None:
+    """A batch still filling when SIGTERM arrives is written and acknowledged before the process
+    exits: nothing waits for a redelivery after a deploy."""
+    await set_price(billing_env.dsn, "m", PROMPT_PRICE, COMPLETION_PRICE, T0 - 1000)
+    # batches close after 4 s or 100k events: the 1,000 events below sit in one open batch
+    proc = await asyncio.to_thread(
+        billing_env.start, UPLION_BILLING_BATCH_DELAY_MS="4000", UPLION_BILLING_BATCH_EVENTS="100000"
+    )
+    payloads, distinct = workload(1000, 0.0)
+    await asyncio.to_thread(publish, payloads)
+    await asyncio.sleep(1.0)
+    conn = await asyncpg.connect(billing_env.dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM usage_events") == 0  # still in the open batch
+        await asyncio.to_thread(proc.stop)  # SIGTERM, then wait for the exit
+        assert proc.popen.returncode == 0
+        assert await conn.fetchval("SELECT count(*) FROM usage_events") == len(distinct)
+    finally:
+        await conn.close()
+    assert backlog(billing_env) == 0  # and acknowledged
+    await check_totals(billing_env, distinct)

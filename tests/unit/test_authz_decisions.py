@@ -113,12 +113,12 @@ async def test_cache_single_flight_and_expiry() -> None:
         await asyncio.sleep(0.01)
         return calls
 
-    results = await asyncio.gather(*(cache.get("k", load) for _ in range(10)))
+    results = await asyncio.gather(*(cache.get(b"k", load) for _ in range(10)))
     assert calls == 1
     assert {v for v, _ in results} == {1}
     await asyncio.sleep(0.06)
-    assert (await cache.get("k", load)) == (2, False)
-    for key in ("a", "b", "c"):
+    assert (await cache.get(b"k", load)) == (2, False)
+    for key in (b"a", b"b", b"c"):
         await cache.get(key, load)
     assert len(cache._entries) <= 2
 

@@ -82,7 +82,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self.pool = pool
         self.redis = redis
         self.publish = publisher
-        self._local_attempts: dict[str, tuple[int, int]] = {}  # login limiter when Redis is absent
+        self._local_attempts: dict[str, tuple[float, int]] = {}  # login limiter when Redis is absent
 
     # --- who is calling --------------------------------------------------------------------------
 
@@ -139,21 +139,23 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     # --- login -----------------------------------------------------------------------------------
 
     async def _login_allowed(self, email: str) -> bool:
-        window = int(time.time() // 60)
-        key = f"uplion:login:{email}:{window}"
+        """At most N attempts per email in the minute that starts with its first attempt."""
+        key = f"uplion:login:{email}"
         if self.redis is not None:
             try:
                 async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.set(key, 0, ex=60, nx=True)
                     pipe.incr(key)
-                    pipe.expire(key, 120)
-                    count, _ = await pipe.execute()
+                    _, count = await pipe.execute()
                 return int(count) <= self.cfg.login_attempts_per_minute
             except (aioredis.RedisError, OSError):
                 pass
-        seen_window, count = self._local_attempts.get(email, (window, 0))
-        count = count + 1 if seen_window == window else 1
-        self._local_attempts[email] = (window, count)
-        return count <= self.cfg.login_attempts_per_minute
+        now = time.monotonic()
+        started, count = self._local_attempts.get(email, (now, 0))
+        if now - started >= 60:
+            started, count = now, 0
+        self._local_attempts[email] = (started, count + 1)
+        return count + 1 <= self.cfg.login_attempts_per_minute
 
     async def Login(self, request: admin_pb2.LoginRequest, context: Ctx) -> admin_pb2.LoginResponse:
         email = request.email.strip().lower()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
 import asyncpg
 import grpc
 import redis.asyncio as aioredis
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.auth.v3 import external_auth_pb2
 from grpc_reflection.v1alpha import reflection
 
 from uplion.core.lifecycle import install_stop_signals, run_service
@@ -44,11 +45,16 @@ async def serve(cfg: AuthzConfig) -> None:
     lookup = Lookup(redis, pool, cfg.redis_timeout_s, cfg.db_timeout_s, cfg.breaker_open_s)
     service = AuthorizationService(lookup, TtlCache[Found](cfg.cache_ttl_s, cfg.cache_max_entries), cfg.fail_open)
     server = grpc.aio.server()
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)
+    server.add_generic_rpc_handlers([service.handler()])
     health = Health(server, [SERVICE_NAME])
     reflection.enable_server_reflection([SERVICE_NAME, reflection.SERVICE_NAME], server)
     port = server.add_insecure_port(cfg.listen)
     await server.start()
+    # everything allocated so far lives as long as the process: keep it out of the collector's scans,
+    # and collect the young generation less often (shorter tail latency under load)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     await health.set_serving(True)
     print(f"uplion authz listening on port {port}", flush=True)
     await stop.wait()

@@ -15,16 +15,16 @@ class TtlCache(Generic[V]):
     def __init__(self, ttl_s: float, max_entries: int) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
-        self._entries: dict[str, tuple[float, V]] = {}
-        self._loading: dict[str, asyncio.Future[V]] = {}
+        self._entries: dict[bytes, tuple[float, V]] = {}
+        self._loading: dict[bytes, asyncio.Future[V]] = {}
 
-    def peek(self, key: str, now: float | None = None) -> V | None:
+    def peek(self, key: bytes, now: float | None = None) -> V | None:
         hit = self._entries.get(key)
         if hit is not None and hit[0] > (time.monotonic() if now is None else now):
             return hit[1]
         return None
 
-    async def get(self, key: str, load: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
+    async def get(self, key: bytes, load: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
         """(value, whether it came from the cache)."""
         now = time.monotonic()
         hit = self._entries.get(key)

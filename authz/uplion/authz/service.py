@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 from prometheus_client import Counter
@@ -29,6 +29,7 @@ CACHE = Counter("uplion_authz_cache_total", "In-process cache hits and misses", 
 
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 TRUSTED = ("x-uplion-user-id", "x-uplion-token-id", "x-uplion-tier", "x-uplion-allowed-models")
+SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 _RPC_CODE = {401: code_pb2.UNAUTHENTICATED, 403: code_pb2.PERMISSION_DENIED, 429: code_pb2.RESOURCE_EXHAUSTED}
 
 UNAVAILABLE = Deny(
@@ -68,33 +69,78 @@ def deny_response(d: Deny) -> external_auth_pb2.CheckResponse:
     )
 
 
-class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+def _encoded(b: bytes) -> bytes:
+    return b
+
+
+class AuthorizationService:
+    """Check, with each decision made once per cache entry: its encoded CheckResponse is reused for
+    every request with the same key until the entry (or the key itself) expires."""
+
     def __init__(self, lookup: Lookup, cache: TtlCache[Found], fail_open: bool) -> None:
         self.lookup = lookup
         self.cache = cache
         self.fail_open = fail_open
+        # secret hash -> (the Found it was decided from, counter to bump, encoded response, valid until)
+        self._verdicts: dict[bytes, tuple[Found, Any, bytes, float | None]] = {}
+        self._hit, self._miss = CACHE.labels("hit"), CACHE.labels("miss")
+        self._prechecked: dict[Deny, bytes] = {}
 
-    async def decide(self, authorization: str | None) -> Allow | Deny:
-        checked = precheck(authorization)
-        if isinstance(checked, Deny):
-            return checked
-        hash_ = secret_hash(checked)
-        try:
-            found, cached = await self.cache.get(hash_.hex(), lambda: self.lookup.find(hash_))
-        except Unavailable as e:
-            log.warning("key check failed closed" if not self.fail_open else "key check failed open",
-                        extra={"error": str(e)})  # fmt: skip
-            return UNVERIFIED if self.fail_open else UNAVAILABLE
-        CACHE.labels("hit" if cached else "miss").inc()
-        return decide(checked, hash_, found, time.time())
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        """The Check method, taking a CheckRequest and answering with already encoded bytes."""
+        check = grpc.unary_unary_rpc_method_handler(
+            self.check, request_deserializer=external_auth_pb2.CheckRequest.FromString, response_serializer=_encoded
+        )
+        return grpc.method_handlers_generic_handler(SERVICE, {"Check": check})
 
-    async def Check(
+    async def check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> external_auth_pb2.CheckResponse:
-        authorization = request.attributes.request.http.headers.get("authorization")
-        result = await self.decide(authorization)
-        if isinstance(result, Allow):
-            DECISIONS.labels("allow").inc()
-            return allow_response(result)
-        DECISIONS.labels(str(result.http_status)).inc()
-        return deny_response(result)
+    ) -> bytes:
+        checked = precheck(request.attributes.request.http.headers.get("authorization"))
+        if isinstance(checked, Deny):
+            DECISIONS.labels(str(checked.http_status)).inc()
+            return self._static(checked)
+        hash_ = secret_hash(checked)
+        found = self.cache.peek(hash_)
+        if found is None:
+            try:
+                found, _ = await self.cache.get(hash_, lambda: self.lookup.find(hash_))
+            except Unavailable as e:
+                log.warning("key check failed %s", "open" if self.fail_open else "closed", extra={"error": str(e)})
+                result = UNVERIFIED if self.fail_open else UNAVAILABLE
+                DECISIONS.labels("allow" if isinstance(result, Allow) else "503").inc()
+                return self._encode(result)
+            self._miss.inc()
+        else:
+            self._hit.inc()
+        now = time.time()
+        verdict = self._verdicts.get(hash_)
+        if verdict is None or verdict[0] is not found or (verdict[3] is not None and verdict[3] <= now):
+            verdict = self._decide(checked, hash_, found, now)
+        verdict[1].inc()
+        return verdict[2]
+
+    def _decide(self, secret: str, hash_: bytes, found: Found, now: float) -> tuple[Found, Any, bytes, float | None]:
+        result = decide(secret, hash_, found, now)
+        expires = found.token.expires_at if found.token is not None else None
+        valid_until = expires if expires is not None and expires > now else None
+        label = "allow" if isinstance(result, Allow) else str(result.http_status)
+        verdict = (found, DECISIONS.labels(label), self._encode(result), valid_until)
+        if len(self._verdicts) >= self.cache.max_entries:
+            self._verdicts.clear()
+        self._verdicts[hash_] = verdict
+        return verdict
+
+    @staticmethod
+    def _encode(result: Allow | Deny) -> bytes:
+        response = allow_response(result) if isinstance(result, Allow) else deny_response(result)
+        return bytes(response.SerializeToString())
+
+    def _static(self, deny: Deny) -> bytes:
+        """Denials made before any lookup; the ones that name no key are encoded once."""
+        if deny.code == "missing_api_key":
+            cached = self._prechecked.get(deny)
+            if cached is None:
+                cached = self._prechecked[deny] = self._encode(deny)
+            return cached
+        return self._encode(deny)

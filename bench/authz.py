@@ -1,0 +1,96 @@
+"""The ext_authz Check path: uplion's authz service with a warm cache at concurrency 64 vs an empty
+grpc.aio handler for the same RPC, in the same run; p99 at half the warm throughput; and the cold
+paths (every Check a Redis lookup; every Check a PostgreSQL lookup).
+
+    ./scripts/bench.sh authz        (or: .venv/bin/python -m bench.authz)
+
+Load comes from ghz (Go) on the same 2 cores as the service.
+Goal (issue #5): warm throughput >= 0.8x the empty handler's, p99 <= 2 ms at half that load.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2
+
+from uplion.accounts.cli import Client
+from uplion.devstack.platform import bootstrap_admin, start_accounts, start_authz
+from uplion.devstack.postgres import start_postgres
+from uplion.devstack.procs import Proc, free_port, spawn, wait_until
+from uplion.devstack.redis import start_redis
+
+from . import ghz
+from .common import Measured, rss_mb, run_timed, table
+
+CALL = "envoy.service.auth.v3.Authorization/Check"
+
+
+def check_body(secret: str) -> dict[str, object]:
+    return {"attributes": {"request": {"http": {"headers": {"authorization": f"Bearer {secret}"}}}}}
+
+
+async def main(duration: float, work: Path) -> None:
+    pg, redis = start_postgres(work / "pg"), start_redis(work / "redis")
+    procs: list[Proc] = []
+    try:
+        accounts = start_accounts(work, pg.dsn, redis.url)
+        procs.append(accounts.proc)
+        admin = Client(f"127.0.0.1:{accounts.port}", bootstrap_admin(pg.dsn)["secret"])
+        _, token = admin.create_user_with_token("bench@authz.test")
+        body = check_body(token.secret)
+        protoset = ghz.protoset(external_auth_pb2.DESCRIPTOR)
+
+        port = free_port()
+        empty = spawn("empty-authz", [sys.executable, "-m", "bench.empty_authz", str(port)], work / "empty.log")
+        procs.append(empty)
+        wait_until(empty, lambda: "listening" in empty.log_path.read_text(), 30)
+
+        def measure(name: str, target_port: int, pid: int, rps: int = 0) -> Measured:
+            target = f"127.0.0.1:{target_port}"
+            ghz.run(target, CALL, protoset, body, 64, 1.0)  # warm-up: connections, caches
+            report = ghz.run(target, CALL, protoset, body, 64, duration, rps=rps)
+            return measured_rss(name, report, pid)
+
+        def measured_rss(name: str, report: dict[str, object], pid: int) -> Measured:
+            return ghz.measured(name, report, rss_mb([pid]))
+
+        rows = [measure("empty grpc.aio Check handler, c=64", port, empty.pid)]
+        half = int(rows[0].rps * 0.4)  # the same rate for both: 0.4x the empty handler's, ~half of authz's
+        rows.append(measure(f"empty grpc.aio Check handler, {half} req/s", port, empty.pid, rps=half))
+        empty.stop()
+        warm = start_authz(work, pg.dsn, redis.url)
+        procs.append(warm.proc)
+        rows.insert(1, measure("authz, warm cache, c=64", warm.port, warm.proc.pid))
+        rows.append(measure(f"authz, warm cache, {half} req/s", warm.port, warm.proc.pid, rps=half))
+        warm.stop()
+        redis_path = start_authz(work, pg.dsn, redis.url, UPLION_AUTHZ_CACHE_TTL_MS="0")
+        procs.append(redis_path.proc)
+        rows.append(measure("authz, no cache: Redis per Check, c=64", redis_path.port, redis_path.proc.pid))
+        redis_path.stop()
+        pg_path = start_authz(work, pg.dsn, "", UPLION_AUTHZ_CACHE_TTL_MS="0")
+        procs.append(pg_path.proc)
+        rows.append(measure("authz, no cache, no Redis: PostgreSQL per Check", pg_path.port, pg_path.proc.pid))
+        ratio = rows[1].rps / rows[0].rps if rows[0].rps else 0.0
+        print(table("ext_authz Check (ghz, 2 connections)", rows, {
+            "warm authz / empty handler throughput": f"{ratio:.2f}x (goal >= 0.8x)",
+            f"p99 at {half} req/s": f"authz {rows[3].p99:.2f} ms, empty handler {rows[2].p99:.2f} ms (goal <= 2 ms)",
+        }))  # fmt: skip
+        # sanity: the key was allowed, not refused fast
+        with grpc.insecure_channel(f"127.0.0.1:{pg_path.port}") as channel:
+            from envoy.service.auth.v3 import external_auth_pb2_grpc
+
+            req = external_auth_pb2.CheckRequest()
+            req.attributes.request.http.headers["authorization"] = f"Bearer {token.secret}"
+            assert external_auth_pb2_grpc.AuthorizationStub(channel).Check(req).HasField("ok_response")
+    finally:
+        for p in procs:
+            p.stop()
+        redis.stop()
+        pg.stop()
+
+
+if __name__ == "__main__":
+    run_timed(main, __doc__)

@@ -1,0 +1,110 @@
+"""Requests through Envoy → gateway → usage events on Pulsar → billing → PostgreSQL and Redis →
+quota exhausted → the next request is refused by authz with `insufficient_quota`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import openai
+import redis
+
+from uplion.devstack.platform import start_billing, start_edge, start_gateway, start_worker
+from uplion.devstack.pulsar import Pulsar
+from uplion.v1 import admin_pb2
+
+from .conftest import Edge
+
+
+async def _billed(dsn: str, user_id: str) -> asyncpg.Record:
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*) AS n, sum(prompt_tokens) AS p, sum(completion_tokens) AS c,"
+            " sum(cost_micro_credits) AS cost, (SELECT used_micro_credits FROM spend WHERE subject_kind = 'user'"
+            " AND subject_id = $1) AS spent FROM usage_events WHERE user_id = $1",
+            user_id,
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    return row
+
+
+LIMIT = 200  # micro-credits; at 1,000 per 1k tokens every token costs 1
+
+
+def test_billing_exhausts_the_quota_and_authz_refuses(edge: Edge, broker: Pulsar, tmp_path: Path) -> None:
+    ns = f"e2e_{uuid.uuid4().hex[:8]}"
+    broker.create_namespace(ns)
+    model = "e2e-echo"
+    gw = start_gateway(tmp_path, broker.service_url, [model], UPLION_PULSAR_NAMESPACE=ns)
+    worker = start_worker(tmp_path, broker.service_url, model, UPLION_PULSAR_NAMESPACE=ns)
+    billing = start_billing(tmp_path, broker.service_url, edge.dsn, edge.redis.url, UPLION_BILLING_BATCH_DELAY_MS="50",
+                            UPLION_PULSAR_NAMESPACE=ns)  # fmt: skip
+    envoy, port = start_edge(tmp_path, gw.port, authz_port=edge.authz.port, accounts_port=edge.accounts.port)
+    try:
+        price = admin_pb2.SetModelPriceRequest(model=model, prompt_micro_credits_per_1k=1000,
+                                               completion_micro_credits_per_1k=1000)  # fmt: skip
+        price.effective_from.FromSeconds(0)
+        edge.admin.call("SetModelPrice", price)
+        user, created = edge.admin.create_user_with_token(
+            f"{uuid.uuid4().hex[:8]}@e2e.test", quota=admin_pb2.Quota(limit_micro_credits=LIMIT)
+        )
+        sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=created.secret, max_retries=0)
+        served, refused = 0, None
+        for _ in range(300):
+            try:
+                sdk.chat.completions.create(model=model, messages=[{"role": "user", "content": "one two three"}])
+                served += 1
+            except openai.RateLimitError as e:
+                refused = e
+                break
+            time.sleep(0.03)
+        assert refused is not None, "the quota never ran out"
+        assert refused.code == "insufficient_quota"
+        assert refused.status_code == 429
+
+        # every served request is billed once (the last may still be in billing's batch), the refused one never
+        deadline = time.monotonic() + 10
+        while (raw := asyncio.run(_billed(edge.dsn, user.user_id)))["n"] < served:
+            assert time.monotonic() < deadline, f"billed {raw['n']} of {served}"
+            time.sleep(0.1)
+        spent = raw["spent"]
+        assert raw["n"] == served
+        assert spent == raw["cost"] >= LIMIT
+        # the overshoot is what this key could send while the last charges were on their way: billing's batch
+        # delay (50 ms) plus the authz cache (500 ms); one request at a time here, each ~40 ms
+        per_request = raw["cost"] / served
+        assert (spent - LIMIT) / per_request < 25
+        mirrored = redis.Redis.from_url(edge.redis.url).hget(f"uplion:spend:user:{user.user_id}", "credits")
+        assert int(mirrored or 0) == spent
+
+        # the usage API's totals equal the raw rows'
+        by_model = edge.admin.call("QueryUsage", admin_pb2.QueryUsageRequest(
+            user_id=user.user_id, group_by=[admin_pb2.USAGE_GROUP_BY_MODEL, admin_pb2.USAGE_GROUP_BY_DAY]))  # fmt: skip
+        assert sum(r.requests for r in by_model.rows) == served
+        assert sum(r.prompt_tokens for r in by_model.rows) == raw["p"]
+        assert sum(r.completion_tokens for r in by_model.rows) == raw["c"]
+        assert sum(r.cost_micro_credits for r in by_model.rows) == raw["cost"]
+        assert {r.model for r in by_model.rows} == {model}
+        me = edge.admin.call("GetUser", admin_pb2.GetUserRequest(user_id=user.user_id))
+        assert me.quota.used_micro_credits == spent
+
+        # a top-up lets the key through again
+        edge.admin.call("TopUpQuota", admin_pb2.TopUpQuotaRequest(user_id=user.user_id, micro_credits=1000))
+        deadline = time.monotonic() + 2
+        while True:
+            try:
+                sdk.chat.completions.create(model=model, messages=[{"role": "user", "content": "again"}])
+                break
+            except openai.RateLimitError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        envoy.stop()
+        for svc in (billing, worker, gw):
+            svc.stop()
