@@ -74,8 +74,8 @@ def test_run_command_serves_the_quickstart_example(tmp_path: Path) -> None:
         assert "stream: streamed |over |HTTP" in out
         assert "embedding: 384 dimensions" in out
         children = psutil.Process(up.pid).children(recursive=True)
-        # pulsar, postgres, redis, gateway, two workers, accounts, authz, envoy, billing
-        assert len(children) >= 10
+        # pulsar, postgres, redis, gateway, two workers, accounts, authz, ratelimit, envoy, billing
+        assert len(children) >= 11
         # every request above was billed: its usage event went gateway -> Pulsar -> billing -> PostgreSQL
         assert asyncio.run(_billed(state["postgres_dsn"], at_least=6)) >= 6
     finally:

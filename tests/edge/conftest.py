@@ -26,6 +26,7 @@ from uplion.devstack.platform import (
 )
 from uplion.devstack.postgres import Postgres
 from uplion.devstack.pulsar import Pulsar
+from uplion.devstack.ratelimit import start_ratelimit
 from uplion.devstack.redis import Redis
 
 EDGE_MODELS = ["edge-echo", "edge-slow", "edge-broken"]
@@ -41,6 +42,8 @@ class Edge:
     envoy: Envoy
     admin: Client  # the admin API, as the first admin
     api_key: str  # a member's key that may use every model
+    gateway: Service
+    ratelimit: Service
 
     def new_key(self, **token: Any) -> tuple[str, str, str]:
         """A fresh member with one key: (user id, token id, secret)."""
@@ -77,10 +80,14 @@ async def edge(broker: Pulsar, postgres: Postgres, redis_server: Redis, run_dir:
         start_worker(d, broker.service_url, "edge-slow", UPLION_ECHO_TOKEN_DELAY_MS="300"),
         start_worker(d, broker.service_url, "edge-broken", UPLION_MAX_ATTEMPTS="1"),
     ]
-    envoy, port = start_edge(d, gw.port, authz_port=authz.port, accounts_port=accounts.port)
-    yield Edge(f"http://127.0.0.1:{port}", dsn, redis_server, accounts, authz, envoy, admin, token.secret)
+    ratelimit = start_ratelimit(d, redis_server.url, pulsar_url=broker.service_url)
+    envoy, port = start_edge(
+        d, gw.port, authz_port=authz.port, accounts_port=accounts.port, ratelimit_ports=(ratelimit.port,)
+    )
+    yield Edge(f"http://127.0.0.1:{port}", dsn, redis_server, accounts, authz, envoy, admin, token.secret, gw,
+               ratelimit)  # fmt: skip
     envoy.stop()
-    for svc in [*workers, gw, authz, accounts]:
+    for svc in [*workers, gw, ratelimit, authz, accounts]:
         svc.stop()
 
 

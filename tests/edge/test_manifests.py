@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from uplion.edge.filters import lua_source
+from uplion.edge.filters import lua_source, rate_limit_actions
 from uplion.edge.istio import render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,8 +22,13 @@ def test_committed_istio_manifests_are_current() -> None:
 def test_envoyfilter_carries_the_same_filters_as_the_local_envoy() -> None:
     doc = yaml.safe_load((ROOT / "istio" / "manifests" / "envoyfilter-openai-edge.yaml").read_text())
     values = [p["patch"]["value"] for p in doc["spec"]["configPatches"]]
-    assert [v["name"] for v in values] == ["envoy.filters.http.lua", "envoy.filters.http.grpc_json_transcoder"]
+    names = ["envoy.filters.http.lua", "envoy.filters.http.ratelimit", "envoy.filters.http.grpc_json_transcoder"]
+    assert [v["name"] for v in values] == names
     assert values[0]["typed_config"]["default_source_code"]["inline_string"] == lua_source()
-    assert values[1]["typed_config"]["services"] == ["uplion.v1.InferenceService", "uplion.v1.AdminService"]
+    assert values[1]["typed_config"]["rate_limits"] == rate_limit_actions()
+    assert values[1]["typed_config"]["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"].startswith(
+        "outbound|8081||uplion-ratelimit."
+    )
+    assert values[2]["typed_config"]["services"] == ["uplion.v1.InferenceService", "uplion.v1.AdminService"]
     operations = [p["patch"]["operation"] for p in doc["spec"]["configPatches"]]
-    assert operations == ["INSERT_FIRST", "INSERT_BEFORE"]
+    assert operations == ["INSERT_FIRST", "INSERT_BEFORE", "INSERT_BEFORE"]

@@ -20,6 +20,8 @@ from uplion.core.credentials import (
     TokenRecord,
     UserRecord,
     gone_fields,
+    limit_fields,
+    limits_key,
     put_args,
     token_key,
     user_key,
@@ -59,6 +61,21 @@ class Publisher:
 
     async def user_gone(self, user_id: str, version: int) -> None:
         await self._put(user_key(user_id), put_args(gone_fields(version), GONE_TTL_MS))
+
+    async def limits(self, kind: str, subject_id: str, rate_limits: dict[str, int]) -> None:
+        """The account's own rate limits for the rate-limit service (replaced whole; none: deleted)."""
+        if self.r is None:
+            return
+        fields = limit_fields(rate_limits)
+        try:
+            async with self.r.pipeline(transaction=True) as pipe:
+                pipe.delete(limits_key(kind, subject_id))
+                if fields:
+                    pipe.hset(limits_key(kind, subject_id), mapping=fields)  # type: ignore[arg-type]
+                await pipe.execute()
+        except (aioredis.RedisError, OSError) as e:
+            PUBLISH_FAILURES.inc()
+            log.warning("redis write of rate limits failed", extra={"error": str(e)})
 
     async def _put(self, key: str, argv: list[str]) -> None:
         if self.r is None:

@@ -4,6 +4,7 @@ PostgreSQL (with an audit entry) and publish the change to Redis for the edge.""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -127,14 +128,18 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def _publish_token(self, token_id: str) -> None:
         async with self.pool.acquire() as conn:
             rec = await tokens.record(conn, token_id)
+            limits = await conn.fetchval("SELECT rate_limits FROM api_tokens WHERE token_id = $1", token_id)
         if rec is not None:
             await self.publish.token(rec)
+            await self.publish.limits("token", token_id, json.loads(limits or "{}"))
 
     async def _publish_user(self, user_id: str) -> None:
         async with self.pool.acquire() as conn:
             rec = await users.record(conn, user_id)
+            limits = await conn.fetchval("SELECT rate_limits FROM users WHERE user_id = $1", user_id)
         if rec is not None:
             await self.publish.user(rec)
+            await self.publish.limits("user", user_id, json.loads(limits or "{}"))
 
     # --- login -----------------------------------------------------------------------------------
 

@@ -207,3 +207,24 @@ def user_from_row(r: Record) -> UserRecord:
         limit_tokens=r["lt"],
         version=r["version"],
     )
+
+
+# An account's own rate limits, read by the rate-limit service: `uplion:limits:{user|token}:<id>`,
+# a hash of fields such as `rpm` (requests per minute) or `tpd` (tokens per day).
+LIMITS_KEY = "uplion:limits:"
+_LIMIT_FIELDS = {
+    "requests_per_minute": "rpm",
+    "requests_per_hour": "rph",
+    "requests_per_day": "rpd",
+    "tokens_per_minute": "tpm",
+    "tokens_per_day": "tpd",
+}
+
+
+def limits_key(kind: str, subject_id: str) -> str:
+    return f"{LIMITS_KEY}{kind}:{subject_id}"
+
+
+def limit_fields(rate_limits: dict[str, int]) -> dict[str, str]:
+    """The admin API's RateLimits (as a dict) to the hash fields the rate limiter reads."""
+    return {_LIMIT_FIELDS[k]: str(v) for k, v in rate_limits.items() if k in _LIMIT_FIELDS}

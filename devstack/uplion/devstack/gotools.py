@@ -30,3 +30,11 @@ def go_binary(package: str, version: str, timeout: float = 900.0) -> Path:
 
 def ghz() -> Path:
     return go_binary(*GHZ)
+
+
+# The reference rate-limit service (envoyproxy/ratelimit), for conformance tests and benchmarks.
+REFERENCE_RATELIMIT = ("github.com/envoyproxy/ratelimit/src/service_cmd", "v1.4.1-0.20260122083618-3fb702589d36")
+
+
+def reference_ratelimit() -> Path:
+    return go_binary(*REFERENCE_RATELIMIT)

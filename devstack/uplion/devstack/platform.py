@@ -97,7 +97,12 @@ def wait_metric(svc: Service, name: str, at_least: float, timeout: float = 30.0,
 
 
 def start_edge(
-    workdir: Path, gateway_port: int, port: int = 0, authz_port: int | None = None, accounts_port: int | None = None
+    workdir: Path,
+    gateway_port: int,
+    port: int = 0,
+    authz_port: int | None = None,
+    accounts_port: int | None = None,
+    ratelimit_ports: tuple[int, ...] = (),
 ) -> tuple[Envoy, int]:
     """Envoy with uplion's edge filters in front of a gateway (and, when given, the authz and
     accounts services); returns it and its HTTP/gRPC port."""
@@ -105,7 +110,7 @@ def start_edge(
 
     port = port or free_port()
     descriptor = Path(__file__).resolve().parents[3] / "gen" / "descriptor" / "uplion.pb"
-    config = local_envoy_config(port, gateway_port, str(descriptor), authz_port, accounts_port)
+    config = local_envoy_config(port, gateway_port, str(descriptor), authz_port, accounts_port, ratelimit_ports)
     return start_envoy(workdir / f"envoy-{port}", config), port
 
 

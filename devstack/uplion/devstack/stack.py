@@ -21,6 +21,7 @@ from .platform import (
 )
 from .postgres import Postgres, start_postgres
 from .pulsar import Pulsar, start_pulsar
+from .ratelimit import start_ratelimit
 from .redis import Redis, start_redis
 
 
@@ -90,9 +91,12 @@ class Stack:
         self._started.append(("accounts", self.accounts))
         authz = start_authz(logs, self.postgres.dsn, self.redis.url)
         self._started.append(("authz", authz))
+        ratelimit = start_ratelimit(logs, self.redis.url, pulsar_url=self.pulsar.service_url)
+        self._started.append(("ratelimit", ratelimit))
         self.envoy, self.http_port = start_edge(
-            logs, self.gateway.port, port=self.http_port, authz_port=authz.port, accounts_port=self.accounts.port
-        )
+            logs, self.gateway.port, port=self.http_port, authz_port=authz.port, accounts_port=self.accounts.port,
+            ratelimit_ports=(ratelimit.port,),
+        )  # fmt: skip
         self._started.append(("envoy", self.envoy))
         self._create_accounts()
         billing = start_billing(logs, self.pulsar.service_url, self.postgres.dsn, self.redis.url)

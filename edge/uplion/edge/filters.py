@@ -15,7 +15,8 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 def lua_source() -> str:
-    return resources.files("uplion.edge").joinpath("openai_edge.lua").read_text()
+    text = resources.files("uplion.edge").joinpath("openai_edge.lua").read_text()
+    return text.replace("__MAX_BODY_BYTES__", str(MAX_BODY_BYTES))
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,54 @@ def ext_authz_disabled() -> dict[str, Any]:
     }
 
 
+RATELIMIT_DOMAIN = "uplion"
+RATELIMIT_TIMEOUT = "1s"  # a bound for overload; the service itself never waits more than 50 ms on Redis
+
+
+def _header_entry(header: str, key: str) -> dict[str, Any]:
+    return {"request_headers": {"header_name": header, "descriptor_key": key}}
+
+
+def rate_limit_actions() -> list[dict[str, Any]]:
+    """The descriptors each request sends: requests and tokens, per user and per token (the trusted
+    headers ext_authz set), the token estimate as the token descriptors' hits, and Envoy's request
+    id, under which the service records the reservation it settles when the request's usage
+    event arrives. A request without those headers (admin API) sends no descriptor."""
+    tokens = {"format": "%REQ(x-uplion-token-estimate)%"}
+    out: list[dict[str, Any]] = []
+    for kind in ("requests", "tokens"):
+        for header, key in (("x-uplion-user-id", "user_id"), ("x-uplion-token-id", "token_id")):
+            entry: dict[str, Any] = {
+                "actions": [{"generic_key": {"descriptor_value": kind}}, _header_entry(header, key)]
+            }
+            if kind == "tokens":
+                entry["hits_addend"] = tokens
+            out.append(entry)
+    out.append({"actions": [_header_entry("x-request-id", "uplion_request_id")]})
+    return out
+
+
+def ratelimit_filter(cluster: str) -> dict[str, Any]:
+    """uplion's rate-limit service (gRPC, RLS v3). Fails open if it cannot be reached in time; the
+    service answers 429s with OpenAI-shaped bodies and x-ratelimit-* headers."""
+    return {
+        "name": "envoy.filters.http.ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+            "domain": RATELIMIT_DOMAIN,
+            "request_type": "external",
+            "timeout": RATELIMIT_TIMEOUT,
+            "failure_mode_deny": False,
+            "rate_limited_as_resource_exhausted": True,
+            "rate_limit_service": {
+                "grpc_service": {"envoy_grpc": {"cluster_name": cluster}},
+                "transport_api_version": "V3",
+            },
+            "rate_limits": rate_limit_actions(),
+        },
+    }
+
+
 def router_filter() -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.router",
@@ -96,8 +145,12 @@ def router_filter() -> dict[str, Any]:
     }
 
 
-def edge_filters(descriptor: Descriptor, authz_cluster: str | None = None) -> list[dict[str, Any]]:
-    """Order matters: Lua sees requests first and responses last (so Envoy's own errors, ext_authz's
-    included, leave in OpenAI's shape); the transcoder comes after the key check."""
+def edge_filters(
+    descriptor: Descriptor, authz_cluster: str | None = None, ratelimit_cluster: str | None = None
+) -> list[dict[str, Any]]:
+    """Order matters: Lua sees requests first (it computes the token estimate) and responses last
+    (so Envoy's own errors leave in OpenAI's shape); the key check sets the identity headers the
+    rate limiter keys on; the transcoder comes last."""
     authz = [ext_authz_filter(authz_cluster)] if authz_cluster else []
-    return [lua_filter(), *authz, transcoder_filter(descriptor)]
+    ratelimit = [ratelimit_filter(ratelimit_cluster)] if ratelimit_cluster else []
+    return [lua_filter(), *authz, *ratelimit, transcoder_filter(descriptor)]

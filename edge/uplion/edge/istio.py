@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .filters import ADMIN_PREFIXES, Descriptor, lua_filter, transcoder_filter
+from .filters import ADMIN_PREFIXES, Descriptor, lua_filter, ratelimit_filter, transcoder_filter
 
 NAMESPACE = "uplion"
 GATEWAY_SERVICE = "uplion-gateway"
@@ -24,6 +24,10 @@ ACCOUNTS_PORT = 50061
 AUTHZ_PROVIDER = "uplion-ext-authz"
 AUTHZ_SERVICE = "uplion-authz"
 AUTHZ_PORT = 9001
+RATELIMIT_SERVICE = "uplion-ratelimit"
+RATELIMIT_PORT = 8081
+# the cluster Istio makes for a Kubernetes service
+RATELIMIT_CLUSTER = f"outbound|{RATELIMIT_PORT}||{RATELIMIT_SERVICE}.{NAMESPACE}.svc.cluster.local"
 
 
 def _gateway_and_routes() -> list[dict[str, Any]]:
@@ -79,9 +83,10 @@ def _patch(operation: str, value: dict[str, Any]) -> dict[str, Any]:
 
 def _edge_envoyfilter(descriptor_b64: str) -> dict[str, Any]:
     # the same order as the local Envoy: Lua first (before Istio's ext_authz, so its errors leave in
-    # OpenAI's shape too), the transcoder last before the router
+    # OpenAI's shape too), then (after ext_authz) the rate limiter, the transcoder last before the router
     patches = [
         _patch("INSERT_FIRST", lua_filter()),
+        _patch("INSERT_BEFORE", ratelimit_filter(RATELIMIT_CLUSTER)),
         _patch("INSERT_BEFORE", transcoder_filter(Descriptor(inline_b64=descriptor_b64))),
     ]
     return {

@@ -18,16 +18,18 @@ H2_OPTIONS = {
 }
 
 
-def _cluster(name: str, port: int) -> dict[str, Any]:
-    """A loopback gRPC (HTTP/2) upstream."""
-    endpoint = {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
+def _cluster(name: str, *ports: int) -> dict[str, Any]:
+    """A loopback gRPC (HTTP/2) upstream, round robin over its ports."""
+    endpoints = [
+        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}} for port in ports
+    ]
     return {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "2s",
         "per_connection_buffer_limit_bytes": 2 * MAX_BODY_BYTES,
         "typed_extension_protocol_options": H2_OPTIONS,
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [endpoint]}]},
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
     }
 
 
@@ -37,6 +39,7 @@ def local_envoy_config(
     descriptor_path: str,
     authz_port: int | None = None,
     accounts_port: int | None = None,
+    ratelimit_ports: tuple[int, ...] = (),
 ) -> str:
     """Without `authz_port` no key is checked (benchmarks of the bare transcoding path)."""
     routes: list[dict[str, Any]] = []
@@ -49,10 +52,14 @@ def local_envoy_config(
         ]
     if authz_port:
         clusters.append(_cluster("authz", authz_port))
+    if ratelimit_ports:
+        clusters.append(_cluster("ratelimit", *ratelimit_ports))
     # streams must not be cut by the default 15 s route timeout; the gateway enforces each
     # request's deadline itself
     routes.append({"match": {"prefix": "/"}, "route": {"cluster": "gateway", "timeout": "0s"}})
-    filters = edge_filters(Descriptor(path=descriptor_path), "authz" if authz_port else None)
+    filters = edge_filters(
+        Descriptor(path=descriptor_path), "authz" if authz_port else None, "ratelimit" if ratelimit_ports else None
+    )
     hcm: dict[str, Any] = {
         "@type": HCM_TYPE,
         "stat_prefix": "uplion_edge",

@@ -1,30 +1,63 @@
 -- uplion's OpenAI edge (Envoy Lua filter, placed before the gRPC-JSON transcoder).
 --
 -- Requests: the OpenAI SDKs send streamed and non-streamed chat/completions to the same path; a
--- JSON body with "stream": true is routed to the streaming RPC's binding (`<path>:stream`).
+-- JSON body with "stream": true is routed to the streaming RPC's binding (`<path>:stream`). Every
+-- request gets x-uplion-token-estimate (the tokens the rate limiter reserves for it).
 -- Responses: every error leaves in OpenAI's shape {"error": {message, type, param, code}}. The
 -- gateway's own error object (trailing metadata x-uplion-error) is used as is; errors Envoy makes
 -- itself (malformed JSON, unknown path, body too large, upstream down) are wrapped by status.
 
 local STREAMABLE = { ["/v1/chat/completions"] = true, ["/v1/completions"] = true }
+local GENERATES = {
+  ["/v1/chat/completions"] = true, ["/v1/completions"] = true,
+  ["/uplion.v1.InferenceService/CreateChatCompletion"] = true,
+  ["/uplion.v1.InferenceService/StreamChatCompletion"] = true,
+  ["/uplion.v1.InferenceService/CreateCompletion"] = true,
+  ["/uplion.v1.InferenceService/StreamCompletion"] = true,
+}
+-- Output tokens reserved when a request names no max_tokens (the rate limiter refunds what a
+-- request does not use as soon as it finishes).
+local DEFAULT_MAX_OUTPUT = 4096
+local MAX_BODY_BYTES = __MAX_BODY_BYTES__ -- filled in by uplion.edge.filters
+local ESTIMATE = "x-uplion-token-estimate"
+
+-- Tokens to reserve for a request (an upper bound, settled later): a token is at least ~4 bytes
+-- of the body, plus the output it may generate (max_tokens, or the default, times n).
+local function token_estimate(bare, text)
+  local estimate = math.ceil(string.len(text) / 4)
+  if GENERATES[bare] then
+    local max = string.match(text, '"max_completion_tokens"%s*:%s*(%d+)') or string.match(text, '"max_tokens"%s*:%s*(%d+)')
+    local n = tonumber(string.match(text, '"n"%s*:%s*(%d+)') or "1")
+    estimate = estimate + (tonumber(max) or DEFAULT_MAX_OUTPUT) * math.max(n, 1)
+  end
+  return estimate
+end
 
 function envoy_on_request(request_handle)
-  local path = request_handle:headers():get(":path")
-  if path == nil or request_handle:headers():get(":method") ~= "POST" then
+  local headers = request_handle:headers()
+  headers:remove(ESTIMATE) -- only the edge may say how many tokens a request may use
+  local path = headers:get(":path")
+  if path == nil or headers:get(":method") ~= "POST" then
+    headers:replace(ESTIMATE, "0")
     return
   end
   local bare = string.gsub(path, "%?.*$", "")
-  if not STREAMABLE[bare] then
-    return
-  end
   local body = request_handle:body()
-  if body == nil then
-    return
+  local text = ""
+  if body ~= nil then
+    if body:length() > MAX_BODY_BYTES then
+      -- refused here, before any limit counts it
+      request_handle:respond({ [":status"] = "413", ["content-type"] = "application/json", ["x-should-retry"] = "false" },
+        '{"error":{"message":"The request body is larger than ' .. MAX_BODY_BYTES .. ' bytes.",' ..
+        '"type":"invalid_request_error","param":null,"code":"request_too_large"}}')
+      return
+    end
+    text = body:getBytes(0, body:length())
   end
-  local text = body:getBytes(0, body:length())
+  -- headers() again: the handle taken before body() is stale once the body is buffered
+  request_handle:headers():replace(ESTIMATE, tostring(token_estimate(bare, text)))
   -- the top-level "stream" member; an escaped \"stream\" inside a string never matches
-  if string.find(text, '"stream"%s*:%s*true') then
-    -- headers() again: the handle taken before body() is stale once the body is buffered
+  if STREAMABLE[bare] and string.find(text, '"stream"%s*:%s*true') then
     request_handle:headers():replace(":path", bare .. ":stream")
   end
 end

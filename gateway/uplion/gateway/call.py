@@ -34,6 +34,7 @@ class Call:
     outcome: usage_pb2.RequestOutcome.ValueType = usage_pb2.REQUEST_OUTCOME_CLIENT_CANCELLED
     final_usage: common_pb2.Usage | None = None
     started_at: float = field(default_factory=time.time)
+    edge_request_id: str = ""
 
     @classmethod
     def new_task_id(cls) -> str:
@@ -106,6 +107,7 @@ class Call:
             finished_at=timestamp(),
             attempts=len(self.cursor.attempts),
             gateway_id=self.gateway_id,
+            edge_request_id=self.edge_request_id,
         )
         await self.dispatcher.publish_usage(event)
         kind_name = usage_pb2.RequestKind.Name(self.kind).removeprefix("REQUEST_KIND_").lower()

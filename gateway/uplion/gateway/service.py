@@ -55,6 +55,14 @@ def allowed_models_from(context: grpc.aio.ServicerContext[Any, Any]) -> frozense
     return None
 
 
+def edge_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """Envoy's x-request-id (Envoy replaces any a client sends from outside)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str):
+            return value[:128]
+    return ""
+
+
 # HTTP clients cannot send a gRPC deadline: the OpenAI SDKs send their own timeout (seconds) as
 # x-stainless-timeout, and any client may send x-uplion-timeout; the smallest of those and the gRPC
 # deadline bounds the request.
@@ -143,7 +151,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         )
         fill(task)
         timeout = self.cfg.timeout_for(client_timeout(context))
-        return Call(self.dispatcher, task, kind, self.cfg.gateway_id, timeout)
+        return Call(self.dispatcher, task, kind, self.cfg.gateway_id, timeout, edge_request_id=edge_request_id(context))
 
     async def _unary_result(self, call: Call) -> task_pb2.TaskResult:
         async for event in call.events():

@@ -79,6 +79,7 @@ class UsageEvent(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    EDGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     model: _builtins.str
     kind: Global___RequestKind.ValueType
@@ -90,6 +91,10 @@ class UsageEvent(_message.Message):
     attempts: _builtins.int
     """Worker attempts the request took (redeliveries + 1); 0 if no worker started it."""
     gateway_id: _builtins.str
+    edge_request_id: _builtins.str
+    """The edge's request id (Envoy's x-request-id), when the request came through the edge: the
+    rate-limit service settles the tokens it reserved for that request by it.
+    """
     @_builtins.property
     def caller(self) -> _common_pb2.Caller: ...
     @_builtins.property
@@ -111,10 +116,11 @@ class UsageEvent(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         attempts: _builtins.int = ...,
         gateway_id: _builtins.str = ...,
+        edge_request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "caller", b"caller", "completion_tokens", b"completion_tokens", "event_id", b"event_id", "finished_at", b"finished_at", "gateway_id", b"gateway_id", "kind", b"kind", "model", b"model", "outcome", b"outcome", "prompt_tokens", b"prompt_tokens", "started_at", b"started_at", "streamed", b"streamed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "caller", b"caller", "completion_tokens", b"completion_tokens", "edge_request_id", b"edge_request_id", "event_id", b"event_id", "finished_at", b"finished_at", "gateway_id", b"gateway_id", "kind", b"kind", "model", b"model", "outcome", b"outcome", "prompt_tokens", b"prompt_tokens", "started_at", b"started_at", "streamed", b"streamed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

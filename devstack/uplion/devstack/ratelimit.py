@@ -1,0 +1,58 @@
+"""Rate-limit services as subprocesses: uplion's, and the reference envoyproxy/ratelimit (built from
+the Go module proxy) on the same rules and Redis, for conformance tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .gotools import reference_ratelimit
+from .platform import Service, _env, _wait_for_line
+from .procs import free_port, spawn, tcp_open, wait_until
+
+
+def start_ratelimit(
+    workdir: Path, redis_url: str, config_dir: Path | None = None, pulsar_url: str = "", port: int = 0, **env: str
+) -> Service:
+    port, metrics = port or free_port(), free_port()
+    settings = {
+        "UPLION_RATELIMIT_LISTEN": f"127.0.0.1:{port}",
+        "UPLION_REDIS_URL": redis_url,
+        "UPLION_RATELIMIT_CONFIG_DIR": str(config_dir) if config_dir else "",
+        "UPLION_PULSAR_URL": pulsar_url,
+        "UPLION_METRICS_PORT": str(metrics),
+        **env,
+    }
+    log = workdir / f"ratelimit-{port}.log"
+    proc = spawn("ratelimit", [sys.executable, "-m", "uplion.ratelimit"], log, env=_env(settings))
+    _wait_for_line(proc, "listening on port", 60)
+    return Service(proc, port, metrics)
+
+
+def start_reference_ratelimit(workdir: Path, redis_port: int, config_yaml: str) -> Service:
+    """envoyproxy/ratelimit with one config file, on the given Redis (its own key names)."""
+    root = workdir / f"reference-rls-{free_port()}"
+    (root / "ratelimit" / "config").mkdir(parents=True)
+    (root / "ratelimit" / "config" / "config.yaml").write_text(config_yaml)
+    grpc_port, http_port, debug_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "RUNTIME_ROOT": str(root),
+        "RUNTIME_SUBDIRECTORY": "ratelimit",
+        "RUNTIME_WATCH_ROOT": "false",
+        "RUNTIME_IGNOREDOTFILES": "true",
+        "REDIS_SOCKET_TYPE": "tcp",
+        "REDIS_URL": f"127.0.0.1:{redis_port}",
+        "USE_STATSD": "false",
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": str(grpc_port),
+        "HOST": "127.0.0.1",
+        "PORT": str(http_port),
+        "DEBUG_HOST": "127.0.0.1",
+        "DEBUG_PORT": str(debug_port),
+        "LOG_LEVEL": "warn",
+    }
+    proc = spawn("reference-ratelimit", [str(reference_ratelimit())], root / "rls.log", env=env)
+    wait_until(proc, lambda: tcp_open("127.0.0.1", grpc_port), 60, interval=0.1)
+    return Service(proc, grpc_port, 0)
