@@ -8,7 +8,6 @@ import logging
 import sys
 
 import grpc
-import redis.asyncio as aioredis
 from grpc_reflection.v1alpha import reflection
 
 from uplion.core.lifecycle import install_stop_signals, run_service
@@ -16,6 +15,7 @@ from uplion.core.observability import Health, start_metrics
 
 from .limiter import Limiter, RedisHealth
 from .loader import Rules
+from .resp import PipelinedRedis
 from .service import SERVICE, RateLimitService
 from .settings import RateLimitSettings
 from .settle import Settler
@@ -28,12 +28,8 @@ async def serve(cfg: RateLimitSettings) -> None:
     start_metrics(cfg.metrics_port)
     rules = Rules(cfg.config_dir)
     rules.load()
-    # no socket timeouts here: the health probe decides when Redis is down (see limiter.RedisHealth)
-    # a bounded pool that queues (not fails) when all its connections are busy
-    pool = aioredis.BlockingConnectionPool.from_url(
-        cfg.redis_url, max_connections=64, timeout=None, socket_connect_timeout=cfg.redis_timeout_s
-    )
-    r = aioredis.Redis(connection_pool=pool)
+    # no read timeouts here: the health probe decides when Redis is down (see limiter.RedisHealth)
+    r = PipelinedRedis(cfg.redis_url, connections=2, connect_timeout_s=cfg.redis_timeout_s)
     # a PING every 5 ms; two failed in a row (each 0.4x the bound) release waiting decisions within the bound
     redis_health = RedisHealth(cfg.redis_url, cfg.redis_timeout_s * 0.4)
     redis_health.start()
@@ -59,7 +55,7 @@ async def serve(cfg: RateLimitSettings) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await t
     redis_health.stop()
-    await r.aclose()
+    r.close()
 
 
 def main() -> int:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import redis
-import redis.asyncio as aioredis
+
+from .resp import PipelinedRedis, RedisReplyError, sha1
 
 # KEYS: n counter keys, then n override-hash keys ("" placeholders allowed), then the reservation
 # key (or ""). ARGV: now_ms, n, reservation_ttl_ms, then per hit 7 values: limit, window_ms,
@@ -117,6 +117,9 @@ return 1
 """
 
 
+DECIDE_SHA, SETTLE_SHA = sha1(DECIDE), sha1(SETTLE)
+
+
 @dataclass(frozen=True)
 class Hit:
     key: str
@@ -138,11 +141,6 @@ class Outcome:
     reset_ms: int
 
 
-# The longest a decision waits for Redis while Redis is considered healthy (this process may be
-# saturated, with answers waiting unread); below Envoy's timeout for the rate-limit call.
-OVERLOAD_CAP_S = 0.8
-
-
 class Unavailable(Exception):
     """Redis is down (the health probe says so, or a connection failed) or did not answer in time."""
 
@@ -158,23 +156,18 @@ class RedisHealth:
         self.timeout_s = timeout_s
         self.interval_s = interval_s
         self.down = False
-        self._down_signal: asyncio.Future[None] | None = None
+        self.on_down: list[Callable[[], None]] = []  # run on the event loop when Redis goes down
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._down_signal = self._loop.create_future()
         self._thread = threading.Thread(target=self._probe, name="redis-health", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-
-    def signal(self) -> asyncio.Future[None] | None:
-        """A future that completes when Redis goes down (None before start)."""
-        return self._down_signal
 
     def _probe(self) -> None:
         client = redis.Redis.from_url(self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s)
@@ -197,19 +190,15 @@ class RedisHealth:
             return
         self.down = down
         if down:
-            if self._down_signal is not None and not self._down_signal.done():
-                self._down_signal.set_result(None)
-        else:
-            assert self._loop is not None
-            self._down_signal = self._loop.create_future()
+            for callback in self.on_down:
+                callback()
 
 
 class Limiter:
-    def __init__(self, r: aioredis.Redis, health: RedisHealth) -> None:
+    def __init__(self, r: PipelinedRedis, health: RedisHealth) -> None:
         self.r = r
         self.health = health
-        self._decide = r.register_script(DECIDE)
-        self._settle = r.register_script(SETTLE)
+        health.on_down.append(lambda: r.fail_all("redis stopped answering"))
 
     async def decide(
         self, hits: list[Hit], now_ms: int, reservation: str = "", reservation_ttl_ms: int = 0
@@ -223,8 +212,8 @@ class Limiter:
             args += [h.limit, h.window_ms, "g" if h.gcra else "f", h.hits, int(h.shadow), h.override_field,
                      int(h.reserve)]  # fmt: skip
         try:
-            reply = await self._bounded(self._decide(keys=keys, args=args))
-        except (aioredis.RedisError, OSError, TimeoutError) as e:
+            reply = await self.r.evalsha(DECIDE, DECIDE_SHA, keys, args)
+        except (RedisReplyError, OSError, TimeoutError) as e:
             raise Unavailable(type(e).__name__) from e
         outcomes = [
             Outcome(bool(reply[1 + 4 * i]), int(reply[2 + 4 * i]), int(reply[3 + 4 * i]), int(reply[4 + 4 * i]))
@@ -232,20 +221,6 @@ class Limiter:
         ]
         return bool(reply[0]), outcomes
 
-    async def _bounded(self, call: Awaitable[Any]) -> Any:
-        """Redis's answer; Unavailable as soon as the health probe sees Redis down, or after
-        OVERLOAD_CAP_S."""
-        task = asyncio.ensure_future(call)
-        waiting: set[asyncio.Future[Any]] = {task}
-        signal = self.health.signal()
-        if signal is not None:
-            waiting.add(signal)
-        done, _ = await asyncio.wait(waiting, timeout=OVERLOAD_CAP_S, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            return task.result()
-        task.cancel()
-        raise TimeoutError
-
     async def settle(self, reservation: str, actual_tokens: int) -> bool:
         """Refund or charge the difference between reserved and used tokens; True the first time."""
-        return bool(await self._settle(keys=[reservation], args=[actual_tokens]))
+        return bool(await self.r.evalsha(SETTLE, SETTLE_SHA, [reservation], [actual_tokens]))
