@@ -28,7 +28,7 @@ want=$(cat pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ]; then "$py" -m venv .venv; fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[services,dev,local]"
+  .venv/bin/python -m pip install -q -e ".[services,dev,local,operator]"
   echo "$want" > "$stamp"
 fi
 export PATH="$root/.venv/bin:$PATH"

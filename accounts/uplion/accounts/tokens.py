@@ -21,6 +21,7 @@ from uplion.v1 import admin_pb2
 
 from . import audit
 from .convert import from_ts, limits_json
+from .sql import update_row
 
 SELECT = """
 SELECT t.*, s.used_micro_credits AS used_credits, s.used_tokens
@@ -101,15 +102,7 @@ def update_assignments(req: admin_pb2.UpdateTokenRequest) -> dict[str, Any]:
 async def update(conn: Conn, actor: str, token_id: str, sets: dict[str, Any]) -> asyncpg.Record | None:
     async with conn.transaction():
         if sets:
-            assignments = ", ".join(
-                f"{c} = ${i + 2}" + ("::jsonb" if c == "rate_limits" else "") for i, c in enumerate(sets)
-            )  # column names come from update_assignments' fixed set, values are parameters
-            status = await conn.execute(
-                f"UPDATE api_tokens SET {assignments}, version = nextval('accounts_version') WHERE token_id = $1",  # noqa: S608
-                token_id,
-                *sets.values(),
-            )
-            if status.endswith(" 0"):
+            if not await update_row(conn, "api_tokens", token_id, sets):
                 return None
             await audit.record(conn, actor, "token.update", token_id, {k: str(v) for k, v in sets.items()})
         return await get(conn, token_id)

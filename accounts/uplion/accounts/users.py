@@ -13,6 +13,7 @@ from uplion.v1 import admin_pb2
 
 from . import audit
 from .convert import limits_json
+from .sql import update_row
 
 SELECT = """
 SELECT u.*, s.used_micro_credits AS used_credits, s.used_tokens
@@ -97,16 +98,7 @@ def update_assignments(req: admin_pb2.UpdateUserRequest, password_hash: str | No
 async def update(conn: Conn, actor: str, user_id: str, sets: dict[str, Any]) -> asyncpg.Record | None:
     async with conn.transaction():
         if sets:
-            cols = list(sets)
-            assignments = ", ".join(
-                f"{c} = ${i + 2}" + ("::jsonb" if c == "rate_limits" else "") for i, c in enumerate(cols)
-            )  # column names come from update_assignments' fixed set, values are parameters
-            status = await conn.execute(
-                f"UPDATE users SET {assignments}, version = nextval('accounts_version') WHERE user_id = $1",  # noqa: S608
-                user_id,
-                *sets.values(),
-            )
-            if status.endswith(" 0"):
+            if not await update_row(conn, "users", user_id, sets):
                 return None
             shown = {c: v for c, v in sets.items() if c != "password_hash"}
             if "password_hash" in sets:

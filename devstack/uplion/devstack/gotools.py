@@ -1,39 +1,64 @@
-"""Go programs the tests and benchmarks run beside uplion (load generators, reference services),
-built from the Go module proxy once and cached outside git."""
+"""Go programs the tests and benchmarks run beside uplion (load generators, reference services,
+the Kubernetes control plane), built from the Go module proxy once and cached outside git."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from .pulsar import cache_dir
 
 GHZ = ("github.com/bojand/ghz/cmd/ghz", "v0.93.0")
+# The reference rate-limit service (envoyproxy/ratelimit), for conformance tests and benchmarks.
+REFERENCE_RATELIMIT = ("github.com/envoyproxy/ratelimit/src/service_cmd", "v1.4.1-0.20260122083618-3fb702589d36")
+
+
+def go_command() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise RuntimeError("building the Go tools the tests use needs the go command")
+    return go
+
+
+def go_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "CGO_ENABLED": "0", **extra}
+
+
+def _cached(name: str, version: str) -> tuple[Path, bool]:
+    """Where a built tool lives, and whether it is there already."""
+    binary = cache_dir() / "go" / f"{name}-{version}" / name
+    return binary, binary.exists()
 
 
 def go_binary(package: str, version: str, timeout: float = 900.0) -> Path:
     """`go install package@version` into the cache (once); the binary's path."""
-    name = package.rstrip("/").rsplit("/", 1)[-1]
-    bin_dir = cache_dir() / "go" / f"{name}-{version}"
-    binary = bin_dir / name
-    if binary.exists():
+    binary, ready = _cached(package.rstrip("/").rsplit("/", 1)[-1], version)
+    if not ready:
+        env = go_env(GOBIN=str(binary.parent))
+        subprocess.run([go_command(), "install", f"{package}@{version}"], env=env, check=True, timeout=timeout)
+    return binary
+
+
+def go_module_binary(package: str, version: str, name: str, timeout: float = 1800.0) -> Path:
+    """Build the main package at the root of a module that cannot be `go install`ed (its go.mod has
+    replace directives): a throwaway module requires it, then `go build`. Cached like go_binary."""
+    binary, ready = _cached(name, version)
+    if ready:
         return binary
-    go = shutil.which("go")
-    if go is None:
-        raise RuntimeError(f"building {package} needs the go command")
-    env = {**os.environ, "GOBIN": str(bin_dir), "CGO_ENABLED": "0"}
-    subprocess.run([go, "install", f"{package}@{version}"], env=env, check=True, timeout=timeout)
+    go, env = go_command(), go_env(GOFLAGS="-mod=mod")
+    with tempfile.TemporaryDirectory(prefix="uplion-go-build-") as tmp:
+        subprocess.run([go, "mod", "init", "uplionbuild"], cwd=tmp, env=env, check=True, capture_output=True)
+        subprocess.run([go, "get", f"{package}@{version}"], cwd=tmp, env=env, check=True, timeout=timeout)
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([go, "build", "-o", str(binary), package], cwd=tmp, env=env, check=True, timeout=timeout)
     return binary
 
 
 def ghz() -> Path:
     return go_binary(*GHZ)
-
-
-# The reference rate-limit service (envoyproxy/ratelimit), for conformance tests and benchmarks.
-REFERENCE_RATELIMIT = ("github.com/envoyproxy/ratelimit/src/service_cmd", "v1.4.1-0.20260122083618-3fb702589d36")
 
 
 def reference_ratelimit() -> Path:

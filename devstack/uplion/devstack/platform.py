@@ -114,35 +114,30 @@ def start_edge(
     return start_envoy(workdir / f"envoy-{port}", config), port
 
 
-def start_accounts(workdir: Path, database_url: str, redis_url: str = "", port: int = 0, **env: str) -> Service:
+def start_python_service(
+    workdir: Path, name: str, listen_var: str, port: int = 0, ready: str = "listening on port", **settings: str
+) -> Service:
+    """`python -m uplion.<name>` with its listen address (`listen_var`) and metrics on free loopback
+    ports, waited for until its log says `ready`."""
     port, metrics = port or free_port(), free_port()
-    settings = {
-        "UPLION_ACCOUNTS_LISTEN": f"127.0.0.1:{port}",
-        "UPLION_DATABASE_URL": database_url,
-        "UPLION_REDIS_URL": redis_url,
-        "UPLION_SESSION_SECRET": secrets.token_urlsafe(48),
-        "UPLION_METRICS_PORT": str(metrics),
-        **env,
-    }
-    log = workdir / f"accounts-{port}.log"
-    proc = spawn("accounts", [sys.executable, "-m", "uplion.accounts"], log, env=_env(settings))
-    _wait_for_line(proc, "listening on port", 60)
+    env = {listen_var: f"127.0.0.1:{port}", "UPLION_METRICS_PORT": str(metrics), **settings}
+    proc = spawn(name, [sys.executable, "-m", f"uplion.{name}"], workdir / f"{name}-{port}.log", env=_env(env))
+    _wait_for_line(proc, ready, 60)
     return Service(proc, port, metrics)
+
+
+def start_accounts(workdir: Path, database_url: str, redis_url: str = "", port: int = 0, **env: str) -> Service:
+    return start_python_service(
+        workdir, "accounts", "UPLION_ACCOUNTS_LISTEN", port, UPLION_DATABASE_URL=database_url,
+        UPLION_REDIS_URL=redis_url, UPLION_SESSION_SECRET=secrets.token_urlsafe(48), **env,
+    )  # fmt: skip
 
 
 def start_authz(workdir: Path, database_url: str, redis_url: str = "", port: int = 0, **env: str) -> Service:
-    port, metrics = port or free_port(), free_port()
-    settings = {
-        "UPLION_AUTHZ_LISTEN": f"127.0.0.1:{port}",
-        "UPLION_DATABASE_URL": database_url,
-        "UPLION_REDIS_URL": redis_url,
-        "UPLION_METRICS_PORT": str(metrics),
+    return start_python_service(
+        workdir, "authz", "UPLION_AUTHZ_LISTEN", port, UPLION_DATABASE_URL=database_url, UPLION_REDIS_URL=redis_url,
         **env,
-    }
-    log = workdir / f"authz-{port}.log"
-    proc = spawn("authz", [sys.executable, "-m", "uplion.authz"], log, env=_env(settings))
-    _wait_for_line(proc, "listening on port", 60)
-    return Service(proc, port, metrics)
+    )  # fmt: skip
 
 
 def bootstrap_admin(database_url: str, email: str = "admin@uplion.local") -> dict[str, str]:

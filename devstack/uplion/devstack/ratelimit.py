@@ -4,30 +4,20 @@ the Go module proxy) on the same rules and Redis, for conformance tests and benc
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from .gotools import reference_ratelimit
-from .platform import Service, _env, _wait_for_line
+from .platform import Service, start_python_service
 from .procs import free_port, spawn, tcp_open, wait_until
 
 
 def start_ratelimit(
     workdir: Path, redis_url: str, config_dir: Path | None = None, pulsar_url: str = "", port: int = 0, **env: str
 ) -> Service:
-    port, metrics = port or free_port(), free_port()
-    settings = {
-        "UPLION_RATELIMIT_LISTEN": f"127.0.0.1:{port}",
-        "UPLION_REDIS_URL": redis_url,
-        "UPLION_RATELIMIT_CONFIG_DIR": str(config_dir) if config_dir else "",
-        "UPLION_PULSAR_URL": pulsar_url,
-        "UPLION_METRICS_PORT": str(metrics),
-        **env,
-    }
-    log = workdir / f"ratelimit-{port}.log"
-    proc = spawn("ratelimit", [sys.executable, "-m", "uplion.ratelimit"], log, env=_env(settings))
-    _wait_for_line(proc, "listening on port", 60)
-    return Service(proc, port, metrics)
+    return start_python_service(
+        workdir, "ratelimit", "UPLION_RATELIMIT_LISTEN", port, UPLION_REDIS_URL=redis_url,
+        UPLION_RATELIMIT_CONFIG_DIR=str(config_dir) if config_dir else "", UPLION_PULSAR_URL=pulsar_url, **env,
+    )  # fmt: skip
 
 
 def start_reference_ratelimit(workdir: Path, redis_port: int, config_yaml: str) -> Service:

@@ -17,6 +17,7 @@ from uplion.v1 import inference_pb2, inference_pb2_grpc
 
 from .config import GatewayConfig
 from .dispatcher import Dispatcher
+from .model_watch import AIModelWatch
 from .registry import ModelRegistry
 from .service import InferenceService
 
@@ -36,9 +37,12 @@ async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
         ("grpc.max_send_message_length", cfg.max_message_bytes),
     ]
     server = grpc.aio.server(options=options)
-    inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-        InferenceService(cfg, dispatcher, ModelRegistry.static(cfg.models)), server
-    )
+    registry = ModelRegistry.static(cfg.models)
+    watcher = None
+    if cfg.watch_aimodels:
+        watcher = AIModelWatch(registry, cfg.aimodel_namespace)
+        watcher.start()
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceService(cfg, dispatcher, registry), server)
     health = Health(server, [SERVICE_NAME])
     reflection.enable_server_reflection([SERVICE_NAME, reflection.SERVICE_NAME], server)
     port = server.add_insecure_port(cfg.listen)
@@ -51,6 +55,8 @@ async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
     log.info("draining", extra={"inflight": dispatcher.inflight})
     await health.set_serving(False)
     await server.stop(cfg.drain_timeout_s)  # refuses new RPCs, lets running ones finish
+    if watcher is not None:
+        watcher.stop()
     await dispatcher.close()  # waits for usage events still being published
     await client.close()
 

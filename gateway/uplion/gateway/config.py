@@ -7,7 +7,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from uplion.core.config import ConfigError, env_float, env_int, env_list, env_str
+from uplion.core.config import ConfigError, env_bool, env_float, env_int, env_list, env_str
 from uplion.core.pulsar import PulsarSettings
 
 
@@ -22,6 +22,8 @@ class GatewayConfig:
     max_message_bytes: int
     drain_timeout_s: float
     metrics_port: int
+    watch_aimodels: bool  # serve the models AIModel resources declare (in a cluster)
+    aimodel_namespace: str  # "" = all namespaces
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -36,6 +38,8 @@ class GatewayConfig:
             max_message_bytes=env_int(env, "UPLION_MAX_MESSAGE_BYTES", 8 * 1024 * 1024, minimum=1024),
             drain_timeout_s=env_float(env, "UPLION_DRAIN_TIMEOUT_S", 30.0, minimum=0),
             metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),
+            watch_aimodels=env_bool(env, "UPLION_WATCH_AIMODELS", bool(env.get("KUBERNETES_SERVICE_HOST"))),
+            aimodel_namespace=env.get("UPLION_AIMODEL_NAMESPACE", ""),
         )
         if cfg.default_timeout_s > cfg.max_timeout_s:
             raise ConfigError("UPLION_DEFAULT_TIMEOUT_S must not exceed UPLION_MAX_TIMEOUT_S")

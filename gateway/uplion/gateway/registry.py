@@ -1,4 +1,5 @@
-"""Which models exist. Statically configured here; the operator issue adds AIModel watching."""
+"""Which models exist: configured ones (UPLION_MODELS) and, in a cluster, those AIModel resources
+declare (model_watch.py keeps them current)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,23 @@ class ModelRegistry:
     def static(cls, names: tuple[str, ...], owner: str = "uplion") -> ModelRegistry:
         created = int(time.time())
         return cls({n: models_pb2.Model(id=n, object="model", created=created, owned_by=owner) for n in names})
+
+    declared: dict[str, set[str]] = field(default_factory=dict)  # model -> AIModel resources naming it
+
+    def declare(self, resource: str, model: str | None) -> None:
+        """`resource` (namespace/name) now serves `model` (None: it was deleted). Returns nothing;
+        a model stays listed while any resource or the static configuration names it."""
+        for name, owners in list(self.declared.items()):
+            owners.discard(resource)
+            if not owners:
+                del self.declared[name]
+                if self.models.get(name) is not None and self.models[name].owned_by == "aimodel":
+                    del self.models[name]
+        if model:
+            self.declared.setdefault(model, set()).add(resource)
+            if model not in self.models:
+                self.models[model] = models_pb2.Model(id=model, object="model", created=int(time.time()),
+                                                      owned_by="aimodel")  # fmt: skip
 
     def get(self, name: str) -> models_pb2.Model | None:
         return self.models.get(name)

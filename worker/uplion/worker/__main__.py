@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
 import grpc
 import pulsar.asyncio as pa
 
+from uplion.core.config import ConfigError
 from uplion.core.lifecycle import install_stop_signals, run_service
 from uplion.core.observability import Health, start_metrics
 from uplion.core.pulsar import CLIENT_LOGGER
 
 from .backends.base import Backend
 from .config import WorkerConfig
+from .k8s_events import EventReporter
 from .runner import Runner
 
 log = logging.getLogger("uplion.worker")
@@ -41,10 +44,16 @@ async def serve(cfg: WorkerConfig) -> None:
     if cfg.health_port:
         health_server.add_insecure_port(f"0.0.0.0:{cfg.health_port}")
         await health_server.start()
+    events = EventReporter.from_env()
     backend = make_backend(cfg)
     client = pa.Client(cfg.pulsar.url, logger=CLIENT_LOGGER)
-    runner = Runner(cfg, backend, client)
-    await runner.start()
+    runner = Runner(cfg, backend, client, events)
+    try:
+        await runner.start()
+    except Exception as e:
+        if events is not None:
+            await asyncio.to_thread(events.post_now, "MessageQueueConnectionError", f"cannot reach Pulsar: {e}")
+        raise
     await health.set_serving(True)
     print(f"uplion worker {cfg.worker_id} serving model {cfg.model!r} ({cfg.model_type})", flush=True)
     await stop.wait()
@@ -56,8 +65,19 @@ async def serve(cfg: WorkerConfig) -> None:
     await health_server.stop(1)
 
 
+def load_config() -> WorkerConfig:
+    """The config; a bad one is also reported as a ConfigurationError Event on the AIModel."""
+    try:
+        return WorkerConfig.from_env()
+    except ConfigError as e:
+        events = EventReporter.from_env()
+        if events is not None:
+            events.post_now("ConfigurationError", str(e))
+        raise
+
+
 def main() -> int:
-    return run_service("worker", WorkerConfig.from_env, serve)
+    return run_service("worker", load_config, serve)
 
 
 if __name__ == "__main__":

@@ -77,9 +77,13 @@ class WorkerConfig:
 
 
 def _accounts(env: Mapping[str, str]) -> tuple[Account, ...]:
-    """Accounts from UPLION_BASE_URL (one, or one per key) and UPLION_API_KEYS / UPLION_API_KEYS_FILE."""
+    """Accounts from UPLION_BASE_URL (one, or one per key) and UPLION_API_KEYS, UPLION_API_KEY_<n>
+    (one per variable, as the operator mounts them from Secrets) and UPLION_API_KEYS_FILE."""
     urls = env_list(env, "UPLION_BASE_URL")
     keys = list(env_list(env, "UPLION_API_KEYS"))
+    numbered = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in env.items()
+                      if k.startswith("UPLION_API_KEY_") and k.rsplit("_", 1)[1].isdigit() and v.strip())  # fmt: skip
+    keys += [v.strip() for _, v in numbered]
     key_file = env.get("UPLION_API_KEYS_FILE")
     if key_file:
         try:
@@ -89,7 +93,7 @@ def _accounts(env: Mapping[str, str]) -> tuple[Account, ...]:
     if not urls:
         raise ConfigError("UPLION_BASE_URL is required for remote models")
     if not keys:
-        raise ConfigError("remote models need UPLION_API_KEYS or UPLION_API_KEYS_FILE")
+        raise ConfigError("remote models need UPLION_API_KEYS, UPLION_API_KEY_<n> or UPLION_API_KEYS_FILE")
     if len(urls) == 1:
         urls = urls * len(keys)
     if len(urls) != len(keys):

@@ -30,6 +30,7 @@ from .backends.base import Backend, BackendError
 from .config import WorkerConfig
 from .decisions import FailureAction, on_failure, retry_delay_s
 from .execute import execute
+from .k8s_events import EventReporter
 
 log = logging.getLogger("uplion.worker")
 
@@ -50,10 +51,13 @@ def _attempt_number(msg: pulsar.Message) -> int:
 
 
 class Runner:
-    def __init__(self, cfg: WorkerConfig, backend: Backend, client: pa.Client) -> None:
+    def __init__(
+        self, cfg: WorkerConfig, backend: Backend, client: pa.Client, events: EventReporter | None = None
+    ) -> None:
         self.cfg = cfg
         self.backend = backend
         self.client = client
+        self.events = events
         self.topics = cfg.pulsar.topics
         self._producers = Producers(client)
         self._executing: dict[str, asyncio.Task[None]] = {}
@@ -183,6 +187,8 @@ class Runner:
         self._executing.pop(task.task_id, None)
         await self.consumer.acknowledge(msg)
         TASKS.labels(self.cfg.model, "ok").inc()
+        if self.events is not None:
+            await self.events.ok()
 
     async def _finish(
         self, msg: pulsar.Message, attempt: Attempt, outcome: str, kind: task_pb2.TaskErrorKind.ValueType, text: str
@@ -195,6 +201,8 @@ class Runner:
     async def _failed(
         self, msg: pulsar.Message, attempt: Attempt, e: BackendError, attempt_number: int, deadline: float
     ) -> None:
+        if self.events is not None:
+            await self.events.failed(e.kind, e.message)
         action = on_failure(
             retryable=e.retryable,
             chunks_sent=attempt.chunks_sent,

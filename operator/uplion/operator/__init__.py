@@ -1,0 +1,1 @@
+"""uplion operator: AIModel resources into worker Deployments, RBAC and KEDA ScaledObjects."""

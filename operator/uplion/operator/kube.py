@@ -1,0 +1,63 @@
+"""The Kubernetes API as the operator uses it: server-side apply of children (idempotent: applying
+the same manifest twice changes nothing), reads, and merge patches of the AIModel's status."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kubernetes import client, config, dynamic
+from kubernetes.client.exceptions import ApiException
+
+from .children import API_VERSION, KIND, Manifest
+
+FIELD_MANAGER = "uplion-operator"
+
+
+def load_config() -> None:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+
+
+class Kube:
+    def __init__(self) -> None:
+        load_config()
+        self.api = dynamic.DynamicClient(client.ApiClient())
+
+    def _res(self, api_version: str, kind: str) -> Any:
+        return self.api.resources.get(api_version=api_version, kind=kind)
+
+    def apply(self, manifest: Manifest) -> None:
+        meta = manifest["metadata"]
+        self._res(manifest["apiVersion"], manifest["kind"]).server_side_apply(
+            body=manifest, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )  # fmt: skip
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        try:
+            obj = self._res(api_version, kind).get(name=name, namespace=namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        out: dict[str, Any] = obj.to_dict()
+        return out
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str) -> None:
+        try:
+            self._res(api_version, kind).delete(name=name, namespace=namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def list_models(self, namespace: str) -> list[dict[str, Any]]:
+        items = self._res(API_VERSION, KIND).get(namespace=namespace).to_dict().get("items", [])
+        return list(items)
+
+    def patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> None:
+        self._res(API_VERSION, KIND).status.patch(
+            body={"status": status}, name=name, namespace=namespace, content_type="application/merge-patch+json"
+        )

@@ -1,0 +1,118 @@
+"""A real Kubernetes API server (etcd, kube-apiserver, kube-controller-manager; built from the Go
+module proxy), the CRDs applied, and uplion's operator running against it as a process."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from uplion.devstack.kube import Kube, start_kube
+from uplion.devstack.procs import Proc, spawn, wait_until
+from uplion.devstack.pulsar import Pulsar
+
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = ["aimodels.uplion.io.yaml", "test-only-keda-scaledobjects.yaml"]
+GROUP, VERSION, PLURAL = "uplion.io", "v1alpha1", "aimodels"
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def kube(run_dir: Path) -> Iterator[Kube]:
+    k = start_kube(run_dir / "kube")
+    config.load_kube_config(str(k.kubeconfig))
+    ext = client.ApiextensionsV1Api()
+    for name in CRDS:
+        ext.create_custom_resource_definition(yaml.safe_load((ROOT / "deploy" / "crds" / name).read_text()))
+
+    def established(name: str) -> bool:
+        conditions = ext.read_custom_resource_definition(name).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    for name in ("aimodels.uplion.io", "scaledobjects.keda.sh"):
+        eventually(lambda n=name: established(n))  # type: ignore[misc]
+    yield k
+    k.stop()
+
+
+@dataclass
+class OperatorProc:
+    proc: Proc
+    env: dict[str, str]
+    log: Path
+
+    def restart(self) -> None:
+        self.proc.stop(timeout=20)
+        self.proc = _spawn_operator(self.env, self.log.with_suffix(f".{int(time.time())}.log"))
+
+
+def _spawn_operator(env: dict[str, str], log: Path) -> Proc:
+    proc = spawn("operator", [sys.executable, "-m", "uplion.operator"], log, env=env)
+    wait_until(proc, lambda: "Initial authentication has finished" in log.read_text(), 60)
+    time.sleep(1.0)
+    return proc
+
+
+@pytest.fixture(scope="session")
+def operator_proc(kube: Kube, broker: Pulsar, run_dir: Path) -> Iterator[OperatorProc]:
+    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "UPLION_PULSAR_URL": broker.service_url,
+           "UPLION_PULSAR_ADMIN_URL": broker.admin_url}  # fmt: skip
+    log = run_dir / "operator.log"
+    op = OperatorProc(_spawn_operator(env, log), env, log)
+    yield op
+    op.proc.stop(timeout=20)
+
+
+@pytest.fixture
+def namespace(kube: Kube) -> str:
+    """A fresh namespace per test (the API server goes away with the session)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api().create_namespace({"metadata": {"name": name}})
+    return name
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 30, interval: float = 0.2) -> T:
+    """The first truthy result of `check` (exceptions count as not yet)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+            last = result
+        except ApiException as e:
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"not reached in {timeout}s; last: {last!r}")
+
+
+def models() -> client.CustomObjectsApi:
+    return client.CustomObjectsApi()
+
+
+def aimodel(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AIModel", "metadata": {"name": name},
+            "spec": {"type": "local", "model": name, **spec}}  # fmt: skip
+
+
+def create_model(ns: str, body: dict[str, Any], strict: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = models().create_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, body, field_validation="Strict" if strict else None
+    )
+    return out
+
+
+def get_model(ns: str, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = models().get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    return out
