@@ -28,6 +28,13 @@ from .common import Measured, rss_mb, run_timed, table
 CALL = "envoy.service.auth.v3.Authorization/Check"
 
 
+def median_run(runs: list[Measured]) -> Measured:
+    """The run with the median throughput, its p99 replaced by the median p99 of the runs."""
+    by_rps = sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
+    p99 = sorted(r.p99 for r in runs)[len(runs) // 2]
+    return Measured(by_rps.name, by_rps.rps, by_rps.p50, p99, by_rps.rss_mb, sum(r.errors for r in runs))
+
+
 def check_body(secret: str) -> dict[str, object]:
     return {"attributes": {"request": {"http": {"headers": {"authorization": f"Bearer {secret}"}}}}}
 
@@ -57,14 +64,21 @@ async def main(duration: float, work: Path) -> None:
         def measured_rss(name: str, report: dict[str, object], pid: int) -> Measured:
             return ghz.measured(name, report, rss_mb([pid]))
 
-        rows = [measure("empty grpc.aio Check handler, c=64", port, empty.pid)]
-        half = int(rows[0].rps * 0.4)  # the same rate for both: 0.4x the empty handler's, ~half of authz's
-        rows.append(measure(f"empty grpc.aio Check handler, {half} req/s", port, empty.pid, rps=half))
-        empty.stop()
         warm = start_authz(work, pg.dsn, redis.url)
         procs.append(warm.proc)
-        rows.insert(1, measure("authz, warm cache, c=64", warm.port, warm.proc.pid))
-        rows.append(measure(f"authz, warm cache, {half} req/s", warm.port, warm.proc.pid, rps=half))
+        # alternate the two, 3 rounds each: on 2 shared cores one run's p99 swings by 2x
+        empty_runs, authz_runs = [], []
+        for _ in range(3):
+            empty_runs.append(measure("empty grpc.aio Check handler, c=64", port, empty.pid))
+            authz_runs.append(measure("authz, warm cache, c=64", warm.port, warm.proc.pid))
+        rows = [median_run(empty_runs), median_run(authz_runs)]
+        rate = int(rows[0].rps * 0.4)  # the same rate for both: 0.4x the empty handler's, about half of authz's
+        empty_runs, authz_runs = [], []
+        for _ in range(3):
+            empty_runs.append(measure(f"empty grpc.aio Check handler, {rate} req/s", port, empty.pid, rps=rate))
+            authz_runs.append(measure(f"authz, warm cache, {rate} req/s", warm.port, warm.proc.pid, rps=rate))
+        rows += [median_run(empty_runs), median_run(authz_runs)]
+        empty.stop()
         warm.stop()
         redis_path = start_authz(work, pg.dsn, redis.url, UPLION_AUTHZ_CACHE_TTL_MS="0")
         procs.append(redis_path.proc)
@@ -74,9 +88,11 @@ async def main(duration: float, work: Path) -> None:
         procs.append(pg_path.proc)
         rows.append(measure("authz, no cache, no Redis: PostgreSQL per Check", pg_path.port, pg_path.proc.pid))
         ratio = rows[1].rps / rows[0].rps if rows[0].rps else 0.0
-        print(table("ext_authz Check (ghz, 2 connections)", rows, {
+        spread = ", ".join(f"{r.p99:.2f}" for r in authz_runs)
+        print(table("ext_authz Check (ghz, 2 connections; first four rows: median of 3 alternating runs)", rows, {
             "warm authz / empty handler throughput": f"{ratio:.2f}x (goal >= 0.8x)",
-            f"p99 at {half} req/s": f"authz {rows[3].p99:.2f} ms, empty handler {rows[2].p99:.2f} ms (goal <= 2 ms)",
+            f"p99 at {rate} req/s": f"authz {rows[3].p99:.2f} ms (runs: {spread}), empty handler {rows[2].p99:.2f} ms"
+                                    " (goal <= 2 ms)",
         }))  # fmt: skip
         # sanity: the key was allowed, not refused fast
         with grpc.insecure_channel(f"127.0.0.1:{pg_path.port}") as channel:

@@ -54,7 +54,7 @@ async def serve(cfg: AuthzConfig) -> None:
     # and collect the young generation less often (shorter tail latency under load)
     gc.collect()
     gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    gc.set_threshold(5_000, 50, 1000)
     await health.set_serving(True)
     print(f"uplion authz listening on port {port}", flush=True)
     await stop.wait()
