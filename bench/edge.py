@@ -16,9 +16,22 @@ from pathlib import Path
 import aiohttp
 import grpc
 
-from uplion.devstack.platform import Service, start_edge, start_gateway, start_worker
+from uplion.accounts.cli import Client
+from uplion.devstack.envoy import Envoy
+from uplion.devstack.platform import (
+    Service,
+    bootstrap_admin,
+    start_accounts,
+    start_authz,
+    start_edge,
+    start_gateway,
+    start_worker,
+)
+from uplion.devstack.postgres import start_postgres
 from uplion.devstack.pulsar import start_pulsar
-from uplion.v1 import inference_pb2_grpc
+from uplion.devstack.ratelimit import start_ratelimit
+from uplion.devstack.redis import start_redis
+from uplion.v1 import admin_pb2, inference_pb2_grpc
 
 from .common import Result, closed_loop, rss_mb, run_timed, table
 from .spine import PROMPT, request
@@ -26,9 +39,13 @@ from .spine import PROMPT, request
 BODY = json.dumps({"model": "echo", "messages": [{"role": "user", "content": PROMPT}]})
 
 
-async def over_http(base: str, concurrency: int, duration: float, stream: bool, label: str, pids: list[int]) -> Result:
+async def over_http(
+    base: str, concurrency: int, duration: float, stream: bool, label: str, pids: list[int], key: str = ""
+) -> Result:
     # aiohttp: httpx's client saturates a core by itself at c=64 and would measure itself
     headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
     body = BODY if not stream else BODY[:-1] + ', "stream": true}'
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(base, connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -65,21 +82,42 @@ async def over_grpc(port: int, concurrency: int, duration: float, label: str, pi
 
 async def main(duration: float, work: Path) -> None:
     pulsar = start_pulsar(work / "pulsar")
+    pg, redis = start_postgres(work / "pg"), start_redis(work / "redis")
     started: list[Service] = []
-    envoy = None
+    envoys: list[Envoy] = []
     try:
         gw = start_gateway(work, pulsar.service_url, ["echo"])
         started.append(gw)
         started.append(start_worker(work, pulsar.service_url, "echo", UPLION_MAX_PROCESS_NUM="64"))
         envoy, port = start_edge(work, gw.port)
-        base = f"http://127.0.0.1:{port}"
+        envoys.append(envoy)
+        # the whole edge: API keys checked by authz, limits by the rate-limit service
+        accounts = start_accounts(work, pg.dsn, redis.url)
+        authz = start_authz(work, pg.dsn, redis.url)
+        ratelimit = start_ratelimit(work, redis.url, pulsar_url=pulsar.service_url)
+        started += [accounts, authz, ratelimit]
+        admin = Client(f"127.0.0.1:{accounts.port}", bootstrap_admin(pg.dsn)["secret"])
+        # limits far above what the benchmark sends: the limiter's cost is measured, not its refusals
+        user, token = admin.create_user_with_token("bench@edge.test")
+        limits = admin_pb2.RateLimits(requests_per_minute=2**31, tokens_per_minute=2**31)
+        admin.call("UpdateUser", admin_pb2.UpdateUserRequest(user_id=user.user_id, rate_limits=limits))
+        admin.call("UpdateToken", admin_pb2.UpdateTokenRequest(token_id=token.token.token_id, rate_limits=limits))
+        key = token.secret
+        full, full_port = start_edge(work, gw.port, authz_port=authz.port, ratelimit_ports=(ratelimit.port,))
+        envoys.append(full)
+        base, full_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{full_port}"
         pids = [gw.proc.pid, started[1].proc.pid]
+        edge_pids = [*pids, authz.proc.pid, ratelimit.proc.pid, full.proc.pid]
         for c in (16, 64):
             direct = await over_grpc(gw.port, c, duration, f"gRPC to gateway, no Envoy (c={c})", pids)
             edged = await over_http(base, c, duration, False, f"REST through Envoy (c={c})", [*pids, envoy.proc.pid])
-            print(table(f"non-streaming chat, concurrency {c}", [direct, edged], {
+            guarded = await over_http(full_base, c, duration, False, f"REST, Envoy + authz + rate limit (c={c})",
+                                      edge_pids, key)  # fmt: skip
+            print(table(f"non-streaming chat, concurrency {c}", [direct, edged, guarded], {
                 "throughput ratio Envoy REST / direct gRPC": f"{edged.rps / direct.rps:.2f}",
+                "throughput ratio with authz + rate limit / direct gRPC": f"{guarded.rps / direct.rps:.2f}",
                 "p50 added by the edge": f"{edged.p50 - direct.p50:.2f} ms",
+                "p50 added by authz + rate limit": f"{guarded.p50 - edged.p50:.2f} ms",
             }), flush=True)  # fmt: skip
         rows = [
             await over_http(base, c, duration, True, f"stream through Envoy, time to first chunk (c={c})", pids)
@@ -87,10 +125,12 @@ async def main(duration: float, work: Path) -> None:
         ]
         print(table("streaming through Envoy", rows, {}), flush=True)
     finally:
-        if envoy:
-            envoy.stop()
+        for e in envoys:
+            e.stop()
         for svc in reversed(started):
             svc.stop()
+        redis.stop()
+        pg.stop()
         pulsar.stop()
 
 
