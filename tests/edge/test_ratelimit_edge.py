@@ -14,6 +14,7 @@ import openai
 import pytest
 import redis
 from envoy.service.ratelimit.v3 import rls_pb2
+from openai.types.chat import ChatCompletionMessageParam
 
 from uplion.devstack.platform import Service, start_edge
 from uplion.devstack.ratelimit import start_ratelimit
@@ -197,3 +198,26 @@ def test_config_errors_keep_the_last_good_rules(tmp_path: Path, edge: Edge) -> N
             time.sleep(0.1)
     finally:
         svc.stop()
+
+
+def test_hour_and_day_limits_come_from_the_account(edge: Edge) -> None:
+    user_id, _, key = edge.new_key()
+    limit_user(edge, user_id, requests_per_hour=2)
+    time.sleep(0.3)
+    sdk = edge.sdk(key)
+    msg: list[ChatCompletionMessageParam] = [{"role": "user", "content": "x"}]
+    for _ in range(2):
+        sdk.chat.completions.create(model="edge-echo", messages=msg)
+    with pytest.raises(openai.RateLimitError) as e:
+        sdk.chat.completions.create(model="edge-echo", messages=msg)
+    assert "per hour" in e.value.message
+    # a token's own daily token budget: a request whose reservation does not fit is refused up front
+    _, token_id2, key2 = edge.new_key()
+    day = admin_pb2.RateLimits(tokens_per_day=100)
+    edge.admin.call("UpdateToken", admin_pb2.UpdateTokenRequest(token_id=token_id2, rate_limits=day))
+    time.sleep(0.3)
+    with pytest.raises(openai.RateLimitError) as tokens:  # ~4,100 tokens reserved without max_tokens
+        edge.sdk(key2).chat.completions.create(model="edge-echo", messages=msg)
+    assert tokens.value.type == "tokens"
+    assert "per day" in tokens.value.message
+    edge.sdk(key2).chat.completions.create(model="edge-echo", messages=msg, max_tokens=5)  # ~12 fits

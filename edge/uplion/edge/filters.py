@@ -91,6 +91,9 @@ def ext_authz_disabled() -> dict[str, Any]:
 
 
 RATELIMIT_DOMAIN = "uplion"
+# The windows an account's own limits may set (admin API RateLimits); each is a rule of the default
+# rate-limit config ("requests" and "tokens" are per minute).
+RATE_WINDOWS = ("requests", "requests_per_hour", "requests_per_day", "tokens", "tokens_per_day")
 RATELIMIT_TIMEOUT = "1s"  # a bound for overload; the service itself never waits more than 50 ms on Redis
 
 
@@ -105,12 +108,12 @@ def rate_limit_actions() -> list[dict[str, Any]]:
     event arrives. A request without those headers (admin API) sends no descriptor."""
     tokens = {"format": "%REQ(x-uplion-token-estimate)%"}
     out: list[dict[str, Any]] = []
-    for kind in ("requests", "tokens"):
+    for window in RATE_WINDOWS:
         for header, key in (("x-uplion-user-id", "user_id"), ("x-uplion-token-id", "token_id")):
             entry: dict[str, Any] = {
-                "actions": [{"generic_key": {"descriptor_value": kind}}, _header_entry(header, key)]
+                "actions": [{"generic_key": {"descriptor_value": window}}, _header_entry(header, key)]
             }
-            if kind == "tokens":
+            if window.startswith("tokens"):
                 entry["hits_addend"] = tokens
             out.append(entry)
     out.append({"actions": [_header_entry("x-request-id", "uplion_request_id")]})

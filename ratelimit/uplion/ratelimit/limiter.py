@@ -36,7 +36,10 @@ for i = 1, n do
     if v then limit = tonumber(v) end
   end
   local over, remaining, reset, after
-  if algo == 'f' then
+  if limit >= 4294967295 then
+    -- no limit unless the account sets one: nothing to read or count
+    over, remaining, reset, after, hits = false, limit, 0, 0, 0
+  elseif algo == 'f' then
     local cur = tonumber(redis.call('GET', KEYS[i]) or '0')
     after = cur + hits
     over = after > limit
