@@ -143,7 +143,18 @@ class Runner:
         me = asyncio.current_task()
         assert me is not None
         redeliveries = msg.redelivery_count()
-        attempt_number = _attempt_number(msg)
+        # Redeliveries count as attempts. Pulsar counts nack redeliveries (a reply that could not be
+        # sent); it does not count those after a consumer died (seen on 4.0.7), so a task that kills
+        # its workers is bounded by its deadline rather than by max_attempts.
+        attempt_number = _attempt_number(msg) + redeliveries
+        if attempt_number > self.cfg.max_attempts:
+            await self._dead_letter(msg, f"no answer after {attempt_number - 1} deliveries")
+            text = f"gave up after {attempt_number - 1} attempts"
+            with contextlib.suppress(pulsar.PulsarException):
+                await attempt.error(task_pb2.TASK_ERROR_KIND_DEAD_LETTERED, text, retryable=False)
+            await self.consumer.acknowledge(msg)
+            TASKS.labels(self.cfg.model, "dead_letter").inc()
+            return
         # Cancellable (by a client's cancel) only while executing: each outcome below first leaves
         # the set, with no await in between, so a late cancel cannot interrupt reporting and acking.
         self._executing[task.task_id] = me
