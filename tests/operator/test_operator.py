@@ -257,3 +257,23 @@ def test_backlog_keda_reads_exists_and_grows(broker: Pulsar, kube: Any) -> None:
         assert eventually(lambda: backlog() >= start + 7)
     finally:
         c.close()
+
+
+def test_deploy_manifests_apply_to_the_api_server(kube: Any) -> None:
+    """deploy/operator.yaml and deploy/gateway-rbac.yaml are accepted as written (this session's
+    throwaway API server keeps them; nothing runs them without a kubelet)."""
+    from pathlib import Path
+
+    import yaml
+    from kubernetes import dynamic
+
+    api = dynamic.DynamicClient(client.ApiClient())
+    root = Path(__file__).resolve().parents[2] / "deploy"
+    applied = []
+    for name in ("operator.yaml", "gateway-rbac.yaml"):
+        for doc in yaml.safe_load_all((root / name).read_text()):
+            res = api.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+            ns = doc["metadata"].get("namespace")
+            res.create(body=doc, namespace=ns)
+            applied.append(doc["kind"])
+    assert {"ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"} <= set(applied)
