@@ -66,3 +66,18 @@ def test_completion_and_embedding_inputs() -> None:
     for bad in bads:
         with pytest.raises(ApiError):
             validate_embedding(json_format.ParseDict({"model": "m", **bad}, embeddings_pb2.EmbeddingRequest()))
+
+
+def test_request_metadata_is_read_in_one_pass() -> None:
+    from uplion.gateway.metadata import RequestMeta
+
+    meta = RequestMeta.parse(
+        [("x-uplion-user-id", "u"), ("x-uplion-allowed-models", "a, b"), ("x-request-id", "r1"),
+         ("x-stainless-timeout", "30"), ("x-uplion-timeout", "bad"), ("x-uplion-tier", "gold")],
+        time_remaining=12.0,
+    )  # fmt: skip
+    assert (meta.caller.user_id, meta.caller.tier, meta.edge_request_id, meta.timeout_s) == ("u", "gold", "r1", 12.0)
+    assert meta.allows("b")
+    assert not meta.allows("c")
+    assert RequestMeta.parse([("x-uplion-allowed-models", "*")], None).allows("c")
+    assert RequestMeta.parse([], None).timeout_s is None

@@ -11,7 +11,6 @@ import grpc
 from uplion.core.errors import abort
 from uplion.v1 import (
     chat_pb2,
-    common_pb2,
     completions_pb2,
     embeddings_pb2,
     inference_pb2_grpc,
@@ -24,66 +23,11 @@ from .call import Call
 from .config import GatewayConfig
 from .dispatcher import Dispatcher
 from .errors import ApiError, invalid, model_not_allowed, model_not_found
+from .metadata import RequestMeta
 from .registry import ModelRegistry
 from .validation import validate_chat, validate_completion, validate_embedding
 
 log = logging.getLogger("uplion.gateway")
-
-# Set by the edge (ext_authz) after it checks the API key; Envoy overwrites client-sent values.
-CALLER_HEADERS = {"x-uplion-user-id": "user_id", "x-uplion-token-id": "token_id", "x-uplion-tier": "tier"}
-
-
-def caller_from(context: grpc.aio.ServicerContext[Any, Any]) -> common_pb2.Caller:
-    caller = common_pb2.Caller()
-    for key, value in context.invocation_metadata() or ():
-        attr = CALLER_HEADERS.get(key)
-        if attr and isinstance(value, str):
-            setattr(caller, attr, value)
-    return caller
-
-
-# Also set by ext_authz: the API key's model allow-list ("*" for every model). The model is in the
-# body, which the gateway parses anyway, so the allow-list is enforced here.
-ALLOWED_MODELS_HEADER = "x-uplion-allowed-models"
-
-
-def allowed_models_from(context: grpc.aio.ServicerContext[Any, Any]) -> frozenset[str] | None:
-    """None means every model (no edge in front, or a key without an allow-list)."""
-    for key, value in context.invocation_metadata() or ():
-        if key == ALLOWED_MODELS_HEADER and isinstance(value, str):
-            return None if value.strip() in ("", "*") else frozenset(m.strip() for m in value.split(","))
-    return None
-
-
-def edge_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """Envoy's x-request-id (Envoy replaces any a client sends from outside)."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and isinstance(value, str):
-            return value[:128]
-    return ""
-
-
-# HTTP clients cannot send a gRPC deadline: the OpenAI SDKs send their own timeout (seconds) as
-# x-stainless-timeout, and any client may send x-uplion-timeout; the smallest of those and the gRPC
-# deadline bounds the request.
-TIMEOUT_HEADERS = ("x-uplion-timeout", "x-stainless-timeout")
-
-
-def client_timeout(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
-    candidates = []
-    remaining = context.time_remaining()
-    if remaining is not None:
-        candidates.append(remaining)
-    for key, value in context.invocation_metadata() or ():
-        if key in TIMEOUT_HEADERS and isinstance(value, str):
-            try:
-                seconds = float(value)
-            except ValueError:
-                continue
-            if seconds > 0:
-                candidates.append(seconds)
-    return min(candidates) if candidates else None
-
 
 Chunk = TypeVar("Chunk", chat_pb2.ChatCompletionChunk, completions_pb2.Completion)
 
@@ -139,19 +83,19 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
     ) -> Call:
         if self.registry.get(model) is None:
             raise model_not_found(model)
-        allowed = allowed_models_from(context)
-        if allowed is not None and model not in allowed:
+        meta = RequestMeta.of(context)
+        if not meta.allows(model):
             raise model_not_allowed(model)
         task = task_pb2.Task(
             task_id=Call.new_task_id(),
             model=model,
             reply_topic=self.dispatcher.reply_topic,
-            caller=caller_from(context),
+            caller=meta.caller,
             stream=stream,
         )
         fill(task)
-        timeout = self.cfg.timeout_for(client_timeout(context))
-        return Call(self.dispatcher, task, kind, self.cfg.gateway_id, timeout, edge_request_id=edge_request_id(context))
+        timeout = self.cfg.timeout_for(meta.timeout_s)
+        return Call(self.dispatcher, task, kind, self.cfg.gateway_id, timeout, edge_request_id=meta.edge_request_id)
 
     async def _unary_result(self, call: Call) -> task_pb2.TaskResult:
         async for event in call.events():
@@ -227,15 +171,14 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> models_pb2.ListModelsResponse:
-        allowed = allowed_models_from(context)
-        models = [m for m in self.registry.list() if allowed is None or m.id in allowed]
+        meta = RequestMeta.of(context)
+        models = [m for m in self.registry.list() if meta.allows(m.id)]
         return models_pb2.ListModelsResponse(object="list", data=models)
 
     async def GetModel(
         self, request: models_pb2.GetModelRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> models_pb2.Model:
         model = self.registry.get(request.id)
-        allowed = allowed_models_from(context)
-        if model is None or (allowed is not None and request.id not in allowed):
+        if model is None or not RequestMeta.of(context).allows(request.id):
             await abort(context, model_not_found(request.id))
         return model
