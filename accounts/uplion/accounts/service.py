@@ -4,7 +4,6 @@ PostgreSQL (with an audit entry) and publish the change to Redis for the edge.""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -127,19 +126,17 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     async def _publish_token(self, token_id: str) -> None:
         async with self.pool.acquire() as conn:
-            rec = await tokens.record(conn, token_id)
-            limits = await conn.fetchval("SELECT rate_limits FROM api_tokens WHERE token_id = $1", token_id)
-        if rec is not None:
-            await self.publish.token(rec)
-            await self.publish.limits("token", token_id, json.loads(limits or "{}"))
+            found = await tokens.record(conn, token_id)
+        if found is not None:
+            await self.publish.token(found[0])
+            await self.publish.limits("token", token_id, found[1])
 
     async def _publish_user(self, user_id: str) -> None:
         async with self.pool.acquire() as conn:
-            rec = await users.record(conn, user_id)
-            limits = await conn.fetchval("SELECT rate_limits FROM users WHERE user_id = $1", user_id)
-        if rec is not None:
-            await self.publish.user(rec)
-            await self.publish.limits("user", user_id, json.loads(limits or "{}"))
+            found = await users.record(conn, user_id)
+        if found is not None:
+            await self.publish.user(found[0])
+            await self.publish.limits("user", user_id, found[1])
 
     # --- login -----------------------------------------------------------------------------------
 
@@ -215,11 +212,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             if not p.is_admin:
                 raise forbidden("list users")
             async with self.pool.acquire() as conn:
-                rows = await users.page(conn, request.page_size, request.page_token)
-            out = admin_pb2.ListUsersResponse(users=[user_msg(r) for r in rows])
-            if rows and len(rows) == min(request.page_size or 100, 1000):
-                out.next_page_token = rows[-1]["user_id"]
-            return out
+                rows, next_token = await users.page(conn, request.page_size, request.page_token)
+            return admin_pb2.ListUsersResponse(users=[user_msg(r) for r in rows], next_page_token=next_token)
 
         return await self._run(context, body)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from datetime import datetime
 from typing import Any
@@ -41,10 +42,11 @@ async def of_user(conn: Conn, user_id: str) -> list[asyncpg.Record]:
     return list(await conn.fetch(SELECT + " WHERE t.user_id = $1 ORDER BY t.created_at", user_id))
 
 
-async def record(conn: Conn, token_id: str) -> TokenRecord | None:
-    sql = f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.token_id = $1"  # noqa: S608 (fixed columns)
+async def record(conn: Conn, token_id: str) -> tuple[TokenRecord, dict[str, int]] | None:
+    """What the edge reads about a token: its record and its own rate limits."""
+    sql = f"SELECT {TOKEN_COLUMNS}, t.rate_limits FROM api_tokens t WHERE t.token_id = $1"  # noqa: S608 (fixed columns)
     row = await conn.fetchrow(sql, token_id)
-    return None if row is None else token_from_row(row)
+    return None if row is None else (token_from_row(row), json.loads(row["rate_limits"] or "{}"))
 
 
 async def owner_of_secret(conn: Conn, secret: str) -> asyncpg.Record | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -37,15 +38,18 @@ async def by_email(conn: Conn, email: str) -> asyncpg.Record | None:
     return await conn.fetchrow(SELECT + " WHERE u.email = $1", email.strip().lower())
 
 
-async def page(conn: Conn, page_size: int, after: str) -> list[asyncpg.Record]:
+async def page(conn: Conn, page_size: int, after: str) -> tuple[list[asyncpg.Record], str]:
+    """Users after `after` in id order, and the next page's token ("" on the last page)."""
     size = min(page_size or 100, 1000)
-    return list(await conn.fetch(SELECT + " WHERE u.user_id > $1 ORDER BY u.user_id LIMIT $2", after, size))
+    rows = list(await conn.fetch(SELECT + " WHERE u.user_id > $1 ORDER BY u.user_id LIMIT $2", after, size))
+    return rows, rows[-1]["user_id"] if len(rows) == size else ""
 
 
-async def record(conn: Conn, user_id: str) -> UserRecord | None:
-    sql = f"SELECT {USER_COLUMNS} FROM users u WHERE u.user_id = $1"  # noqa: S608 (fixed columns)
+async def record(conn: Conn, user_id: str) -> tuple[UserRecord, dict[str, int]] | None:
+    """What the edge reads about a user: its record and its own rate limits."""
+    sql = f"SELECT {USER_COLUMNS}, u.rate_limits FROM users u WHERE u.user_id = $1"  # noqa: S608 (fixed columns)
     row = await conn.fetchrow(sql, user_id)
-    return None if row is None else user_from_row(row)
+    return None if row is None else (user_from_row(row), json.loads(row["rate_limits"] or "{}"))
 
 
 async def create(conn: Conn, actor: str, req: admin_pb2.CreateUserRequest, password_hash: str | None) -> asyncpg.Record:

@@ -212,13 +212,16 @@ def user_from_row(r: Record) -> UserRecord:
 # An account's own rate limits, read by the rate-limit service: `uplion:limits:{user|token}:<id>`,
 # a hash of fields such as `rpm` (requests per minute) or `tpd` (tokens per day).
 LIMITS_KEY = "uplion:limits:"
-_LIMIT_FIELDS = {
-    "requests_per_minute": "rpm",
-    "requests_per_hour": "rph",
-    "requests_per_day": "rpd",
-    "tokens_per_minute": "tpm",
-    "tokens_per_day": "tpd",
-}
+
+
+def limit_field(kind: str, unit: str) -> str:
+    """The hash field of a limit: `kind` requests | tokens, `unit` minute | hour | day → rpm, tpd, ..."""
+    return f"{kind[0]}p{unit[0]}"
+
+
+_ACCOUNT_LIMITS = [("requests", "minute"), ("requests", "hour"), ("requests", "day"), ("tokens", "minute"),
+                   ("tokens", "day")]  # fmt: skip
+_LIMIT_FIELDS = {f"{kind}_per_{unit}": limit_field(kind, unit) for kind, unit in _ACCOUNT_LIMITS}
 
 
 def limits_key(kind: str, subject_id: str) -> str:

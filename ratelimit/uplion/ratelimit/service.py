@@ -13,6 +13,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 from prometheus_client import Counter
 
+from uplion.core.credentials import limit_field, limits_key
+
 from .headers import Status, over_limit_body, response_headers, unavailable_body
 from .limiter import Hit, Limiter, Outcome, Unavailable
 from .loader import Rules
@@ -24,7 +26,7 @@ SERVICE = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
 # are recorded under it and settled when the request's usage event arrives.
 RESERVATION_KEY = "uplion_request_id"
 RESERVATION_PREFIX = "uplion:rl:resv:"
-OVERRIDE_KEYS = {"user_id": "user", "token_id": "token"}  # account limits: uplion:limits:<kind>:<id>
+OVERRIDE_KEYS = {"user_id": "user", "token_id": "token"}  # whose account limits a descriptor names
 
 HITS = Counter("uplion_ratelimit_hits_total", "Hits checked per rule", ["domain", "rule"])
 OVER = Counter("uplion_ratelimit_over_limit_total", "Hits over the limit per rule", ["domain", "rule"])
@@ -62,7 +64,7 @@ def override_for(entries: list[tuple[str, str]], kind: str, limit: Limit) -> tup
     subject = OVERRIDE_KEYS.get(key)
     if subject is None or not value:
         return "", ""
-    return f"uplion:limits:{subject}:{value}", f"{kind[0]}p{limit.unit[0]}"
+    return limits_key(subject, value), limit_field(kind, limit.unit)
 
 
 @dataclass
