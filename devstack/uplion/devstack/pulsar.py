@@ -94,6 +94,12 @@ def _standalone_conf(broker_port: int, web_port: int) -> str:
         # strict, delivers anything due within a tick at once)
         "delayedDeliveryTickTimeMillis": 100,
         "isDelayedDeliveryDeliverAtTimeStrict": "true",
+        # The bookie turns read-only (every new topic or cursor then times out) once its disk is
+        # 95 % full by default. Test machines share big, mostly full disks where 5 % is still many
+        # gigabytes, so stop only when the disk is truly full; start_pulsar checks free space.
+        "diskUsageThreshold": 0.999,
+        "diskUsageWarnThreshold": 0.999,
+        "diskUsageLwmThreshold": 0.998,
     }
     return "".join(f"{k}={v}\n" for k, v in settings.items())
 
@@ -130,9 +136,21 @@ class Pulsar:
         self.proc.stop(timeout=30)
 
 
+MIN_FREE_BYTES = 1 << 30
+_READ_ONLY = "Transitioning Bookie to ReadOnly"
+
+
+def check_free_space(workdir: Path, minimum: int = MIN_FREE_BYTES) -> None:
+    """Fail at once, and say why, when the bookie would have no room to write."""
+    free = shutil.disk_usage(workdir).free
+    if free < minimum:
+        raise RuntimeError(f"Pulsar needs {minimum >> 20} MiB free under {workdir}, only {free >> 20} MiB left")
+
+
 def start_pulsar(workdir: Path, timeout: float = 180.0) -> Pulsar:
     lib = ensure_jars()
     workdir.mkdir(parents=True, exist_ok=True)
+    check_free_space(workdir)
     broker_port, web_port, bk_port = free_port(), free_port(), free_port()
     conf = workdir / "standalone.conf"
     conf.write_text(_standalone_conf(broker_port, web_port))
@@ -170,4 +188,8 @@ def start_pulsar(workdir: Path, timeout: float = 180.0) -> Pulsar:
         timeout,
         interval=0.5,
     )
+    log = (workdir / "pulsar.log").read_text(errors="replace")
+    if _READ_ONLY in log:
+        pulsar.stop()
+        raise RuntimeError(f"Pulsar's bookie started read-only (disk full?); see {workdir}/pulsar.log")
     return pulsar
