@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pulsar
 import pulsar.asyncio as pa
+import pytest
 
 from uplion.devstack.procs import spawn
-from uplion.devstack.pulsar import PULSAR_VERSION, Pulsar
+from uplion.devstack.pulsar import PULSAR_VERSION, Pulsar, check_free_space
 
 QUIET = pulsar.ConsoleLogger(pulsar.LoggerLevel.Error)
 
@@ -26,6 +27,20 @@ def test_broker_reports_apache_pulsar(broker: Pulsar) -> None:
     assert broker.admin_text("/admin/v2/brokers/version") == PULSAR_VERSION
     assert broker.admin_get("/admin/v2/clusters") == ["standalone"]
     assert "public/default" in broker.admin_get("/admin/v2/namespaces/public")  # type: ignore[operator]
+
+
+def test_bookie_is_writable_and_low_disk_is_refused_with_the_reason(broker: Pulsar, tmp_path: Path) -> None:
+    # A read-only bookie (its default once 95 % of the disk is used) lets the broker start, but every
+    # new topic or cursor then times out; the devstack raises that threshold and refuses a full disk.
+    client = pulsar.Client(broker.service_url, logger=QUIET, operation_timeout_seconds=10)
+    try:
+        topic = _topic("writable")
+        client.subscribe(topic, "writable-sub").close()
+        client.create_producer(topic).send(b"x")
+    finally:
+        client.close()
+    with pytest.raises(RuntimeError, match="MiB free under"):
+        check_free_space(tmp_path, minimum=1 << 62)
 
 
 async def test_shared_subscription_spreads_300_messages_over_3_consumers(broker: Pulsar) -> None:
