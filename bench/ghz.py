@@ -55,6 +55,18 @@ def run(
 def measured(name: str, report: dict[str, Any], rss_mb: float) -> Measured:
     pct = {int(p["percentage"]): p["latency"] / 1e6 for p in report.get("latencyDistribution") or []}
     ok = report.get("statusCodeDistribution", {}).get("OK", 0)
-    # requests still in flight when ghz stops come back "transport is closing": not the server's errors
-    errors = sum(n for msg, n in (report.get("errorDistribution") or {}).items() if "transport is closing" not in msg)
+    # requests still in flight when ghz stops come back "transport is closing" or "the client connection
+    # is closing": not the server's errors
+    errors = sum(n for msg, n in (report.get("errorDistribution") or {}).items() if not _stopping(msg))
     return Measured(name, ok / (report["total"] / 1e9), pct.get(50, 0.0), pct.get(99, 0.0), rss_mb, errors)
+
+
+def _stopping(message: str) -> bool:
+    return "transport is closing" in message or "client connection is closing" in message
+
+
+def mean(name: str, runs: list[Measured]) -> Measured:
+    """Several runs of one scenario as one row: mean throughput and percentiles, worst errors/RSS."""
+    n = len(runs)
+    return Measured(name, sum(r.rps for r in runs) / n, sum(r.p50 for r in runs) / n, sum(r.p99 for r in runs) / n,
+                    max(r.rss_mb for r in runs), sum(r.errors for r in runs))  # fmt: skip

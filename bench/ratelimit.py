@@ -1,6 +1,8 @@
 """ShouldRateLimit at concurrency 64 with 2 descriptors per request: uplion's rate-limit service vs
 the reference envoyproxy/ratelimit (built from the Go module proxy), same Redis, same rules, same
-run; then both at the same fixed rate for latency without queueing.
+run; then both at the same fixed rate (half the slower one's throughput) for latency without queueing.
+Each scenario runs in the order reference, uplion, uplion, reference (so neither gains from going
+first or last); the rows are the means of the two runs.
 
     ./scripts/bench.sh ratelimit        (or: .venv/bin/python -m bench.ratelimit)
 
@@ -54,11 +56,17 @@ async def main(duration: float, work: Path) -> None:
             ghz.run(target, CALL, protoset, BODY, 64, 1.0)  # warm-up
             return ghz.measured(name, ghz.run(target, CALL, protoset, BODY, 64, duration, rps=rps), rss_mb([pid]))
 
-        ref = measure("reference envoyproxy/ratelimit (Go), c=64", reference.port, reference.proc.pid)
-        mine = measure("uplion ratelimit, c=64", ours.port, ours.proc.pid)
+        def both(label: str, rps: int = 0) -> tuple[Measured, Measured]:
+            runs: dict[str, list[Measured]] = {"reference": [], "uplion": []}
+            for who in ("reference", "uplion", "uplion", "reference"):
+                svc = reference if who == "reference" else ours
+                runs[who].append(measure(who, svc.port, svc.proc.pid, rps=rps))
+            return (ghz.mean(f"reference envoyproxy/ratelimit, {label}", runs["reference"]),
+                    ghz.mean(f"uplion-ratelimit, {label}", runs["uplion"]))  # fmt: skip
+
+        ref, mine = both("c=64")
         rate = int(min(ref.rps, mine.rps) * 0.5)
-        ref_rate = measure(f"reference, {rate} req/s", reference.port, reference.proc.pid, rps=rate)
-        mine_rate = measure(f"uplion, {rate} req/s", ours.port, ours.proc.pid, rps=rate)
+        ref_rate, mine_rate = both(f"{rate} req/s", rate)
         rows = [ref, mine, ref_rate, mine_rate]
         print(table("ShouldRateLimit, 2 descriptors, same Redis (ghz, 2 connections)", rows, {
             "uplion / reference throughput at c=64": f"{mine.rps / ref.rps:.2f}x (goal >= 1.0x)",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sourced by run.sh and test.sh: makes .venv with the pinned project and the system tools the
-# real services need (Java 17 and Maven for Apache Pulsar). Idempotent and quick when done before.
+# real services need (Java 17 and Maven for Apache Pulsar; Go 1.21+ for the rate-limit service, which
+# fetches the toolchain its go.mod names). Idempotent and quick when done before.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -11,6 +12,10 @@ if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
   else
     echo "Apache Pulsar needs java (17+) and mvn on PATH" >&2; exit 1
   fi
+fi
+
+if ! command -v go >/dev/null || ! go version | grep -qE 'go1\.(2[1-9]|[3-9][0-9])'; then
+  echo "the rate-limit service (ratelimit/, Go) needs go 1.21 or newer on PATH" >&2; exit 1
 fi
 
 py=${UPLION_PYTHON:-}

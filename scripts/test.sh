@@ -13,6 +13,9 @@ echo "== lint and types"
 ruff check .
 ruff format --check .
 mypy
+# the rate-limit service is Go (ratelimit/): formatted, vetted, its unit tests
+(cd ratelimit && test -z "$(gofmt -l .)" || { gofmt -l .; echo "gofmt: the files above need formatting"; exit 1; })
+(cd ratelimit && go vet ./... && go test ./...)
 
 echo "== tests"
 python -m pytest -p no:cacheprovider "$@"

@@ -5,6 +5,7 @@ shape with x-ratelimit-* headers, and a Redis outage that keeps decisions within
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,8 @@ import redis
 from envoy.service.ratelimit.v3 import rls_pb2
 from openai.types.chat import ChatCompletionMessageParam
 
-from uplion.devstack.platform import Service, start_edge
-from uplion.devstack.ratelimit import start_ratelimit
+from uplion.devstack.platform import start_edge
+from uplion.devstack.ratelimit import RateLimit, start_ratelimit
 from uplion.devstack.redis import start_redis
 from uplion.v1 import admin_pb2
 
@@ -50,9 +51,11 @@ async def burst(url: str, key: str, n: int, body: dict[str, object]) -> list[tup
 
 
 @pytest.fixture
-def four_replicas(edge: Edge, tmp_path: Path) -> Iterator[tuple[list[Service], str]]:
+def four_replicas(edge: Edge, tmp_path: Path) -> Iterator[tuple[list[RateLimit], str]]:
     # this test's burst runs the load generator, Envoy, authz, 4 replicas, the gateway and Redis on 2 cores:
-    # Redis itself is starved at times, so the outage bound is raised from 50 ms (exactness is what is tested)
+    # Redis, queued behind the burst, can answer later than 250 ms, and a decision that waits longer than
+    # the bound fails open; the bound is raised from 50 ms to 1 s (exactness is what is tested here;
+    # test_redis_outage_fails_open_within_the_bound tests the default bound)
     replicas = [start_ratelimit(tmp_path, edge.redis.url, UPLION_RATELIMIT_REDIS_TIMEOUT_MS="1000") for _ in range(4)]
     envoy, port = start_edge(tmp_path, edge.gateway.port, authz_port=edge.authz.port,
                              ratelimit_ports=tuple(r.port for r in replicas))  # fmt: skip
@@ -62,7 +65,7 @@ def four_replicas(edge: Edge, tmp_path: Path) -> Iterator[tuple[list[Service], s
         r.stop()
 
 
-async def test_exactly_the_limit_across_four_replicas(edge: Edge, four_replicas: tuple[list[Service], str]) -> None:
+async def test_exactly_the_limit_across_four_replicas(edge: Edge, four_replicas: tuple[list[RateLimit], str]) -> None:
     replicas, url = four_replicas
     user_id, _, key = edge.new_key()
     limit_user(edge, user_id, requests_per_minute=100)  # the account's own limit overrides the default
@@ -79,7 +82,7 @@ async def test_exactly_the_limit_across_four_replicas(edge: Edge, four_replicas:
     refused = next((h, b) for s, h, b in results if s == 429)
     assert refused[0]["x-ratelimit-remaining-requests"] == "0"
     assert int(refused[0]["retry-after"]) >= 1
-    assert b'"code": "rate_limit_exceeded"' in refused[1]
+    assert json.loads(refused[1])["error"]["code"] == "rate_limit_exceeded"
     assert all(r.metric("uplion_ratelimit_hits_total") > 0 for r in replicas)  # every replica decided
 
 

@@ -3,6 +3,7 @@ the Kubernetes control plane), built from the Go module proxy once and cached ou
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -63,3 +64,32 @@ def ghz() -> Path:
 
 def reference_ratelimit() -> Path:
     return go_binary(*REFERENCE_RATELIMIT)
+
+
+# uplion's own rate-limit service (Go), built from this checkout: ratelimit/cmd/uplion-ratelimit.
+RATELIMIT_MODULE = Path(__file__).resolve().parents[3] / "ratelimit"
+_SOURCE_SUFFIXES = {".go", ".mod", ".sum", ".lua", ".yaml"}
+
+
+def _source_digest(module: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(module.rglob("*")):
+        if p.is_file() and p.suffix in _SOURCE_SUFFIXES and "uplion" not in p.relative_to(module).parts[:1]:
+            h.update(str(p.relative_to(module)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def ratelimit_binary(timeout: float = 900.0) -> Path:
+    """The `uplion-ratelimit` binary of this checkout's sources (rebuilt when they change); the
+    UPLION_RATELIMIT_BINARY environment variable names a prebuilt one instead."""
+    prebuilt = os.environ.get("UPLION_RATELIMIT_BINARY")
+    if prebuilt:
+        return Path(prebuilt)
+    binary, ready = _cached("uplion-ratelimit", _source_digest(RATELIMIT_MODULE))
+    if not ready:
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        partial = binary.with_suffix(".partial")
+        subprocess.run([go_command(), "build", "-trimpath", "-o", str(partial), "./cmd/uplion-ratelimit"],
+                       cwd=RATELIMIT_MODULE, env=go_env(), check=True, timeout=timeout)  # fmt: skip
+        partial.rename(binary)
+    return binary

@@ -16,7 +16,7 @@ from .envoy import Envoy, start_envoy
 from .procs import NotReady, Proc, free_port, spawn, wait_until
 
 
-def _env(extra: dict[str, str]) -> dict[str, str]:
+def service_env(extra: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("UPLION_LOG_LEVEL", "WARNING")
     env.update(extra)
@@ -48,7 +48,7 @@ class Service:
         self.proc.kill()
 
 
-def _wait_for_line(proc: Proc, needle: str, timeout: float) -> None:
+def wait_for_line(proc: Proc, needle: str, timeout: float) -> None:
     wait_until(proc, lambda: needle in proc.log_path.read_text(errors="replace"), timeout, interval=0.1)
 
 
@@ -63,8 +63,8 @@ def start_gateway(workdir: Path, pulsar_url: str, models: list[str], port: int =
         **env,
     }
     log = workdir / f"gateway-{port}.log"
-    proc = spawn("gateway", [sys.executable, "-m", "uplion.gateway"], log, env=_env(settings))
-    _wait_for_line(proc, "listening on port", 60)
+    proc = spawn("gateway", [sys.executable, "-m", "uplion.gateway"], log, env=service_env(settings))
+    wait_for_line(proc, "listening on port", 60)
     return Service(proc, port, metrics)
 
 
@@ -80,8 +80,8 @@ def start_worker(workdir: Path, pulsar_url: str, model: str, model_type: str = "
         **env,
     }
     log = workdir / f"worker-{worker_id}.log"
-    proc = spawn("worker", [sys.executable, "-m", "uplion.worker"], log, env=_env(settings))
-    _wait_for_line(proc, "serving model", 120)
+    proc = spawn("worker", [sys.executable, "-m", "uplion.worker"], log, env=service_env(settings))
+    wait_for_line(proc, "serving model", 120)
     return Service(proc, 0, metrics)
 
 
@@ -121,8 +121,8 @@ def start_python_service(
     ports, waited for until its log says `ready`."""
     port, metrics = port or free_port(), free_port()
     env = {listen_var: f"127.0.0.1:{port}", "UPLION_METRICS_PORT": str(metrics), **settings}
-    proc = spawn(name, [sys.executable, "-m", f"uplion.{name}"], workdir / f"{name}-{port}.log", env=_env(env))
-    _wait_for_line(proc, ready, 60)
+    proc = spawn(name, [sys.executable, "-m", f"uplion.{name}"], workdir / f"{name}-{port}.log", env=service_env(env))
+    wait_for_line(proc, ready, 60)
     return Service(proc, port, metrics)
 
 
@@ -144,7 +144,7 @@ def bootstrap_admin(database_url: str, email: str = "admin@uplion.local") -> dic
     """The first admin and an admin API token (user_id, token_id, secret)."""
     out = subprocess.run(
         [sys.executable, "-m", "uplion.accounts", "bootstrap-admin", email],
-        env=_env({"UPLION_DATABASE_URL": database_url}), capture_output=True, text=True, check=True, timeout=60,
+        env=service_env({"UPLION_DATABASE_URL": database_url}), capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     result: dict[str, str] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -159,6 +159,7 @@ def start_billing(workdir: Path, pulsar_url: str, database_url: str, redis_url: 
         "UPLION_METRICS_PORT": str(metrics),
         **env,
     }
-    proc = spawn("billing", [sys.executable, "-m", "uplion.billing"], workdir / "billing.log", env=_env(settings))
-    _wait_for_line(proc, "consuming usage events", 60)
+    log = workdir / "billing.log"
+    proc = spawn("billing", [sys.executable, "-m", "uplion.billing"], log, env=service_env(settings))
+    wait_for_line(proc, "consuming usage events", 60)
     return Service(proc, 0, metrics)

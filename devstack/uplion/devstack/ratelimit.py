@@ -1,23 +1,55 @@
-"""Rate-limit services as subprocesses: uplion's, and the reference envoyproxy/ratelimit (built from
-the Go module proxy) on the same rules and Redis, for conformance tests and benchmarks."""
+"""Rate-limit services as subprocesses: uplion's (the Go service `uplion-ratelimit` and, given Pulsar,
+its reservation settler `python -m uplion.ratelimit`), and the reference envoyproxy/ratelimit (built
+from the Go module proxy) on the same rules and Redis, for conformance tests and benchmarks."""
 
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from .gotools import reference_ratelimit
-from .platform import Service, start_python_service
+from .gotools import ratelimit_binary, reference_ratelimit
+from .platform import Service, service_env, wait_for_line
 from .procs import free_port, spawn, tcp_open, wait_until
+
+
+@dataclass
+class RateLimit(Service):
+    """The rate-limit service (port, log and metrics of the Go process) and its settler, if any."""
+
+    settler: Service | None = None
+
+    def metric(self, name: str, **labels: str) -> float:
+        total = super().metric(name, **labels)
+        return total + (self.settler.metric(name, **labels) if self.settler else 0.0)
+
+    def stop(self) -> None:
+        super().stop()
+        if self.settler is not None:
+            self.settler.stop()
 
 
 def start_ratelimit(
     workdir: Path, redis_url: str, config_dir: Path | None = None, pulsar_url: str = "", port: int = 0, **env: str
-) -> Service:
-    return start_python_service(
-        workdir, "ratelimit", "UPLION_RATELIMIT_LISTEN", port, UPLION_REDIS_URL=redis_url,
-        UPLION_RATELIMIT_CONFIG_DIR=str(config_dir) if config_dir else "", UPLION_PULSAR_URL=pulsar_url, **env,
-    )  # fmt: skip
+) -> RateLimit:
+    port, metrics = port or free_port(), free_port()
+    settings = {
+        "UPLION_RATELIMIT_LISTEN": f"127.0.0.1:{port}", "UPLION_METRICS_PORT": str(metrics),
+        "UPLION_REDIS_URL": redis_url, "UPLION_RATELIMIT_CONFIG_DIR": str(config_dir) if config_dir else "", **env,
+    }  # fmt: skip
+    proc = spawn("ratelimit", [str(ratelimit_binary())], workdir / f"ratelimit-{port}.log", env=service_env(settings))
+    wait_for_line(proc, "listening on port", 60)
+    settler = None
+    if pulsar_url:
+        settler_metrics = free_port()
+        settler_env = {"UPLION_REDIS_URL": redis_url, "UPLION_PULSAR_URL": pulsar_url,
+                       "UPLION_METRICS_PORT": str(settler_metrics)}  # fmt: skip
+        settler_proc = spawn("ratelimit-settler", [sys.executable, "-m", "uplion.ratelimit"],
+                             workdir / f"ratelimit-settler-{port}.log", env=service_env(settler_env))  # fmt: skip
+        wait_for_line(settler_proc, "consuming usage events", 60)
+        settler = Service(settler_proc, 0, settler_metrics)
+    return RateLimit(proc, port, metrics, settler)
 
 
 def start_reference_ratelimit(workdir: Path, redis_port: int, config_yaml: str) -> Service:

@@ -1,0 +1,148 @@
+// uplion-ratelimit: the rate-limit service for Envoy (envoy.service.ratelimit.v3), until SIGTERM,
+// then drain. Token reservations it records are settled by `python -m uplion.ratelimit` (usage
+// events from Pulsar).
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	rlspb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/uplion/uplion/ratelimit/internal/config"
+	"github.com/uplion/uplion/ratelimit/internal/limiter"
+	"github.com/uplion/uplion/ratelimit/internal/loader"
+	"github.com/uplion/uplion/ratelimit/internal/service"
+)
+
+//go:embed default.yaml
+var defaultRules []byte
+
+const serviceName = "envoy.service.ratelimit.v3.RateLimitService"
+
+func main() {
+	cfg, err := config.FromEnv(config.Default)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "uplion ratelimit: configuration error: %v\n", err)
+		os.Exit(2)
+	}
+	setupLogging(cfg.LogLevel)
+	if err := serve(cfg); err != nil {
+		slog.Error("ratelimit stopped", "error", err.Error())
+		os.Exit(1)
+	}
+}
+
+func setupLogging(level string) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		l = slog.LevelInfo
+	}
+	slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})).With("service", "ratelimit"))
+}
+
+func serve(cfg config.Settings) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	service.Register(registry)
+	loader.Register(registry)
+	if cfg.MetricsPort != 0 {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+		metrics := &http.Server{Addr: fmt.Sprintf(":%d", cfg.MetricsPort), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = metrics.ListenAndServe() }()
+		defer metrics.Close()
+	}
+
+	rules, err := loader.New(cfg.ConfigDir, defaultRules)
+	if err != nil {
+		return err
+	}
+	lim, err := connect(ctx, cfg)
+	if err != nil || lim == nil {
+		return err // nil, nil: stopped while waiting for Redis
+	}
+	defer lim.Close()
+	background, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go lim.Probe(background, 5*time.Millisecond)
+	if cfg.ConfigDir != "" {
+		go rules.Watch(background, cfg.Reload)
+	}
+
+	server := grpc.NewServer()
+	rlspb.RegisterRateLimitServiceServer(server, service.New(rules, lim))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(server, hs)
+	reflection.Register(server)
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(serviceName, healthpb.HealthCheckResponse_SERVING)
+	served := make(chan error, 1)
+	go func() { served <- server.Serve(lis) }()
+	names := make([]string, 0)
+	for name := range rules.Domains() {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	fmt.Printf("uplion ratelimit listening on port %d (domains: %s)\n", lis.Addr().(*net.TCPAddr).Port, strings.Join(names, ", "))
+
+	select {
+	case err := <-served:
+		if !errors.Is(err, grpc.ErrServerStopped) {
+			return err
+		}
+	case <-ctx.Done():
+	}
+	hs.Shutdown() // NOT_SERVING: load balancers stop sending new calls
+	drained := make(chan struct{})
+	go func() { server.GracefulStop(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(cfg.Drain):
+		server.Stop()
+	}
+	slog.Info("ratelimit stopped")
+	return nil
+}
+
+// connect waits for Redis (retrying every second, until SIGTERM) rather than crash-looping: until
+// then the service is not listening, and Envoy's ratelimit filter fails open.
+func connect(ctx context.Context, cfg config.Settings) (*limiter.Limiter, error) {
+	for {
+		lim, err := limiter.New(ctx, cfg.RedisURL, cfg.RedisTimeout, cfg.RedisConns)
+		if err == nil {
+			return lim, nil
+		}
+		slog.Warn("waiting for redis", "error", err.Error())
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(time.Second):
+		}
+	}
+}

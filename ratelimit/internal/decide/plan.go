@@ -1,0 +1,180 @@
+// Package decide turns a ShouldRateLimit request into the hits to count (pure) and the outcomes
+// of counting them into a response.
+package decide
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	rlspb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+
+	"github.com/uplion/uplion/ratelimit/internal/rules"
+)
+
+const (
+	// ReservationKey: a descriptor with this single entry names the request (Envoy's
+	// x-request-id); token reservations are recorded under it and settled when the request's usage
+	// event arrives.
+	ReservationKey = "uplion_request_id"
+	// ReservationPrefix is the Redis key prefix of reservations (uplion.ratelimit.settle reads it).
+	ReservationPrefix = "uplion:rl:resv:"
+	// LimitsPrefix is where the accounts service publishes a user's or token's own limits
+	// (uplion.core.credentials.limits_key).
+	LimitsPrefix = "uplion:limits:"
+)
+
+// overrideSubjects: whose account limits a descriptor's last entry names.
+var overrideSubjects = map[string]string{"user_id": "user", "token_id": "token"}
+
+// Hit is one limit to check and count for a request.
+type Hit struct {
+	Index    int    // the descriptor's position in the request
+	Rule     string // the rule's path, for metrics
+	Limit    *rules.Limit
+	Kind     string // "requests" or "tokens"
+	Shadow   bool
+	Key      string // the counter
+	Hits     uint64
+	Override string // the account-limits hash ("" none) and its field
+	Field    string
+	Reserve  bool // record the hits under the request's reservation, to settle later
+}
+
+// Plan is what a request asks to count.
+type Plan struct {
+	Hits        []Hit
+	Reservation string       // "" when the request named none
+	Unlimited   map[int]bool // descriptors whose rule is unlimited
+}
+
+func join(entries []rules.Entry) string {
+	var b strings.Builder
+	for i, e := range entries {
+		if i > 0 {
+			b.WriteByte('|')
+		}
+		b.WriteString(e.Key)
+		b.WriteByte('_')
+		b.WriteString(e.Value)
+	}
+	return b.String()
+}
+
+// CounterKey is the Redis key counting a descriptor under a limit: GCRA keeps one key per
+// descriptor and unit, fixed windows one per epoch-aligned window.
+func CounterKey(domain string, entries []rules.Entry, l *rules.Limit, nowS int64) string {
+	if l.GCRA {
+		return "uplion:rl:g:" + domain + ":" + join(entries) + ":" + l.Unit
+	}
+	w := l.WindowS()
+	return "uplion:rl:" + domain + ":" + join(entries) + ":" + strconv.FormatInt(nowS/w*w, 10)
+}
+
+// LimitField is the account-limits hash field of a kind and unit: rpm, tph, tpd, ...
+// (uplion.core.credentials.limit_field).
+func LimitField(kind, unit string) string {
+	return string(kind[0]) + "p" + string(unit[0])
+}
+
+// OverrideFor is where an account's own limit for this rule lives: ("uplion:limits:user:u_1",
+// "rpm"); ("", "") for descriptors that name no account.
+func OverrideFor(entries []rules.Entry, kind string, l *rules.Limit) (string, string) {
+	last := entries[len(entries)-1]
+	subject, ok := overrideSubjects[last.Key]
+	if !ok || last.Value == "" {
+		return "", ""
+	}
+	return LimitsPrefix + subject + ":" + last.Value, LimitField(kind, l.Unit)
+}
+
+var unitNames = map[rlspb.RateLimitResponse_RateLimit_Unit]string{
+	rlspb.RateLimitResponse_RateLimit_SECOND: "second", rlspb.RateLimitResponse_RateLimit_MINUTE: "minute",
+	rlspb.RateLimitResponse_RateLimit_HOUR: "hour", rlspb.RateLimitResponse_RateLimit_DAY: "day",
+	rlspb.RateLimitResponse_RateLimit_WEEK: "week", rlspb.RateLimitResponse_RateLimit_MONTH: "month",
+	rlspb.RateLimitResponse_RateLimit_YEAR: "year",
+}
+
+// UnitEnum is the response's unit of a unit name.
+var UnitEnum = func() map[string]rlspb.RateLimitResponse_RateLimit_Unit {
+	out := map[string]rlspb.RateLimitResponse_RateLimit_Unit{}
+	for k, v := range unitNames {
+		out[v] = k
+	}
+	return out
+}()
+
+type match struct {
+	index   int
+	entries []rules.Entry
+	node    *rules.Node
+	limit   *rules.Limit
+	tokens  bool
+}
+
+// MakePlan lists the hits to count for a request, its reservation id and its unlimited
+// descriptors. domain is nil when the request's domain has no rules.
+func MakePlan(domain *rules.Domain, req *rlspb.RateLimitRequest, nowS int64) Plan {
+	defaultHits := uint64(max(1, req.GetHitsAddend()))
+	p := Plan{}
+	var matches []match
+	for i, d := range req.GetDescriptors() {
+		entries := make([]rules.Entry, len(d.GetEntries()))
+		for j, e := range d.GetEntries() {
+			entries[j] = rules.Entry{Key: e.GetKey(), Value: e.GetValue()}
+		}
+		if len(entries) == 0 {
+			continue
+		}
+		if len(entries) == 1 && entries[0].Key == ReservationKey {
+			p.Reservation = entries[0].Value
+			continue
+		}
+		m := match{index: i, entries: entries, tokens: d.GetHitsAddend() != nil}
+		if override := d.GetLimit(); override != nil { // a limit sent by Envoy overrides the config, as in the reference
+			unit, ok := unitNames[rlspb.RateLimitResponse_RateLimit_Unit(override.GetUnit())]
+			if !ok {
+				continue
+			}
+			m.node = &rules.Node{Path: "override"}
+			m.limit = &rules.Limit{RequestsPerUnit: uint64(override.GetRequestsPerUnit()), Unit: unit}
+		} else if domain == nil {
+			continue
+		} else if m.node = rules.Find(domain, entries); m.node == nil {
+			continue
+		} else {
+			m.limit = m.node.Limit
+		}
+		matches = append(matches, m)
+	}
+	replaced := map[string]bool{}
+	for _, m := range matches {
+		for _, name := range m.limit.Replaces {
+			replaced[name] = true
+		}
+		if m.limit.Unlimited {
+			if p.Unlimited == nil {
+				p.Unlimited = map[int]bool{}
+			}
+			p.Unlimited[m.index] = true
+		}
+	}
+	for _, m := range matches {
+		if m.limit.Unlimited || (m.limit.Name != "" && replaced[m.limit.Name]) {
+			continue
+		}
+		hits, kind := defaultHits, "requests"
+		if m.tokens {
+			hits, kind = req.GetDescriptors()[m.index].GetHitsAddend().GetValue(), "tokens"
+		}
+		okey, ofield := OverrideFor(m.entries, kind, m.limit)
+		p.Hits = append(p.Hits, Hit{
+			Index: m.index, Rule: m.node.Path, Limit: m.limit, Kind: kind, Shadow: m.node.ShadowMode,
+			Key: CounterKey(req.GetDomain(), m.entries, m.limit, nowS), Hits: hits, Override: okey, Field: ofield,
+			Reserve: m.tokens && p.Reservation != "",
+		})
+	}
+	return p
+}
+
+func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }

@@ -1,0 +1,135 @@
+package decide
+
+import (
+	"testing"
+
+	ratelimitpb "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlspb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	typepb "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/uplion/uplion/ratelimit/internal/rules"
+)
+
+const testRules = `
+domain: d
+descriptors:
+  - key: user_id
+    rate_limit: {unit: minute, requests_per_unit: 10}
+  - key: generic_key
+    value: tokens
+    descriptors:
+      - key: user_id
+        rate_limit: {unit: minute, requests_per_unit: 1000, algorithm: gcra}
+  - key: free
+    rate_limit: {unlimited: true}
+  - key: client
+    descriptors:
+      - key: tier
+        value: gold
+        rate_limit: {unit: day, requests_per_unit: 6, name: gold}
+      - key: tier
+        rate_limit: {unit: day, requests_per_unit: 3, replaces: [{name: gold}]}
+`
+
+func descriptor(tokens uint64, kv ...string) *ratelimitpb.RateLimitDescriptor {
+	d := &ratelimitpb.RateLimitDescriptor{}
+	for i := 0; i < len(kv); i += 2 {
+		d.Entries = append(d.Entries, &ratelimitpb.RateLimitDescriptor_Entry{Key: kv[i], Value: kv[i+1]})
+	}
+	if tokens > 0 {
+		d.HitsAddend = wrapperspb.UInt64(tokens)
+	}
+	return d
+}
+
+func domain(t *testing.T) *rules.Domain {
+	t.Helper()
+	d, err := rules.Parse([]byte(testRules), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestPlanCountsTokensFromDescriptorHitsAndRecordsTheReservation(t *testing.T) {
+	req := &rlspb.RateLimitRequest{Domain: "d", Descriptors: []*ratelimitpb.RateLimitDescriptor{
+		descriptor(0, "user_id", "u1"),
+		descriptor(250, "generic_key", "tokens", "user_id", "u1"),
+		descriptor(0, ReservationKey, "r1"),
+		descriptor(0, "free", "x"),
+	}}
+	p := MakePlan(domain(t), req, 1_800_000_000)
+	if p.Reservation != "r1" || len(p.Unlimited) != 1 || !p.Unlimited[3] || len(p.Hits) != 2 {
+		t.Fatalf("%+v", p)
+	}
+	r, tk := p.Hits[0], p.Hits[1]
+	if r.Kind != "requests" || r.Hits != 1 || r.Reserve || r.Field != "rpm" || r.Override != "uplion:limits:user:u1" {
+		t.Errorf("requests hit: %+v", r)
+	}
+	if tk.Kind != "tokens" || tk.Hits != 250 || !tk.Reserve || !tk.Limit.GCRA || tk.Field != "tpm" {
+		t.Errorf("tokens hit: %+v", tk)
+	}
+	if tk.Key != "uplion:rl:g:d:generic_key_tokens|user_id_u1:minute" {
+		t.Errorf("gcra key %q", tk.Key)
+	}
+}
+
+func TestKeysAreWindowAlignedAndOverridesOnlyForIdentities(t *testing.T) {
+	l := &rules.Limit{RequestsPerUnit: 10, Unit: "minute"}
+	if k := CounterKey("d", []rules.Entry{{Key: "user_id", Value: "u1"}}, l, 1_800_000_059); k != "uplion:rl:d:user_id_u1:1800000000" {
+		t.Errorf("key %q", k)
+	}
+	if k, f := OverrideFor([]rules.Entry{{Key: "path", Value: "/v1/x"}}, "requests", l); k != "" || f != "" {
+		t.Errorf("override %q %q", k, f)
+	}
+	if f := LimitField("tokens", "day"); f != "tpd" {
+		t.Errorf("field %q", f)
+	}
+}
+
+func TestReplacesAndEnvoyLimitOverrides(t *testing.T) {
+	over := descriptor(0, "anything", "x")
+	over.Limit = &ratelimitpb.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 42, Unit: typepb.RateLimitUnit_HOUR}
+	req := &rlspb.RateLimitRequest{Domain: "d", HitsAddend: 3, Descriptors: []*ratelimitpb.RateLimitDescriptor{
+		descriptor(0, "client", "c", "tier", "gold"),
+		descriptor(0, "client", "c", "tier", "silver"),
+		over,
+	}}
+	p := MakePlan(domain(t), req, 0)
+	if len(p.Hits) != 2 || p.Hits[0].Index != 1 || p.Hits[0].Limit.RequestsPerUnit != 3 || p.Hits[0].Hits != 3 {
+		t.Fatalf("the gold rule should be replaced: %+v", p.Hits)
+	}
+	if h := p.Hits[1]; h.Limit.RequestsPerUnit != 42 || h.Limit.Unit != "hour" || h.Rule != "override" {
+		t.Fatalf("envoy override: %+v", h)
+	}
+}
+
+func TestRespondReportsEveryDescriptorAndRefusesInOpenAIShape(t *testing.T) {
+	req := &rlspb.RateLimitRequest{Domain: "d", Descriptors: []*ratelimitpb.RateLimitDescriptor{
+		descriptor(0, "user_id", "u1"), descriptor(0, "free", "x"), descriptor(0, "nothing", "here"),
+	}}
+	p := MakePlan(domain(t), req, 0)
+	resp := Respond(req, &p, []Outcome{{Over: true, Limit: 10, Remaining: 0, ResetMs: 1500}}, true)
+	if resp.OverallCode != rlspb.RateLimitResponse_OVER_LIMIT || len(resp.Statuses) != 3 {
+		t.Fatalf("%v", resp)
+	}
+	s := resp.Statuses[0]
+	if s.Code != rlspb.RateLimitResponse_OVER_LIMIT || s.CurrentLimit.RequestsPerUnit != 10 ||
+		s.CurrentLimit.Unit != rlspb.RateLimitResponse_RateLimit_MINUTE || s.DurationUntilReset.AsDuration().Milliseconds() != 1500 {
+		t.Errorf("status %v", s)
+	}
+	if resp.Statuses[1].LimitRemaining != UnlimitedRemaining || resp.Statuses[2].Code != rlspb.RateLimitResponse_OK {
+		t.Errorf("statuses %v", resp.Statuses)
+	}
+	if len(resp.RawBody) == 0 {
+		t.Error("no 429 body")
+	}
+	denied := Unavailable(req, true)
+	if denied.OverallCode != rlspb.RateLimitResponse_OVER_LIMIT || len(denied.Statuses) != 3 {
+		t.Errorf("fail closed: %v", denied)
+	}
+	if Unavailable(req, false).OverallCode != rlspb.RateLimitResponse_OK {
+		t.Error("fail open refused")
+	}
+}
