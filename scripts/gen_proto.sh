@@ -40,3 +40,9 @@ if [ "${1:-}" = "--check" ]; then
   fi
   echo "gen/ is up to date"
 fi
+
+# the Istio EnvoyFilter embeds the descriptor set: regenerate it with gen/ (tests/edge/test_manifests.py
+# fails when it is stale)
+if [ "${1:-}" != "--check" ]; then
+  PYTHONPATH="$root/edge${PYTHONPATH:+:$PYTHONPATH}" "$py" -m uplion.edge.istio
+fi

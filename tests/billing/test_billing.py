@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pulsar
 import pulsar.asyncio as pa
+import pytest
 import redis.asyncio as aioredis
 
 from uplion.core.subscriptions import BILLING_SUBSCRIPTION
@@ -199,11 +200,16 @@ async def test_poison_events_go_to_dead_letters_and_the_rest_is_billed(
     await set_price(billing_env.dsn, "m", PROMPT_PRICE, COMPLETION_PRICE, T0 - 1000)
     good = [event(f"g{i}") for i in range(10)]
     poison = [b"\xff\x00 not a usage event", event("orphan", model="model-without-price").SerializeToString()]
+    # requests the gateway refused (any model a client typed, or none): neither billed nor parked
+    refused = [event(f"r{i}", model=m, prompt=0, completion=0) for i, m in enumerate(["no-such-model", ""])]
+    for r in refused:
+        r.outcome = usage_pb2.REQUEST_OUTCOME_REJECTED
     proc = await asyncio.to_thread(billing_env.start)
     try:
         await asyncio.to_thread(
-            publish, [good[0].SerializeToString(), *poison, *(e.SerializeToString() for e in good[1:])]
-        )
+            publish, [good[0].SerializeToString(), *poison, *(r.SerializeToString() for r in refused),
+                      *(e.SerializeToString() for e in good[1:])],
+        )  # fmt: skip
         await wait_drained(billing_env)
         conn = await asyncpg.connect(billing_env.dsn)
         assert await conn.fetchval("SELECT count(*) FROM usage_events") == 10
@@ -211,6 +217,8 @@ async def test_poison_events_go_to_dead_letters_and_the_rest_is_billed(
         client = pa.Client(billing_env.broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
         reader = await client.create_reader(billing_env.topics.usage() + "-dlq", pulsar.MessageId.earliest)
         parked = [await asyncio.wait_for(reader.read_next(), 10) for _ in range(2)]
+        with pytest.raises(TimeoutError):  # nothing else was parked
+            await asyncio.wait_for(reader.read_next(), 2)
         await client.close()
         reasons = sorted(m.properties()["reason"] for m in parked)
         assert reasons == ["no price in force for the event's model", "undecodable usage event"]

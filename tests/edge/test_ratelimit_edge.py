@@ -143,6 +143,25 @@ async def test_tokens_are_reserved_then_settled(edge: Edge) -> None:
     assert [s for s, _, _ in again].count(200) == 10
 
 
+async def test_requests_the_gateway_refuses_release_their_reservation(edge: Edge) -> None:
+    user_id, _, key = edge.new_key()
+    await asyncio.sleep(0.3)
+    wait_for_fresh_minute(15)
+    refused = [
+        {"model": "no-such-model", "messages": [{"role": "user", "content": "x"}], "max_tokens": 500_000},  # 404
+        {"model": "edge-echo", "messages": [], "max_tokens": 500_000},  # 400
+    ]
+    for body in refused:
+        [(status, headers, _)] = await burst(edge.url, key, 1, body)
+        assert status in (400, 404)
+        assert int(headers["x-ratelimit-remaining-tokens"]) < 2_000_000 - 500_000  # it was reserved
+    # each refusal's REJECTED usage event releases the whole reservation
+    deadline = time.monotonic() + 10
+    while token_counter(edge, user_id) != 0:
+        assert time.monotonic() < deadline, f"counter stayed at {token_counter(edge, user_id)}"
+        await asyncio.sleep(0.1)
+
+
 def test_redis_outage_fails_open_within_the_bound(tmp_path: Path) -> None:
     r = start_redis(tmp_path / "redis")
     config = tmp_path / "rules"

@@ -65,9 +65,12 @@ def workers(broker: Pulsar, spine_dir: Path) -> Iterator[WorkerFactory]:
         svc.stop()
 
 
-async def usage_events(broker: Pulsar, model: str, expected: int, wait_s: float = 30.0) -> list[usage_pb2.UsageEvent]:
-    """Every usage event for `model` on the usage topic, waiting until at least `expected` arrived
-    and then a little longer, so that an extra (duplicate) event would be seen too."""
+async def usage_events(
+    broker: Pulsar, model: str, expected: int, wait_s: float = 30.0, refused: bool = False
+) -> list[usage_pb2.UsageEvent]:
+    """Every usage event for `model` on the usage topic (of requests the gateway refused when
+    `refused`, else of the others), waiting until at least `expected` arrived and then a little
+    longer, so that an extra (duplicate) event would be seen too."""
     client = pa.Client(broker.service_url, logger=pulsar_logger())
     reader = await client.create_reader(Topics().usage(), pulsar.MessageId.earliest)
     events: list[usage_pb2.UsageEvent] = []
@@ -85,7 +88,7 @@ async def usage_events(broker: Pulsar, model: str, expected: int, wait_s: float 
             except TimeoutError:
                 break
             event = usage_pb2.UsageEvent.FromString(msg.data())
-            if event.model == model:
+            if event.model == model and (event.outcome == usage_pb2.REQUEST_OUTCOME_REJECTED) == refused:
                 events.append(event)
                 if len(events) >= expected and settle_until is None:
                     settle_until = loop.time() + 2.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -107,6 +108,18 @@ async def test_unknown_model_is_not_found_at_once(stub: Stub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.GetModel(models_pb2.GetModelRequest(id="no-such-model"), timeout=5)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_refused_request_has_one_rejected_usage_event(stub: Stub, broker: Pulsar) -> None:
+    # it releases what the edge's rate limiter reserved for the request (edge_request_id)
+    model = f"no-such-model-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.CreateChatCompletion(chat(model, "hi"), metadata=(("x-request-id", "edge-req-1"),), timeout=10)
+    [event] = await usage_events(broker, model, 1, refused=True)
+    assert event.outcome == usage_pb2.REQUEST_OUTCOME_REJECTED
+    assert (event.prompt_tokens, event.completion_tokens, event.attempts) == (0, 0, 0)
+    assert event.edge_request_id == "edge-req-1"
+    assert event.kind == usage_pb2.REQUEST_KIND_CHAT_COMPLETION
 
 
 async def test_models_list_and_get(stub: Stub) -> None:

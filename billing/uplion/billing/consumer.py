@@ -38,20 +38,26 @@ Decoded = list[tuple[usage_pb2.UsageEvent, pulsar.Message]]
 Poison = list[tuple[pulsar.Message, str]]
 
 
-def decode(messages: list[pulsar.Message]) -> tuple[Decoded, Poison]:
+def decode(messages: list[pulsar.Message]) -> tuple[Decoded, Poison, int]:
+    """The events to bill, the messages to park, and how many were requests the gateway refused
+    (outcome REJECTED: no tokens, nothing to bill; they exist to release rate-limit reservations)."""
     events: Decoded = []
     poison: Poison = []
+    refused = 0
     for msg in messages:
         try:
             event = usage_pb2.UsageEvent.FromString(msg.data())
         except DecodeError:
             poison.append((msg, "undecodable usage event"))
             continue
+        if event.outcome == usage_pb2.REQUEST_OUTCOME_REJECTED:
+            refused += 1
+            continue
         if not event.event_id or not event.model:
             poison.append((msg, "usage event without event_id or model"))
             continue
         events.append((event, msg))
-    return events, poison
+    return events, poison, refused
 
 
 MIRROR_FAILURES = Counter("uplion_billing_redis_mirror_failures_total", "Redis mirror updates that failed")
@@ -87,7 +93,7 @@ class UsageConsumer:
         if not messages:
             return 0
         started = time.monotonic()
-        events, poison = decode(messages)
+        events, poison, refused = decode(messages)
         unpriced: list[str] = []
         spend: dict[str, tuple[int, int]] = {}
         if events:
@@ -106,6 +112,7 @@ class UsageConsumer:
         BATCH_SECONDS.observe(time.monotonic() - started)
         EVENTS.labels("applied_or_duplicate").inc(len(events) - len(unpriced))
         EVENTS.labels("dead_lettered").inc(len(parked))
+        EVENTS.labels("refused_not_billed").inc(refused)
         return len(messages)
 
     async def _mirror(self, spend: dict[str, tuple[int, int]]) -> None:

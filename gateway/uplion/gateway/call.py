@@ -15,6 +15,7 @@ from uplion.v1 import common_pb2, task_pb2, usage_pb2
 from .cursor import ReplyCursor, Verdict
 from .dispatcher import Dispatcher
 from .errors import ApiError, deadline_exceeded, from_task_error
+from .metadata import RequestMeta
 from .usage import billable, timestamp
 
 REQUESTS = Counter("uplion_gateway_requests_total", "Requests by model, kind and outcome", ["model", "kind", "outcome"])
@@ -113,3 +114,15 @@ class Call:
         kind_name = usage_pb2.RequestKind.Name(self.kind).removeprefix("REQUEST_KIND_").lower()
         REQUESTS.labels(self.task.model, kind_name, _OUTCOME_NAMES[self.outcome]).inc()
         LATENCY.labels(self.task.model, kind_name).observe(time.time() - self.started_at)
+
+
+def rejected(
+    meta: RequestMeta, model: str, kind: usage_pb2.RequestKind.ValueType, stream: bool, gateway_id: str
+) -> usage_pb2.UsageEvent:
+    """The usage event of a request refused before any worker saw it: no tokens, no attempts."""
+    now = timestamp()
+    return usage_pb2.UsageEvent(
+        event_id=Call.new_task_id(), model=model, caller=meta.caller, kind=kind,
+        outcome=usage_pb2.REQUEST_OUTCOME_REJECTED, streamed=stream, started_at=now, finished_at=now,
+        gateway_id=gateway_id, edge_request_id=meta.edge_request_id,
+    )  # fmt: skip

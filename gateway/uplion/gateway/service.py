@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import grpc
+from prometheus_client import Counter
 
 from uplion.core.errors import abort
 from uplion.v1 import (
@@ -19,7 +20,7 @@ from uplion.v1 import (
     usage_pb2,
 )
 
-from .call import Call
+from .call import Call, rejected
 from .config import GatewayConfig
 from .dispatcher import Dispatcher
 from .errors import ApiError, invalid, model_not_allowed, model_not_found
@@ -28,8 +29,24 @@ from .registry import ModelRegistry
 from .validation import validate_chat, validate_completion, validate_embedding
 
 log = logging.getLogger("uplion.gateway")
+# by kind only: a refused request's model may be anything a client typed
+REFUSED = Counter("uplion_gateway_refused_total", "Requests refused before any worker saw them", ["kind"])
 
 Chunk = TypeVar("Chunk", chat_pb2.ChatCompletionChunk, completions_pb2.Completion)
+Request = TypeVar("Request", chat_pb2.ChatCompletionRequest, completions_pb2.CompletionRequest,
+                  embeddings_pb2.EmbeddingRequest)  # fmt: skip
+Streamable = TypeVar("Streamable", chat_pb2.ChatCompletionRequest, completions_pb2.CompletionRequest)
+
+
+def unary(validate: Callable[[Streamable], None], stream_rpc: str) -> Callable[[Streamable], None]:
+    """The checks of a unary RPC: the request's own, and `stream` left unset."""
+
+    def check(request: Streamable) -> None:
+        validate(request)
+        if request.stream:
+            raise invalid(f"'stream': true is served by {stream_rpc}", "stream")
+
+    return check
 
 
 async def _relay(
@@ -76,16 +93,28 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
     def _call(
         self,
         context: grpc.aio.ServicerContext[Any, Any],
-        model: str,
+        request: Request,
         kind: usage_pb2.RequestKind.ValueType,
         stream: bool,
+        validate: Callable[[Request], None],
         fill: Callable[[task_pb2.Task], None],
     ) -> Call:
-        if self.registry.get(model) is None:
-            raise model_not_found(model)
+        """The request as a task, or an ApiError if it is refused before any worker sees it (invalid,
+        unknown or forbidden model). A refused request, too, gets its one usage event (outcome
+        REJECTED, no tokens), so that what the edge reserved for it is released at once."""
         meta = RequestMeta.of(context)
-        if not meta.allows(model):
-            raise model_not_allowed(model)
+        model = request.model
+        try:
+            validate(request)
+            if self.registry.get(model) is None:
+                raise model_not_found(model)
+            if not meta.allows(model):
+                raise model_not_allowed(model)
+        except ApiError:
+            event = rejected(meta, model, kind, stream, self.cfg.gateway_id)
+            self.dispatcher.in_background(self.dispatcher.publish_usage(event))
+            REFUSED.labels(usage_pb2.RequestKind.Name(kind).removeprefix("REQUEST_KIND_").lower()).inc()
+            raise
         task = task_pb2.Task(
             task_id=Call.new_task_id(),
             model=model,
@@ -107,10 +136,8 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> chat_pb2.ChatCompletion:
         try:
-            validate_chat(request)
-            if request.stream:
-                raise invalid("'stream': true is served by StreamChatCompletion", "stream")
-            call = self._call(context, request.model, usage_pb2.REQUEST_KIND_CHAT_COMPLETION, False,
+            check = unary(validate_chat, "StreamChatCompletion")
+            call = self._call(context, request, usage_pb2.REQUEST_KIND_CHAT_COMPLETION, False, check,
                               lambda t: t.chat.CopyFrom(request))  # fmt: skip
             return (await self._unary_result(call)).chat
         except ApiError as e:
@@ -120,8 +147,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         try:
-            validate_chat(request)
-            call = self._call(context, request.model, usage_pb2.REQUEST_KIND_CHAT_COMPLETION, True,
+            call = self._call(context, request, usage_pb2.REQUEST_KIND_CHAT_COMPLETION, True, validate_chat,
                               lambda t: t.chat.CopyFrom(request))  # fmt: skip
         except ApiError as e:
             await abort(context, e)
@@ -134,10 +160,8 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         self, request: completions_pb2.CompletionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> completions_pb2.Completion:
         try:
-            validate_completion(request)
-            if request.stream:
-                raise invalid("'stream': true is served by StreamCompletion", "stream")
-            call = self._call(context, request.model, usage_pb2.REQUEST_KIND_COMPLETION, False,
+            check = unary(validate_completion, "StreamCompletion")
+            call = self._call(context, request, usage_pb2.REQUEST_KIND_COMPLETION, False, check,
                               lambda t: t.completion.CopyFrom(request))  # fmt: skip
             return (await self._unary_result(call)).completion
         except ApiError as e:
@@ -147,8 +171,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         self, request: completions_pb2.CompletionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[completions_pb2.Completion]:
         try:
-            validate_completion(request)
-            call = self._call(context, request.model, usage_pb2.REQUEST_KIND_COMPLETION, True,
+            call = self._call(context, request, usage_pb2.REQUEST_KIND_COMPLETION, True, validate_completion,
                               lambda t: t.completion.CopyFrom(request))  # fmt: skip
         except ApiError as e:
             await abort(context, e)
@@ -161,8 +184,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         self, request: embeddings_pb2.EmbeddingRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> embeddings_pb2.EmbeddingResponse:
         try:
-            validate_embedding(request)
-            call = self._call(context, request.model, usage_pb2.REQUEST_KIND_EMBEDDING, False,
+            call = self._call(context, request, usage_pb2.REQUEST_KIND_EMBEDDING, False, validate_embedding,
                               lambda t: t.embedding.CopyFrom(request))  # fmt: skip
             return (await self._unary_result(call)).embedding
         except ApiError as e:

@@ -54,25 +54,23 @@ func FromEnv(lookup func(string) (string, bool)) (Settings, error) {
 	if s.RedisURL == "" {
 		return s, fmt.Errorf("UPLION_REDIS_URL is required")
 	}
-	reload, err := e.number("UPLION_RATELIMIT_RELOAD_S", 1, 0.05)
-	if err != nil {
-		return s, err
-	}
-	timeout, err := e.number("UPLION_RATELIMIT_REDIS_TIMEOUT_MS", 50, 1)
-	if err != nil {
-		return s, err
-	}
-	conns, err := e.number("UPLION_RATELIMIT_REDIS_CONNECTIONS", 4, 1)
-	if err != nil {
-		return s, err
-	}
-	metrics, err := e.number("UPLION_METRICS_PORT", 0, 0)
-	if err != nil {
-		return s, err
-	}
-	drain, err := e.number("UPLION_DRAIN_TIMEOUT_S", 5, 0)
-	if err != nil {
-		return s, err
+	var reload, timeout, conns, metrics, drain float64
+	for _, n := range []struct {
+		name         string
+		def, minimum float64
+		into         *float64
+	}{
+		{"UPLION_RATELIMIT_RELOAD_S", 1, 0.05, &reload},
+		{"UPLION_RATELIMIT_REDIS_TIMEOUT_MS", 50, 1, &timeout},
+		{"UPLION_RATELIMIT_REDIS_CONNECTIONS", 4, 1, &conns},
+		{"UPLION_METRICS_PORT", 0, 0, &metrics},
+		{"UPLION_DRAIN_TIMEOUT_S", 5, 0, &drain},
+	} {
+		v, err := e.number(n.name, n.def, n.minimum)
+		if err != nil {
+			return s, err
+		}
+		*n.into = v
 	}
 	s.Reload = time.Duration(reload * float64(time.Second))
 	s.RedisTimeout = time.Duration(timeout * float64(time.Millisecond))

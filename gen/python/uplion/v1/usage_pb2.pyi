@@ -49,6 +49,10 @@ class _RequestOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reques
     REQUEST_OUTCOME_FAILED: _RequestOutcome.ValueType  # 2
     REQUEST_OUTCOME_CLIENT_CANCELLED: _RequestOutcome.ValueType  # 3
     REQUEST_OUTCOME_DEADLINE_EXCEEDED: _RequestOutcome.ValueType  # 4
+    REQUEST_OUTCOME_REJECTED: _RequestOutcome.ValueType  # 5
+    """Refused by the gateway before any worker saw it (invalid request, unknown or forbidden model):
+    no tokens. Published all the same, so that what the edge reserved for it is released.
+    """
 
 class RequestOutcome(_RequestOutcome, metaclass=_RequestOutcomeEnumTypeWrapper): ...
 
@@ -57,6 +61,10 @@ REQUEST_OUTCOME_COMPLETED: RequestOutcome.ValueType  # 1
 REQUEST_OUTCOME_FAILED: RequestOutcome.ValueType  # 2
 REQUEST_OUTCOME_CLIENT_CANCELLED: RequestOutcome.ValueType  # 3
 REQUEST_OUTCOME_DEADLINE_EXCEEDED: RequestOutcome.ValueType  # 4
+REQUEST_OUTCOME_REJECTED: RequestOutcome.ValueType  # 5
+"""Refused by the gateway before any worker saw it (invalid request, unknown or forbidden model):
+no tokens. Published all the same, so that what the edge reserved for it is released.
+"""
 Global___RequestOutcome: _TypeAlias = RequestOutcome  # noqa: Y015
 
 @_typing.final
