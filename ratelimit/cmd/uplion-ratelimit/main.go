@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
@@ -45,6 +46,12 @@ func main() {
 		os.Exit(2)
 	}
 	setupLogging(cfg.LogLevel)
+	if _, set := os.LookupEnv("GOGC"); !set {
+		// The live heap is a few MB and every decision allocates a little: at the default GOGC=100
+		// the collector took about a quarter of the service's CPU at 10k decisions/s. GOGC (and
+		// GOMEMLIMIT) in the environment override this.
+		debug.SetGCPercent(400)
+	}
 	if err := serve(cfg); err != nil {
 		slog.Error("ratelimit stopped", "error", err.Error())
 		os.Exit(1)
