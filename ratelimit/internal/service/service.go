@@ -15,21 +15,16 @@ import (
 	"github.com/uplion/uplion/ratelimit/internal/rules"
 )
 
+func ruleCounter(name, help string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"domain", "rule"})
+}
+
 var (
-	ruleLabels = []string{"domain", "rule"}
-	hitsTotal  = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "uplion_ratelimit_hits_total", Help: "Hits checked per rule",
-	}, ruleLabels)
-	overTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "uplion_ratelimit_over_limit_total", Help: "Hits over the limit per rule",
-	}, ruleLabels)
-	nearTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "uplion_ratelimit_near_limit_total", Help: "Hits allowed at or above 80% of the limit",
-	}, ruleLabels)
-	shadowTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "uplion_ratelimit_shadow_mode_total", Help: "Over-limit hits let through by shadow_mode",
-	}, ruleLabels)
-	failures = prometheus.NewCounterVec(prometheus.CounterOpts{
+	hitsTotal   = ruleCounter("uplion_ratelimit_hits_total", "Hits checked per rule")
+	overTotal   = ruleCounter("uplion_ratelimit_over_limit_total", "Hits over the limit per rule")
+	nearTotal   = ruleCounter("uplion_ratelimit_near_limit_total", "Hits allowed at or above 80% of the limit")
+	shadowTotal = ruleCounter("uplion_ratelimit_shadow_mode_total", "Over-limit hits let through by shadow_mode")
+	failures    = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "uplion_ratelimit_redis_failures_total", Help: "Decisions made without Redis, by fail mode",
 	}, []string{"mode"})
 )
