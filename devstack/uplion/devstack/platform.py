@@ -115,13 +115,18 @@ def start_edge(
 
 
 def start_python_service(
-    workdir: Path, name: str, listen_var: str, port: int = 0, ready: str = "listening on port", **settings: str
-) -> Service:
-    """`python -m uplion.<name>` with its listen address (`listen_var`) and metrics on free loopback
-    ports, waited for until its log says `ready`."""
-    port, metrics = port or free_port(), free_port()
-    env = {listen_var: f"127.0.0.1:{port}", "UPLION_METRICS_PORT": str(metrics), **settings}
-    proc = spawn(name, [sys.executable, "-m", f"uplion.{name}"], workdir / f"{name}-{port}.log", env=service_env(env))
+    workdir: Path, name: str, listen_var: str | None, port: int = 0, ready: str = "listening on port",
+    log_name: str = "", **settings: str,
+) -> Service:  # fmt: skip
+    """`python -m uplion.<name>` with its listen address (`listen_var`; None for a consumer that serves
+    no RPCs) and metrics on free loopback ports, waited for until its log says `ready`."""
+    metrics = free_port()
+    env = {"UPLION_METRICS_PORT": str(metrics), **settings}
+    if listen_var is not None:
+        port = port or free_port()
+        env[listen_var] = f"127.0.0.1:{port}"
+    log = workdir / f"{log_name or f'{name}-{port}'}.log"
+    proc = spawn(log_name or name, [sys.executable, "-m", f"uplion.{name}"], log, env=service_env(env))
     wait_for_line(proc, ready, 60)
     return Service(proc, port, metrics)
 
@@ -151,15 +156,7 @@ def bootstrap_admin(database_url: str, email: str = "admin@uplion.local") -> dic
 
 
 def start_billing(workdir: Path, pulsar_url: str, database_url: str, redis_url: str = "", **env: str) -> Service:
-    metrics = free_port()
-    settings = {
-        "UPLION_PULSAR_URL": pulsar_url,
-        "UPLION_DATABASE_URL": database_url,
-        "UPLION_REDIS_URL": redis_url,
-        "UPLION_METRICS_PORT": str(metrics),
-        **env,
-    }
-    log = workdir / "billing.log"
-    proc = spawn("billing", [sys.executable, "-m", "uplion.billing"], log, env=service_env(settings))
-    wait_for_line(proc, "consuming usage events", 60)
-    return Service(proc, 0, metrics)
+    return start_python_service(
+        workdir, "billing", None, 0, ready="consuming usage events", log_name="billing", UPLION_PULSAR_URL=pulsar_url,
+        UPLION_DATABASE_URL=database_url, UPLION_REDIS_URL=redis_url, **env,
+    )  # fmt: skip

@@ -5,12 +5,11 @@ from the Go module proxy) on the same rules and Redis, for conformance tests and
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .gotools import ratelimit_binary, reference_ratelimit
-from .platform import Service, service_env, wait_for_line
+from .platform import Service, service_env, start_python_service, wait_for_line
 from .procs import free_port, spawn, tcp_open, wait_until
 
 
@@ -42,13 +41,10 @@ def start_ratelimit(
     wait_for_line(proc, "listening on port", 60)
     settler = None
     if pulsar_url:
-        settler_metrics = free_port()
-        settler_env = {"UPLION_REDIS_URL": redis_url, "UPLION_PULSAR_URL": pulsar_url,
-                       "UPLION_METRICS_PORT": str(settler_metrics)}  # fmt: skip
-        settler_proc = spawn("ratelimit-settler", [sys.executable, "-m", "uplion.ratelimit"],
-                             workdir / f"ratelimit-settler-{port}.log", env=service_env(settler_env))  # fmt: skip
-        wait_for_line(settler_proc, "consuming usage events", 60)
-        settler = Service(settler_proc, 0, settler_metrics)
+        settler = start_python_service(
+            workdir, "ratelimit", None, ready="consuming usage events", log_name=f"ratelimit-settler-{port}",
+            UPLION_REDIS_URL=redis_url, UPLION_PULSAR_URL=pulsar_url,
+        )  # fmt: skip
     return RateLimit(proc, port, metrics, settler)
 
 

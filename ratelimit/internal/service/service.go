@@ -6,6 +6,7 @@ package service
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	rlspb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
@@ -47,8 +48,17 @@ type Decider interface {
 // Service is the RateLimitService.
 type Service struct {
 	rlspb.UnimplementedRateLimitServiceServer
-	rules   Domains
-	limiter Decider
+	rules     Domains
+	limiter   Decider
+	outageLog everySecond
+}
+
+// everySecond lets one caller through per second (for log lines on a hot path).
+type everySecond struct{ last atomic.Int64 }
+
+func (e *everySecond) allow(now time.Time) bool {
+	last := e.last.Load()
+	return now.Unix() > last && e.last.CompareAndSwap(last, now.Unix())
 }
 
 // New serves decisions from the rules in force and the limiter.
@@ -80,7 +90,9 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReque
 			mode = "deny"
 		}
 		failures.WithLabelValues(mode).Inc()
-		slog.Warn("redis unavailable; deciding without it", "error", err.Error(), "deny", deny)
+		if s.outageLog.allow(now) { // every decision is counted; one log line a second is enough
+			slog.Warn("redis unavailable; deciding without it", "error", err.Error(), "deny", deny)
+		}
 		return decide.Unavailable(req, deny), nil
 	}
 	record(req.GetDomain(), p.Hits, outcomes)
