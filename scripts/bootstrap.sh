@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Sourced by run.sh and test.sh: makes .venv with the pinned project and the system tools the
-# real services need (Java 17 and Maven for Apache Pulsar; Go 1.21+ for the rate-limit service, which
-# fetches the toolchain its go.mod names). Idempotent and quick when done before.
+# Sourced by run.sh, test.sh and bench.sh: makes .venv with the pinned project (the extras named in
+# UPLION_EXTRAS: run.sh takes only what the platform runs, test.sh adds the dev tools) and checks the
+# system tools the real services need: Java 17 and Maven for Apache Pulsar (installed with apt-get
+# when missing and root), Go 1.21+ for the rate-limit service (a go older than ratelimit/go.mod's
+# 1.25.6 fetches that toolchain through the Go module proxy), Node.js 20+ and npm for the Node suites
+# (UPLION_NEED_NODE=1). Idempotent and quick when done before.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -15,7 +18,16 @@ if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
 fi
 
 if ! command -v go >/dev/null || ! go version | grep -qE 'go1\.(2[1-9]|[3-9][0-9])'; then
-  echo "the rate-limit service (ratelimit/, Go) needs go 1.21 or newer on PATH" >&2; exit 1
+  echo "the rate-limit service (ratelimit/, Go) needs go 1.21 or newer on PATH (https://go.dev/doc/install)" >&2
+  exit 1
+fi
+
+if [ "${UPLION_NEED_NODE:-0}" = 1 ]; then
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "the test suite's Node suites need Node.js 20+ and npm on PATH (https://nodejs.org)" >&2; exit 1
+  fi
+  node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' \
+    || { echo "the test suite needs Node.js 20+, found $(node --version)" >&2; exit 1; }
 fi
 
 py=${UPLION_PYTHON:-}
@@ -28,13 +40,23 @@ if [ -z "$py" ]; then
 fi
 [ -n "$py" ] || { echo "uplion needs Python 3.11" >&2; exit 1; }
 
+# The stamp holds the hash of pyproject.toml and the extras installed with it, written only after
+# pip succeeded: a changed pyproject.toml, a missing extra or an interrupted install reinstalls.
+extras=${UPLION_EXTRAS:-services,local,operator,dev}
 stamp=.venv/.uplion-installed
-want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+want=$(sha256sum pyproject.toml | cut -c1-16)
+read -r have_hash have_extras 2>/dev/null < "$stamp" || { have_hash=; have_extras=; }
+missing=0
+for e in ${extras//,/ }; do [[ ",$have_extras," == *",$e,"* ]] || missing=1; done
 if [ ! -x .venv/bin/python ]; then "$py" -m venv .venv; fi
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[services,dev,local,operator]"
-  echo "$want" > "$stamp"
+if [ "$have_hash" != "$want" ] || [ "$missing" = 1 ]; then
+  [ "$have_hash" = "$want" ] && [ -n "$have_extras" ] && extras="$have_extras,$extras"
+  echo "installing uplion[$extras] into .venv (pip's log: .venv/pip.log)"
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[$extras]"; } \
+    > .venv/pip.log 2>&1; then
+    tail -40 .venv/pip.log >&2; echo "pip install failed: see .venv/pip.log" >&2; exit 1
+  fi
+  echo "$want $extras" > "$stamp"
 fi
 export PATH="$root/.venv/bin:$PATH"
 export VIRTUAL_ENV="$root/.venv"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
 # Starts the uplion platform locally on embedded defaults (no cloud account), until Ctrl-C.
 set -euo pipefail
-source "$(dirname "$0")/bootstrap.sh"
+UPLION_EXTRAS=services,local source "$(dirname "$0")/bootstrap.sh"
 exec python -m uplion.devstack up "$@"

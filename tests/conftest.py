@@ -43,3 +43,13 @@ def redis_server(run_dir: Path) -> Iterator[Redis]:
     r = start_redis(run_dir / "redis")
     yield r
     r.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No silent skips: a skipped test fails the run (a missing tool is an install step, not a skip)."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped and exitstatus == 0:
+        reasons = sorted({str(getattr(r, "longrepr", "")) for r in skipped})
+        print(f"\n{len(skipped)} test(s) skipped; the suite allows none: {reasons}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

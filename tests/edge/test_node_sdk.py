@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from uplion.devstack.node import link_project
 
 from .conftest import Edge
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-def test_openai_node_sdk_suite(base_url: str, edge: Edge) -> None:
-    if not (NODE_DIR / "node_modules" / "openai").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True, timeout=300)
+def test_openai_node_sdk_suite(base_url: str, edge: Edge, tmp_path: Path) -> None:
+    suite = link_project(NODE_DIR, tmp_path / "node")  # Node.js 20+ is a prerequisite: fails saying so
     env = {
         **os.environ,
         "OPENAI_BASE_URL": f"{base_url}/v1",
@@ -25,7 +22,7 @@ def test_openai_node_sdk_suite(base_url: str, edge: Edge) -> None:
         "OPENAI_API_KEY": edge.api_key,
     }
     out = subprocess.run(
-        ["node", "--test", "sdk.test.mjs"], cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=300
+        ["node", "--test", "sdk.test.mjs"], cwd=suite, env=env, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "# fail 0" in out.stdout

@@ -8,9 +8,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+from functools import cache
 from pathlib import Path
 
-from .pulsar import cache_dir
+from .cache import Recipe, build
 
 GHZ = ("github.com/bojand/ghz/cmd/ghz", "v0.93.0")
 # The reference rate-limit service (envoyproxy/ratelimit), for conformance tests and benchmarks.
@@ -20,42 +21,55 @@ REFERENCE_RATELIMIT = ("github.com/envoyproxy/ratelimit/src/service_cmd", "v1.4.
 def go_command() -> str:
     go = shutil.which("go")
     if go is None:
-        raise RuntimeError("building the Go tools the tests use needs the go command")
+        raise RuntimeError("building the Go tools uplion runs needs go (1.21+) on PATH: https://go.dev/doc/install")
     return go
 
 
+_GO_FLAGS = {"CGO_ENABLED": "0"}
+
+
 def go_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "CGO_ENABLED": "0", **extra}
+    return {**os.environ, **_GO_FLAGS, **extra}
 
 
-def _cached(name: str, version: str) -> tuple[Path, bool]:
-    """Where a built tool lives, and whether it is there already."""
-    binary = cache_dir() / "go" / f"{name}-{version}" / name
-    return binary, binary.exists()
+@cache
+def go_version(cwd: Path | None = None) -> str:
+    """The toolchain `go` picks in `cwd` (a go.mod may ask for a newer one, fetched through the proxy)."""
+    out = subprocess.run([go_command(), "env", "GOVERSION", "GOOS", "GOARCH"], cwd=cwd, env=go_env(),
+                         capture_output=True, text=True, check=True, timeout=300)  # fmt: skip
+    return " ".join(out.stdout.split())
+
+
+def go_recipe(name: str, **inputs: str | bytes) -> Recipe:
+    """A Go-built artifact's recipe: its own inputs, the toolchain and the build environment."""
+    return Recipe(name, {"go": go_version(), **{f"env.{k}": v for k, v in _GO_FLAGS.items()}, **inputs})
 
 
 def go_binary(package: str, version: str, timeout: float = 900.0) -> Path:
-    """`go install package@version` into the cache (once); the binary's path."""
-    binary, ready = _cached(package.rstrip("/").rsplit("/", 1)[-1], version)
-    if not ready:
-        env = go_env(GOBIN=str(binary.parent))
-        subprocess.run([go_command(), "install", f"{package}@{version}"], env=env, check=True, timeout=timeout)
-    return binary
+    """`go install package@version` into the cache (once per recipe); the binary's path."""
+    name = package.rstrip("/").rsplit("/", 1)[-1]
+    recipe = go_recipe(name, package=package, version=version, command="go install")
+
+    def make(out: Path) -> None:
+        subprocess.run([go_command(), "install", f"{package}@{version}"], env=go_env(GOBIN=str(out)), check=True,
+                       timeout=timeout)  # fmt: skip
+
+    return build(recipe, make) / name
 
 
 def go_module_binary(package: str, version: str, name: str, timeout: float = 1800.0) -> Path:
     """Build the main package at the root of a module that cannot be `go install`ed (its go.mod has
     replace directives): a throwaway module requires it, then `go build`. Cached like go_binary."""
-    binary, ready = _cached(name, version)
-    if ready:
-        return binary
-    go, env = go_command(), go_env(GOFLAGS="-mod=mod")
-    with tempfile.TemporaryDirectory(prefix="uplion-go-build-") as tmp:
-        subprocess.run([go, "mod", "init", "uplionbuild"], cwd=tmp, env=env, check=True, capture_output=True)
-        subprocess.run([go, "get", f"{package}@{version}"], cwd=tmp, env=env, check=True, timeout=timeout)
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([go, "build", "-o", str(binary), package], cwd=tmp, env=env, check=True, timeout=timeout)
-    return binary
+    recipe = go_recipe(name, package=package, version=version, command="go mod init; go get; go build")
+
+    def make(out: Path) -> None:
+        go, env = go_command(), go_env(GOFLAGS="-mod=mod")
+        with tempfile.TemporaryDirectory(prefix="uplion-go-build-") as tmp:
+            subprocess.run([go, "mod", "init", "uplionbuild"], cwd=tmp, env=env, check=True, capture_output=True)
+            subprocess.run([go, "get", f"{package}@{version}"], cwd=tmp, env=env, check=True, timeout=timeout)
+            subprocess.run([go, "build", "-o", str(out / name), package], cwd=tmp, env=env, check=True, timeout=timeout)
+
+    return build(recipe, make) / name
 
 
 def ghz() -> Path:
@@ -69,14 +83,23 @@ def reference_ratelimit() -> Path:
 # uplion's own rate-limit service (Go), built from this checkout: ratelimit/cmd/uplion-ratelimit.
 RATELIMIT_MODULE = Path(__file__).resolve().parents[3] / "ratelimit"
 _SOURCE_SUFFIXES = {".go", ".mod", ".sum", ".lua", ".yaml"}
+_RATELIMIT_BUILD = ["build", "-trimpath", "-o"]
 
 
-def _source_digest(module: Path) -> str:
+def source_digest(module: Path) -> str:
+    """A hash of a Go module's sources (not the Python package that shares its folder)."""
     h = hashlib.sha256()
     for p in sorted(module.rglob("*")):
         if p.is_file() and p.suffix in _SOURCE_SUFFIXES and "uplion" not in p.relative_to(module).parts[:1]:
             h.update(str(p.relative_to(module)).encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+def ratelimit_recipe() -> Recipe:
+    return Recipe("uplion-ratelimit", {
+        "go": go_version(RATELIMIT_MODULE), "sources": source_digest(RATELIMIT_MODULE),
+        "command": " ".join(_RATELIMIT_BUILD), **{f"env.{k}": v for k, v in _GO_FLAGS.items()},
+    })  # fmt: skip
 
 
 def ratelimit_binary(timeout: float = 900.0) -> Path:
@@ -85,11 +108,9 @@ def ratelimit_binary(timeout: float = 900.0) -> Path:
     prebuilt = os.environ.get("UPLION_RATELIMIT_BINARY")
     if prebuilt:
         return Path(prebuilt)
-    binary, ready = _cached("uplion-ratelimit", _source_digest(RATELIMIT_MODULE))
-    if not ready:
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        partial = binary.with_suffix(".partial")
-        subprocess.run([go_command(), "build", "-trimpath", "-o", str(partial), "./cmd/uplion-ratelimit"],
+
+    def make(out: Path) -> None:
+        subprocess.run([go_command(), *_RATELIMIT_BUILD, str(out / "uplion-ratelimit"), "./cmd/uplion-ratelimit"],
                        cwd=RATELIMIT_MODULE, env=go_env(), check=True, timeout=timeout)  # fmt: skip
-        partial.rename(binary)
-    return binary
+
+    return build(ratelimit_recipe(), make) / "uplion-ratelimit"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import subprocess
 import tempfile
 import time
@@ -16,42 +15,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from ssl import CERT_NONE, create_default_context
 
-from .gotools import go_command, go_env, go_module_binary
+from .cache import Recipe, build
+from .gotools import go_command, go_env, go_module_binary, go_recipe
 from .procs import Proc, free_port, spawn, tcp_open, wait_until
-from .pulsar import cache_dir
 
 KUBERNETES_VERSION = "1.35.4"
 ETCD = ("go.etcd.io/etcd/server/v3", "v3.6.16")
 COMPONENTS = ("kube-apiserver", "kube-controller-manager")
 
 
+_TOOLS_GO = "//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n"
+_BUILD_MOD = "module uplionkube\n\ngo 1.25.0\n\nrequire k8s.io/kubernetes v{version}\n\nreplace (\n{replaces}\n)\n"
+
+
+def kubernetes_recipe(version: str = KUBERNETES_VERSION) -> Recipe:
+    """kube-apiserver and kube-controller-manager: the version, the throwaway module's templates (every
+    staging module pinned to v0.<minor>), the components and the Go toolchain."""
+    return go_recipe(f"kubernetes-{version}", version=version, components=",".join(COMPONENTS),
+                     module=_BUILD_MOD, tools=_TOOLS_GO)  # fmt: skip
+
+
 def kubernetes_binaries(version: str = KUBERNETES_VERSION, timeout: float = 3600.0) -> Path:
-    """kube-apiserver and kube-controller-manager for `version`, built once. k8s.io/kubernetes is
-    not meant to be imported, so a throwaway module pins every staging module it replaces to the
-    matching v0.x release."""
-    out = cache_dir() / f"kubernetes-{version}"
-    if all((out / c).exists() for c in COMPONENTS):
-        return out
-    go, env = go_command(), go_env(GOFLAGS="-mod=mod")
-    info = json.loads(subprocess.run([go, "mod", "download", "-json", f"k8s.io/kubernetes@v{version}"], env=env,
-                                     capture_output=True, text=True, check=True, timeout=600).stdout)  # fmt: skip
-    staging = [line.split()[0] for line in Path(info["GoMod"]).read_text().splitlines() if "=> ./staging/" in line]
-    minor = version.split(".", 1)[1]
-    with tempfile.TemporaryDirectory(prefix="uplion-kube-build-") as tmp:
-        mod = Path(tmp)
-        replaces = "\n".join(f"\t{m} => {m} v0.{minor}" for m in staging)
-        (mod / "go.mod").write_text(f"module uplionkube\n\ngo 1.25.0\n\nrequire k8s.io/kubernetes v{version}\n\n"
-                                    f"replace (\n{replaces}\n)\n")  # fmt: skip
-        imports = "\n".join(f'\t_ "k8s.io/kubernetes/cmd/{c}"' for c in COMPONENTS)
-        (mod / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
-        subprocess.run([go, "mod", "tidy"], cwd=mod, env=env, check=True, timeout=timeout)
-        staging_out = mod / "bin"
-        subprocess.run([go, "build", "-o", str(staging_out) + "/", *[f"k8s.io/kubernetes/cmd/{c}" for c in COMPONENTS]],
-                       cwd=mod, env=env, check=True, timeout=timeout)  # fmt: skip
-        out.mkdir(parents=True, exist_ok=True)
-        for c in COMPONENTS:
-            shutil.move(str(staging_out / c), out / c)
-    return out
+    """kube-apiserver and kube-controller-manager for `version`, built once per recipe.
+    k8s.io/kubernetes is not meant to be imported, so a throwaway module pins every staging module
+    it replaces to the matching v0.x release."""
+
+    def make(out: Path) -> None:
+        go, env = go_command(), go_env(GOFLAGS="-mod=mod")
+        info = json.loads(subprocess.run([go, "mod", "download", "-json", f"k8s.io/kubernetes@v{version}"], env=env,
+                                         capture_output=True, text=True, check=True, timeout=600).stdout)  # fmt: skip
+        gomod = Path(info["GoMod"]).read_text().splitlines()
+        staging = [line.split()[0] for line in gomod if "=> ./staging/" in line]
+        minor = version.split(".", 1)[1]
+        with tempfile.TemporaryDirectory(prefix="uplion-kube-build-") as tmp:
+            mod = Path(tmp)
+            replaces = "\n".join(f"\t{m} => {m} v0.{minor}" for m in staging)
+            (mod / "go.mod").write_text(_BUILD_MOD.format(version=version, replaces=replaces))
+            imports = "\n".join(f'\t_ "k8s.io/kubernetes/cmd/{c}"' for c in COMPONENTS)
+            (mod / "tools.go").write_text(_TOOLS_GO.format(imports=imports))
+            subprocess.run([go, "mod", "tidy"], cwd=mod, env=env, check=True, timeout=timeout)
+            subprocess.run([go, "build", "-o", f"{out}/", *[f"k8s.io/kubernetes/cmd/{c}" for c in COMPONENTS]],
+                           cwd=mod, env=env, check=True, timeout=timeout)  # fmt: skip
+
+    return build(kubernetes_recipe(version), make)
 
 
 def etcd_binary() -> Path:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cache import Recipe, build, tool_version
 from .procs import Proc, free_port, http_status, spawn, wait_until
 
 PULSAR_VERSION = "4.0.7"
@@ -29,37 +29,25 @@ _ADD_OPENS = [
 ]
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("UPLION_CACHE", Path.home() / ".cache" / "uplion"))
+def pulsar_recipe() -> Recipe:
+    """The lib folder depends on the pom (Pulsar's version and everything it pulls in) and Java."""
+    return Recipe(
+        f"pulsar-{PULSAR_VERSION}",
+        {"pom.xml": (_HERE / "pom.xml").read_bytes(), "java": tool_version("java"), "maven": tool_version("mvn")},
+    )
+
+
+def _copy_dependencies(out: Path) -> None:
+    # -B: no colours or prompts; the default settings (Maven Central), and ~/.m2 as the download cache
+    pom, goal = str(_HERE / "pom.xml"), "dependency:copy-dependencies"
+    subprocess.run(["mvn", "-B", "-q", "-f", pom, goal, f"-DoutputDirectory={out}/lib"], check=True)
 
 
 def ensure_jars() -> Path:
-    """Download the broker and its dependencies once; later calls reuse the cached lib folder."""
-    home = cache_dir() / f"pulsar-{PULSAR_VERSION}"
-    lib = home / "lib"
-    marker = home / ".complete"
-    if marker.exists():
-        return lib
+    """The broker and its dependencies in the cache, assembled by Maven on first use of this recipe."""
     if shutil.which("mvn") is None or shutil.which("java") is None:
-        raise RuntimeError("Apache Pulsar needs java (17+) and mvn on PATH")
-    shutil.rmtree(lib, ignore_errors=True)
-    home.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            "mvn",
-            "-B",
-            "-q",
-            "-s",
-            str(_HERE / "settings.xml"),
-            "-f",
-            str(_HERE / "pom.xml"),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={lib}",
-        ],
-        check=True,
-    )
-    marker.write_text(PULSAR_VERSION)
-    return lib
+        raise RuntimeError("Apache Pulsar needs java (17+) and mvn: apt-get install openjdk-17-jre-headless maven")
+    return build(pulsar_recipe(), _copy_dependencies) / "lib"
 
 
 def _standalone_conf(broker_port: int, web_port: int) -> str:
