@@ -2,7 +2,10 @@
 
 Allowed by the project rules because the real thing is a paid SaaS. Behaviour per API key:
 `good-*` answers (SSE when `stream` is set, with a usage chunk when include_usage); `bad-*` answers
-401; `limited-*` answers 429 with `retry-after: 2` for its first `limit_first` requests.
+401; `limited-*` answers 429 with `retry-after: 2` for its first `limit_first` requests. Upstreams
+that bend the protocol: `plain-*` answers a streamed request with a whole JSON completion,
+`nousage-*` streams without a usage chunk (no stream_options support), `inband-*` streams one
+in-band error object (`data: {"error": ...}`) and ends, as OpenAI does for an overloaded model.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class FakeOpenAI:
             return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         if key.startswith("limited") and self.calls[key] <= self.limit_first:
             return _error(429, "Rate limit reached.", "requests", "rate_limit_exceeded", {"retry-after": "2"})
-        if not key.startswith(("good", "limited")):
+        if not key.startswith(("good", "limited", "plain", "nousage", "inband")):
             return _error(401, "Missing API key.", "invalid_request_error", "invalid_api_key")
         return None
 
@@ -66,7 +69,8 @@ class FakeOpenAI:
         words = [w + " " for w in text.split()]
         usage = {"prompt_tokens": len(words), "completion_tokens": len(words), "total_tokens": 2 * len(words)}
         base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body["model"]}
-        if not body.get("stream"):
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not body.get("stream") or key.startswith("plain"):
             message = {"role": "assistant", "content": "".join(words)}
             choice = {"index": 0, "message": message, "finish_reason": "stop"}
             return web.json_response({**base, "object": "chat.completion", "choices": [choice], "usage": usage})
@@ -76,6 +80,9 @@ class FakeOpenAI:
         async def send(obj: dict[str, Any]) -> None:
             await resp.write(f"data: {json.dumps(obj)}\n\n".encode())
 
+        if key.startswith("inband"):
+            await send({"error": {"message": "The server is overloaded.", "type": "server_error", "code": None}})
+            return resp
         chunk = {**base, "object": "chat.completion.chunk"}
         await send(
             {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
@@ -83,7 +90,7 @@ class FakeOpenAI:
         for w in words:
             await send({**chunk, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]})
         await send({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-        if body.get("stream_options", {}).get("include_usage"):
+        if body.get("stream_options", {}).get("include_usage") and not key.startswith("nousage"):
             await send({**chunk, "choices": [], "usage": usage})
         await resp.write(b"data: [DONE]\n\n")
         return resp

@@ -20,7 +20,8 @@ from uplion.v1 import inference_pb2_grpc, usage_pb2
 # Every model the spine tests use; each test owns its model so topics never mix.
 MODELS = [
     "echo", "stream", "embed", "deadline", "expired", "cancel", "dlq", "fatal", "late", "load", "remote",
-    "remote-down", "order", "midstream", "kill", "minilm", "tiny-lm", "drain",
+    "remote-down", "order", "midstream", "kill", "minilm", "tiny-lm", "drain", "remote-plain", "remote-nousage",
+    "remote-inband", "remote-down-inband",
 ]  # fmt: skip
 
 

@@ -62,3 +62,32 @@ async def test_every_key_rejected_is_a_permanent_error(stub: Stub, workers: Work
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_json(err.value)["code"] == "upstream_authentication"
     assert fake.calls["bad-1"] == fake.calls["bad-2"] == 1  # not retried: a bad key will not heal by itself
+
+
+async def test_upstreams_that_bend_the_stream_protocol_are_read_or_failed_over_never_empty(
+    stub: Stub, workers: WorkerFactory, fake: FakeOpenAI
+) -> None:
+    # a whole JSON answer to a streamed request is that answer, with its exact usage
+    workers("remote-plain", "remote", UPLION_BASE_URL=fake.base_url, UPLION_API_KEYS="plain-1")
+    reply = await stub.CreateChatCompletion(chat("remote-plain", "one two three"), timeout=30)
+    assert reply.choices[0].message.content == "one two three "
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (3, 3)
+    streamed = [c async for c in stub.StreamChatCompletion(chat("remote-plain", "a b"), timeout=30)]
+    assert "".join(c.choices[0].delta.content for c in streamed if c.choices) == "a b "
+    # a stream without a usage chunk is billed by the estimate (4 characters a token), not as zero
+    workers("remote-nousage", "remote", UPLION_BASE_URL=fake.base_url, UPLION_API_KEYS="nousage-1")
+    reply = await stub.CreateChatCompletion(chat("remote-nousage", "twelve chars"), timeout=30)
+    assert reply.choices[0].message.content == "twelve chars "
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (3, 4)
+    # an in-band error before any content moves the request to the next account
+    workers("remote-inband", "remote", UPLION_BASE_URL=fake.base_url, UPLION_API_KEYS="inband-1,good-1")
+    replies = await asyncio.gather(*(stub.CreateChatCompletion(chat("remote-inband", f"n {i}"), timeout=30)
+                                     for i in range(4)))  # fmt: skip
+    assert [r.choices[0].message.content for r in replies] == [f"n {i} " for i in range(4)]
+    assert fake.calls["inband-1"] >= 1
+    # an upstream whose only account errs in-band is a clear unavailable error, not an empty success
+    workers("remote-down-inband", "remote", UPLION_BASE_URL=fake.base_url, UPLION_API_KEYS="inband-2")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateChatCompletion(chat("remote-down-inband", "hi"), timeout=30)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "overloaded" in error_json(err.value)["message"]

@@ -113,7 +113,7 @@ class TestEcho:
 
 class TestAccounts:
     def test_least_busy_usable_first_and_retry_after(self) -> None:
-        a, b, c = (AccountState(Account(f"u{i}", "k"), client=None) for i in range(3))
+        a, b, c = (AccountState(Account(f"u{i}", "k")) for i in range(3))
         a.inflight, b.inflight = 2, 1
         c.rate_limited(now=100.0, retry_after=5.0)
         assert pick_order([a, b, c], now=101.0) == [b, a]

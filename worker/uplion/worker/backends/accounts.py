@@ -18,7 +18,6 @@ MAX_COOLDOWN_S = 60.0
 @dataclass
 class AccountState:
     account: Account
-    client: Any
     inflight: int = 0
     cooldown_until: float = 0.0
     consecutive_429: int = 0

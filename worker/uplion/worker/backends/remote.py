@@ -1,48 +1,98 @@
-"""`remote`: any OpenAI-compatible API through the official openai SDK, over a pool of accounts.
+"""`remote`: any OpenAI-compatible API over a pool of accounts, spoken directly over HTTP (aiohttp).
 
-Every request streams from upstream (with include_usage) so the runner gets exact token counts for
-streamed and non-streamed requests alike. Failover happens before the first chunk reaches the
-runner: a 429, a rejected key, a connection error or a 5xx on one account moves the request to
-the next usable account.
+Every chat and completion request streams from upstream (with include_usage) so the runner gets
+exact token counts for streamed and non-streamed requests alike. The SSE bytes are decoded once
+(`sse.SSEDecoder`, `json.loads`) and each object fills a protobuf message directly
+(`openai_wire`): the official openai SDK built three object models per chunk and cost about 16x the
+CPU per request (docs in worker/README.md), and the errors it classified are plain HTTP statuses.
+
+Failover happens before the first chunk reaches the runner: a 429, a rejected key, a connection
+error, a 5xx or an in-band error before any content on one account moves the request to the next
+usable account. After the first chunk a failure is final for this attempt (`unavailable`).
+
+An upstream that answers a streamed request with a whole JSON completion is read as that
+completion; one that streams without a usage chunk (no `stream_options` support) is billed by the
+estimate of `estimate_usage` (about 4 characters a token), never as zero.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
 
-import openai
+import aiohttp
 from google.protobuf import json_format
 
-from uplion.v1 import chat_pb2, completions_pb2, embeddings_pb2, task_pb2
+from uplion.v1 import chat_pb2, common_pb2, completions_pb2, embeddings_pb2, task_pb2
 
 from ..config import Account
 from ..content import prompt_texts, value_text
-from .accounts import DISABLE_S, QUOTA_S, AccountState, now, parse_retry_after, pick_order, soonest_available
+from .accounts import DISABLE_S, QUOTA_S, AccountState, now, pick_order, soonest_available
 from .base import BackendError, invalid, unavailable
+from .openai_wire import (
+    UpstreamProblem,
+    Verdict,
+    chat_chunk,
+    chat_chunks_from_answer,
+    classify,
+    completion_chunk,
+    completion_chunks_from_answer,
+    embedding_response,
+    stream_error,
+)
+from .sse import DONE, SSEDecoder
 
-Opener = Callable[[Any], Awaitable[Any]]
+Chunk = TypeVar("Chunk", chat_pb2.ChatCompletionChunk, completions_pb2.Completion)
 
 
-def _body(message: Any, upstream_model: str) -> dict[str, Any]:
+class _FailedBeforeContent(Exception):
+    """The upstream failed before its first chunk: another account may still answer."""
+
+
+def _body(message: Any, upstream_model: str, stream: bool) -> bytes:
     body: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
     body["model"] = upstream_model
     if "seed" in body:
         body["seed"] = int(body["seed"])  # proto3 JSON prints int64 as a string
     body.pop("stream", None)
     body.pop("stream_options", None)
-    return body
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def estimate_tokens(chars: int) -> int:
+    """About 4 characters a token (OpenAI's rule of thumb for English)."""
+    return (chars + 3) // 4
+
+
+def estimate_usage(prompt_tokens: int, generated_chars: int) -> common_pb2.Usage:
+    completion = estimate_tokens(generated_chars)
+    return common_pb2.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
+                            total_tokens=prompt_tokens + completion)  # fmt: skip
+
+
+def _generated_chars(chunk: chat_pb2.ChatCompletionChunk | completions_pb2.Completion) -> int:
+    if isinstance(chunk, chat_pb2.ChatCompletionChunk):
+        return sum(len(c.delta.content) + sum(len(t.function.arguments) for t in c.delta.tool_calls)
+                   for c in chunk.choices)  # fmt: skip
+    return sum(len(c.text) for c in chunk.choices)
 
 
 class RemoteBackend:
     def __init__(self, accounts: tuple[Account, ...], upstream_model: str, timeout_s: float) -> None:
         self.upstream_model = upstream_model
-        self.states = [
-            AccountState(
-                a, openai.AsyncOpenAI(base_url=a.base_url, api_key=a.api_key, max_retries=0, timeout=timeout_s)
-            )
-            for a in accounts
-        ]
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.states = [AccountState(a) for a in accounts]
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:  # made on first use: a session belongs to the running event loop
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout, raise_for_status=False)
+        return self._session
 
     def prompt_tokens(self, task: task_pb2.Task) -> int:
         # An estimate (about 4 characters a token) until upstream reports the exact count.
@@ -55,115 +105,187 @@ class RemoteBackend:
             chars = sum(len(t) for t in prompt_texts(task.embedding.input))
         else:
             chars = 0
-        return (chars + 3) // 4
+        return estimate_tokens(chars)
 
-    async def _first(self, open_call: Opener, streaming: bool) -> tuple[AccountState, Any, Any]:
-        """Open the call on the first account that answers, returning (account, result, first chunk)."""
+    def _note(self, state: AccountState, problem: UpstreamProblem, problems: list[str]) -> None:
+        """Record a failure on the account; raise when no other account would do better."""
+        t = now()
+        if problem.verdict is Verdict.NOT_FOUND:
+            raise BackendError(task_pb2.TASK_ERROR_KIND_MODEL_NOT_FOUND, problem.message, retryable=False)
+        if problem.verdict is Verdict.INVALID:
+            raise invalid(problem.message)
+        if problem.verdict is Verdict.QUOTA:
+            state.disable(t, QUOTA_S, "quota")
+        elif problem.verdict is Verdict.AUTHENTICATION:
+            state.disable(t, DISABLE_S, "authentication")
+        elif problem.verdict is Verdict.RATE_LIMITED:
+            state.rate_limited(t, problem.retry_after)
+        else:
+            state.rate_limited(t, 1.0)
+        problems.append(problem.verdict.value if problem.verdict is not Verdict.TRY_NEXT else problem.message[:80])
+
+    def _none_left(self, problems: list[str]) -> BackendError:
+        if problems and all(p == "authentication" for p in problems):
+            return BackendError(
+                task_pb2.TASK_ERROR_KIND_AUTHENTICATION, "upstream rejected every API key", retryable=False
+            )
+        if problems and all(p == "quota" for p in problems):
+            return BackendError(
+                task_pb2.TASK_ERROR_KIND_QUOTA_EXCEEDED, "every upstream account is out of quota", retryable=True
+            )
+        wait = soonest_available(self.states, now())
+        return unavailable(f"no upstream account available ({', '.join(problems) or 'all cooling down'})", wait)
+
+    async def _post(self, state: AccountState, path: str, body: bytes) -> aiohttp.ClientResponse:
+        """The upstream's response with a success status, or UpstreamProblem raised as an exception."""
+        url = state.account.base_url.rstrip("/") + path
+        headers = {"authorization": f"Bearer {state.account.api_key}", "content-type": "application/json"}
+        try:
+            resp = await self._http().post(url, data=body, headers=headers)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise _Problem(UpstreamProblem(Verdict.TRY_NEXT, f"{type(e).__name__}: {e}"[:200])) from None
+        if resp.status >= 400:
+            try:
+                raw = await resp.read()
+            except (aiohttp.ClientError, TimeoutError):
+                raw = b""
+            finally:
+                resp.release()
+            raise _Problem(classify(resp.status, raw, resp.headers))
+        return resp
+
+    async def _stream(
+        self, path: str, body: bytes, convert: Callable[[dict[str, Any]], Chunk],
+        from_answer: Callable[[dict[str, Any]], Iterator[Chunk]], prompt_estimate: int,
+    ) -> AsyncIterator[Chunk]:  # fmt: skip
         problems: list[str] = []
         for state in pick_order(self.states, now()):
             state.inflight += 1
             try:
-                result = await open_call(state.client)
-                first = await anext(result, None) if streaming else None
-            except openai.RateLimitError as e:
-                if _code(e) == "insufficient_quota":
-                    state.disable(now(), QUOTA_S, "quota")
-                    problems.append("quota")
-                else:
-                    state.rate_limited(now(), parse_retry_after(e.response.headers))
-                    problems.append("rate_limited")
-            except (openai.AuthenticationError, openai.PermissionDeniedError):
-                state.disable(now(), DISABLE_S, "authentication")
-                problems.append("authentication")
-            except openai.NotFoundError as e:
+                resp = await self._post(state, path, body)
+            except _Problem as p:
                 state.inflight -= 1
-                raise BackendError(task_pb2.TASK_ERROR_KIND_MODEL_NOT_FOUND, _msg(e), retryable=False) from None
-            except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
+                self._note(state, p.problem, problems)
+                continue
+            chunks = _decode(resp, convert, from_answer)
+            try:
+                first = await _next(chunks)
+            except (_FailedBeforeContent, aiohttp.ClientError, TimeoutError) as e:
                 state.inflight -= 1
-                raise invalid(_msg(e)) from None
-            except (openai.APIConnectionError, openai.InternalServerError, openai.APIStatusError) as e:
-                state.rate_limited(now(), 1.0)
-                problems.append(type(e).__name__)
-            else:
-                state.succeeded()
-                return state, result, first
-            state.inflight -= 1
-        if problems and all(p == "authentication" for p in problems):
-            raise BackendError(
-                task_pb2.TASK_ERROR_KIND_AUTHENTICATION, "upstream rejected every API key", retryable=False
-            )
-        if problems and all(p == "quota" for p in problems):
-            raise BackendError(
-                task_pb2.TASK_ERROR_KIND_QUOTA_EXCEEDED, "every upstream account is out of quota", retryable=True
-            )
-        wait = soonest_available(self.states, now())
-        raise unavailable(f"no upstream account available ({', '.join(problems) or 'all cooling down'})", wait)
-
-    async def _stream(self, open_call: Opener, target: type[Any]) -> AsyncIterator[Any]:
-        state, stream, first = await self._first(open_call, streaming=True)
-        try:
-            chunk = first
-            while chunk is not None:
-                yield json_format.ParseDict(chunk.model_dump(exclude_none=True), target(), ignore_unknown_fields=True)
-                try:
-                    chunk = await anext(stream, None)
-                except openai.APIError as e:
-                    raise unavailable(f"upstream failed mid-stream: {_msg(e)}") from None
-        finally:
-            state.inflight -= 1
+                resp.release()
+                self._note(state, UpstreamProblem(Verdict.TRY_NEXT, f"{type(e).__name__}: {e}"[:200]), problems)
+                continue
+            state.succeeded()
+            try:
+                if first is None:
+                    raise unavailable("upstream answered with an empty stream (no completion, no usage)")
+                generated, has_usage = 0, False
+                chunk: Chunk | None = first
+                while chunk is not None:
+                    generated += _generated_chars(chunk)
+                    has_usage = has_usage or chunk.HasField("usage")
+                    yield chunk
+                    try:
+                        chunk = await _next(chunks)
+                    except (_FailedBeforeContent, aiohttp.ClientError, TimeoutError) as e:
+                        raise unavailable(f"upstream failed mid-stream: {e}"[:500]) from None
+                if not has_usage:  # the upstream ignored stream_options: bill the estimate, not zero
+                    last = type(first)()
+                    last.usage.CopyFrom(estimate_usage(prompt_estimate, generated))
+                    yield last
+            finally:
+                state.inflight -= 1
+                resp.release()
+            return
+        raise self._none_left(problems)
 
     def chat(self, request: chat_pb2.ChatCompletionRequest) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
-        base = _body(request, self.upstream_model)
-
-        async def open_call(client: Any) -> Any:
-            body = dict(base)
-            return await client.chat.completions.create(
-                model=body.pop("model"), messages=body.pop("messages"), stream=True,
-                stream_options={"include_usage": True}, extra_body=body,
-            )  # fmt: skip
-
-        return self._stream(open_call, chat_pb2.ChatCompletionChunk)
+        prompt = estimate_tokens(sum(len(value_text(m.content)) for m in request.messages))
+        body = _body(request, self.upstream_model, stream=True)
+        return self._stream("/chat/completions", body, chat_chunk, chat_chunks_from_answer, prompt)
 
     def completion(self, request: completions_pb2.CompletionRequest) -> AsyncIterator[completions_pb2.Completion]:
-        base = _body(request, self.upstream_model)
-
-        async def open_call(client: Any) -> Any:
-            body = dict(base)
-            return await client.completions.create(
-                model=body.pop("model"), prompt=body.pop("prompt", ""), stream=True,
-                stream_options={"include_usage": True}, extra_body=body,
-            )  # fmt: skip
-
-        return self._stream(open_call, completions_pb2.Completion)
+        prompt = estimate_tokens(sum(len(t) for t in prompt_texts(request.prompt)))
+        body = _body(request, self.upstream_model, stream=True)
+        return self._stream("/completions", body, completion_chunk, completion_chunks_from_answer, prompt)
 
     async def embed(self, request: embeddings_pb2.EmbeddingRequest) -> embeddings_pb2.EmbeddingResponse:
-        base = _body(request, self.upstream_model)
-
-        async def open_call(client: Any) -> Any:
-            body = dict(base)
-            return await client.embeddings.create(
-                model=body.pop("model"), input=body.pop("input"),
-                encoding_format=body.pop("encoding_format", "float"), extra_body=body,
-            )  # fmt: skip
-
-        state, result, _ = await self._first(open_call, streaming=False)
-        state.inflight -= 1
-        parsed = json_format.ParseDict(
-            result.model_dump(exclude_none=True), embeddings_pb2.EmbeddingResponse(), ignore_unknown_fields=True
-        )
-        return parsed
+        raw = json.loads(_body(request, self.upstream_model, stream=False))
+        raw.setdefault("encoding_format", "float")
+        body = json.dumps(raw).encode()
+        problems: list[str] = []
+        for state in pick_order(self.states, now()):
+            state.inflight += 1
+            try:
+                resp = await self._post(state, "/embeddings", body)
+                try:
+                    answer = json.loads(await resp.read())
+                finally:
+                    resp.release()
+            except _Problem as p:
+                self._note(state, p.problem, problems)
+                continue
+            except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                self._note(state, UpstreamProblem(Verdict.TRY_NEXT, f"{type(e).__name__}: {e}"[:200]), problems)
+                continue
+            finally:
+                state.inflight -= 1
+            state.succeeded()
+            message = stream_error(answer) if isinstance(answer, dict) else "not a JSON object"
+            if message:
+                raise unavailable(f"upstream error: {message}")
+            return embedding_response(answer)
+        raise self._none_left(problems)
 
     async def close(self) -> None:
-        for state in self.states:
-            await state.client.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
-def _code(e: openai.APIStatusError) -> str | None:
-    body = e.body if isinstance(e.body, dict) else {}
-    err = body.get("error", body) if isinstance(body, dict) else {}
-    code = err.get("code") if isinstance(err, dict) else None
-    return str(code) if code else None
+async def _next(chunks: AsyncIterator[Chunk]) -> Chunk | None:
+    return await anext(chunks, None)
 
 
-def _msg(e: openai.APIError) -> str:
-    return str(e.message)[:500]
+class _Problem(Exception):
+    def __init__(self, problem: UpstreamProblem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+async def _decode(
+    resp: aiohttp.ClientResponse, convert: Callable[[dict[str, Any]], Chunk],
+    from_answer: Callable[[dict[str, Any]], Iterator[Chunk]],
+) -> AsyncIterator[Chunk]:  # fmt: skip
+    """The response's chunks: SSE events (until `[DONE]` or the end), or a whole JSON answer."""
+    started = False
+    if "text/event-stream" not in resp.headers.get("content-type", ""):
+        try:
+            answer = json.loads(await resp.read())
+        except ValueError:
+            raise _FailedBeforeContent("upstream answered a stream request with neither SSE nor JSON") from None
+        message = stream_error(answer) if isinstance(answer, dict) else "not a JSON object"
+        if message:
+            raise _FailedBeforeContent(message)
+        for chunk in from_answer(answer):
+            yield chunk
+        return
+    decoder = SSEDecoder()
+    async for data in resp.content.iter_any():
+        for event in decoder.feed(data):
+            if event == DONE:
+                return
+            try:
+                obj = json.loads(event)
+            except ValueError:
+                raise _FailedBeforeContent(f"upstream sent an event that is not JSON: {event[:100]!r}") from None
+            message = stream_error(obj)
+            if message:
+                if not started:
+                    raise _FailedBeforeContent(message)
+                raise aiohttp.ClientPayloadError(message)
+            started = True
+            yield convert(obj)
+    for event in decoder.close():
+        if event != DONE:
+            yield convert(json.loads(event))
