@@ -60,6 +60,7 @@ def test_an_interrupted_build_is_never_taken_for_a_finished_one(cache: Path) -> 
     # a folder left by an older cache layout (no recipe file) is not complete either: rebuilt
     artifact_dir(recipe).mkdir()
     (artifact_dir(recipe) / "bin").write_text("stale")
+
     def fresh(out: Path) -> None:
         (out / "bin").write_text("fresh")
 
