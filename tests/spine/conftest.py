@@ -21,7 +21,7 @@ from uplion.v1 import inference_pb2_grpc, usage_pb2
 MODELS = [
     "echo", "stream", "embed", "deadline", "expired", "cancel", "dlq", "fatal", "late", "load", "remote",
     "remote-down", "order", "midstream", "kill", "minilm", "tiny-lm", "drain", "remote-plain", "remote-nousage",
-    "remote-inband", "remote-down-inband",
+    "remote-inband", "remote-down-inband", "multi",
 ]  # fmt: skip
 
 

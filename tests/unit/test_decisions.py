@@ -149,3 +149,11 @@ class TestConfig:
         t = Topics()
         assert t.tasks("llama 3/8b") == "persistent://public/default/model-llama-3-8b"
         assert t.subscription("gpt-4o") == "model-gpt-4o-subscription"
+
+
+def test_worker_slots_split_over_processes() -> None:
+    from uplion.worker.processes import split_slots
+
+    assert split_slots(16, 2) == [8, 8]
+    assert split_slots(5, 3) == [2, 2, 1]
+    assert split_slots(2, 2) == [1, 1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 
 import grpc
@@ -76,8 +77,17 @@ def load_config() -> WorkerConfig:
         raise
 
 
+async def serve_or_supervise(cfg: WorkerConfig) -> None:
+    if cfg.processes > 1:
+        from .processes import supervise
+
+        await supervise(cfg, os.environ)
+    else:
+        await serve(cfg)
+
+
 def main() -> int:
-    return run_service("worker", load_config, serve)
+    return run_service("worker", load_config, serve_or_supervise)
 
 
 if __name__ == "__main__":

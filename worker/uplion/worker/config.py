@@ -30,6 +30,7 @@ class WorkerConfig:
     model: str
     model_type: str
     max_concurrency: int
+    processes: int
     pulsar: PulsarSettings
     worker_id: str
     max_attempts: int
@@ -54,10 +55,16 @@ class WorkerConfig:
         if model_type not in MODEL_TYPES:
             raise ConfigError(f"UPLION_MODEL_TYPE must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
         accounts = _accounts(env) if model_type == "remote" else ()
+        max_concurrency = env_int(env, "UPLION_MAX_PROCESS_NUM", 4, minimum=1)
+        processes = env_int(env, "UPLION_WORKER_PROCESSES", 1, minimum=1)
+        if processes > max_concurrency:
+            raise ConfigError(f"UPLION_WORKER_PROCESSES ({processes}) must not exceed UPLION_MAX_PROCESS_NUM "
+                              f"({max_concurrency}): every process needs a slot")  # fmt: skip
         return cls(
             model=model,
             model_type=model_type,
-            max_concurrency=env_int(env, "UPLION_MAX_PROCESS_NUM", 4, minimum=1),
+            max_concurrency=max_concurrency,
+            processes=processes,
             pulsar=PulsarSettings.from_env(env),
             worker_id=env_str(env, "UPLION_WORKER_ID", f"{socket.gethostname()}-{os.getpid()}"),
             max_attempts=env_int(env, "UPLION_MAX_ATTEMPTS", 3, minimum=1),
