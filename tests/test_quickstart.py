@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import httpx
 import psutil
 
 from uplion.devstack.procs import free_port, spawn
@@ -69,6 +70,18 @@ def test_run_command_serves_the_quickstart_example(tmp_path: Path) -> None:
         )  # fmt: skip
         assert created.returncode == 0, created.stderr
         alice_key = json.loads(created.stdout)["secret"]
+        # the admin token the run command prints is admin-scoped: a credential for the admin API
+        # (and the CLI) only, refused at the inference edge; an inference key is refused by the CLI
+        models = httpx.get(f"http://127.0.0.1:{http_port}/v1/models",
+                           headers={"authorization": f"Bearer {state['admin_token']}"})  # fmt: skip
+        assert models.status_code == 401, models.text
+        as_key = subprocess.run(
+            [str(Path(sys.executable).parent / "uplion"), "users", "list"],
+            env={**os.environ, "UPLION_ACCOUNTS": state["accounts_grpc"], "UPLION_ADMIN_TOKEN": alice_key},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert as_key.returncode == 1
+        assert json.loads(as_key.stderr)["error"]["code"] == "insufficient_scope"
         out = _example("openai_sdk.py", OPENAI_BASE_URL=f"http://127.0.0.1:{http_port}/v1", OPENAI_API_KEY=alice_key)
         assert "chat: hello over HTTP" in out
         assert "stream: streamed |over |HTTP" in out

@@ -154,6 +154,7 @@ def test_rest_admin_api_through_envoy(edge: Edge) -> None:
 
 
 def test_login_attempts_are_rate_limited(edge: Edge) -> None:
+    """Per email and client address (tests/security covers other addresses and spraying)."""
     email = _email()
     edge.admin.call("CreateUser", admin_pb2.CreateUserRequest(email=email, password="the-right-one"))
     statuses = [
@@ -162,6 +163,6 @@ def test_login_attempts_are_rate_limited(edge: Edge) -> None:
     ]
     assert statuses[:10] == [401] * 10
     assert statuses[10:] == [429, 429]
-    # even the right password is refused until the window passes
+    # even the right password is refused from this address until the window passes
     right = httpx.post(f"{edge.url}/admin/v1/login", json={"email": email, "password": "the-right-one"})
     assert right.status_code == 429

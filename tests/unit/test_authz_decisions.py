@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import jwt
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from uplion.accounts import usage
-from uplion.accounts.security import Principal, issue_session, may_act_on_user, read_session
+from uplion.accounts.rules import Principal, may_act_on_user
+from uplion.accounts.security import SessionClaims, issue_session, read_session
 from uplion.authz.cache import TtlCache
 from uplion.authz.decision import MISSING, Allow, Deny, Found, decide, precheck
 from uplion.authz.service import allow_response, deny_response
@@ -125,10 +127,13 @@ async def test_cache_single_flight_and_expiry() -> None:
 
 def test_sessions_are_signed_and_expire() -> None:
     secret = "s" * 40
-    tok, _ = issue_session(secret, "u1", 60)
-    assert read_session(secret, tok) == "u1"
+    tok, _ = issue_session(secret, "u1", "ses_1", 60)
+    assert read_session(secret, tok) == SessionClaims("u1", "ses_1")
     assert read_session("t" * 40, tok) is None
-    old, _ = issue_session(secret, "u1", 60, now=NOW - 3600)
+    # a session token from before sessions had rows (no `sid`) is no longer accepted
+    legacy = jwt.encode({"sub": "u1", "typ": "uplion-session", "exp": int(NOW) + 10**9}, secret, algorithm="HS256")
+    assert read_session(secret, legacy) is None
+    old, _ = issue_session(secret, "u1", "ses_1", 60, now=NOW - 3600)
     assert read_session(secret, old) is None
     assert may_act_on_user(Principal("u1", admin_pb2.ROLE_MEMBER), "u1")
     assert not may_act_on_user(Principal("u1", admin_pb2.ROLE_MEMBER), "u2")

@@ -18,6 +18,7 @@ from uplion.core.migrations import Conn, migrate
 from uplion.core.observability import Health, start_metrics
 from uplion.v1 import admin_pb2, admin_pb2_grpc
 
+from . import tokens
 from .config import AccountsConfig
 from .publisher import Publisher
 from .service import AdminService
@@ -43,6 +44,10 @@ async def serve(cfg: AccountsConfig) -> None:
     redis = aioredis.from_url(cfg.redis_url, socket_timeout=1, socket_connect_timeout=1) if cfg.redis_url else None
     publisher = Publisher(redis)
     publisher.start()
+    async with pool.acquire() as conn:
+        revoked = await tokens.admin_scoped_tombstones(conn)
+    for hash_, version in revoked:  # admin-scoped tokens are never inference keys at the edge
+        await publisher.token_gone(hash_, version)
     server = grpc.aio.server()
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(cfg, pool, redis, publisher), server)
     health = Health(server, [SERVICE_NAME])

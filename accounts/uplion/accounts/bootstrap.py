@@ -1,5 +1,6 @@
 """The first admin: created straight in PostgreSQL by whoever holds the database credential, with
-an admin API token printed once. Running it again for the same email adds a new token."""
+an admin-scoped API token (a credential for the admin API and the `uplion` CLI, refused at the
+inference edge) printed once. Running it again for the same email adds a new token."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import asyncpg
 from uplion.v1 import admin_pb2
 
 from . import tokens, users
+from .rules import SCOPE_ADMIN, Limits
 
 BOOTSTRAP_ACTOR = "bootstrap"
 
@@ -29,9 +31,7 @@ async def bootstrap(dsn: str, email: str, token_name: str) -> dict[str, str]:
             row = await users.create(conn, BOOTSTRAP_ACTOR, req, None)
         elif row["role"] != admin_pb2.ROLE_ADMIN:
             raise SystemExit(f"{email} exists and is not an admin")
-        token, secret = await tokens.create(
-            conn, BOOTSTRAP_ACTOR, admin_pb2.CreateTokenRequest(user_id=row["user_id"], name=token_name)
-        )
+        token, secret = await tokens.create(conn, BOOTSTRAP_ACTOR, row["user_id"], token_name, Limits(), SCOPE_ADMIN)
     finally:
         await conn.close()
     return {"user_id": row["user_id"], "token_id": token["token_id"], "secret": secret}

@@ -2,12 +2,16 @@
 
     uplion users create alice@example.com --token laptop     # a user and an API key in one step
     uplion tokens list <user_id> | uplion tokens disable <token_id>
+    uplion tokens create <user_id> --name ci --scope admin   # a token for the admin API, not for inference
     uplion models set-price echo --prompt 100 --completion 200
     uplion quota topup --user <user_id> --credits 5000000
     uplion usage --by model,day
+    uplion login me@example.com | uplion logout [--everywhere]
 
 Settings: UPLION_ACCOUNTS (host:port of the accounts service, default 127.0.0.1:50061) and
-UPLION_ADMIN_TOKEN (an API token or a session token from `uplion login`). Output is JSON."""
+UPLION_ADMIN_TOKEN: a session token from `uplion login` or an admin-scoped API token (such as the
+one `python -m uplion.accounts bootstrap-admin` prints); inference API keys are refused by the
+admin API. Output is JSON."""
 
 from __future__ import annotations
 
@@ -28,6 +32,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from uplion.v1 import admin_pb2, admin_pb2_grpc
 
 ROLES: dict[str, admin_pb2.Role.ValueType] = {"admin": admin_pb2.ROLE_ADMIN, "member": admin_pb2.ROLE_MEMBER}
+SCOPES: dict[str, admin_pb2.TokenScope.ValueType] = {
+    "inference": admin_pb2.TOKEN_SCOPE_INFERENCE,
+    "admin": admin_pb2.TOKEN_SCOPE_ADMIN,
+}
 GROUPS = {
     "user": admin_pb2.USAGE_GROUP_BY_USER,
     "token": admin_pb2.USAGE_GROUP_BY_TOKEN,
@@ -101,13 +109,19 @@ def _users(c: Client, a: argparse.Namespace) -> Any:
         return c.call("GetUser", admin_pb2.GetUserRequest(user_id=a.id))
     if a.action in ("disable", "enable"):
         return c.call("UpdateUser", admin_pb2.UpdateUserRequest(user_id=a.id, disabled=a.action == "disable"))
+    if a.action == "set-password":
+        req = admin_pb2.UpdateUserRequest(user_id=a.id, password=getpass.getpass("new password: "))
+        current = getpass.getpass("current password (empty when an admin resets another user's): ")
+        if current:
+            req.current_password = current
+        return c.call("UpdateUser", req)
     return c.call("DeleteUser", admin_pb2.DeleteUserRequest(user_id=a.id))
 
 
 def _tokens(c: Client, a: argparse.Namespace) -> Any:
     if a.action == "create":
         req = admin_pb2.CreateTokenRequest(user_id=a.id, name=a.name, allowed_models=a.models or [],
-                                           expires_at=_expiry(a.expires_in_days))  # fmt: skip
+                                           expires_at=_expiry(a.expires_in_days), scope=SCOPES[a.scope])  # fmt: skip
         if a.credits is not None:
             req.quota_limit_micro_credits = a.credits
         if a.tokens is not None:
@@ -156,6 +170,10 @@ def _login(c: Client, a: argparse.Namespace) -> Any:
     return c.call("Login", admin_pb2.LoginRequest(email=a.email, password=getpass.getpass("password: ")))
 
 
+def _logout(c: Client, a: argparse.Namespace) -> Any:
+    return c.call("Logout", admin_pb2.LogoutRequest(everywhere=a.everywhere))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="uplion", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -175,6 +193,7 @@ def parser() -> argparse.ArgumentParser:
     u.add_parser("list").add_argument("--limit", type=int, default=100)
     for action in ("get", "disable", "enable", "delete"):
         u.add_parser(action).add_argument("id")
+    u.add_parser("set-password", help="asks for the new and the current password").add_argument("id")
 
     t = sub.add_parser("tokens", help="API keys").add_subparsers(dest="action", required=True)
     tc = t.add_parser("create")
@@ -184,6 +203,8 @@ def parser() -> argparse.ArgumentParser:
     tc.add_argument("--expires-in-days", type=float)
     tc.add_argument("--credits", type=int)
     tc.add_argument("--tokens", type=int)
+    tc.add_argument("--scope", choices=list(SCOPES), default="inference",
+                    help="inference: an API key for /v1; admin: a credential for the admin API only")  # fmt: skip
     t.add_parser("list").add_argument("id", metavar="user_id", nargs="?", default="")
     for action in ("disable", "enable", "roll", "delete"):
         t.add_parser(action).add_argument("id", metavar="token_id")
@@ -214,11 +235,15 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("audit", help="the audit log").add_argument("--limit", type=int, default=100)
     sub.add_parser("login", help="print a session token").add_argument("email")
+    sub.add_parser("logout", help="end the session in UPLION_ADMIN_TOKEN").add_argument(
+        "--everywhere", action="store_true", help="end every session of the user"
+    )
     return p
 
 
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Any]] = {
     "users": _users, "tokens": _tokens, "models": _models, "quota": _quota_cmd, "usage": _usage, "login": _login,
+    "logout": _logout,
     "audit": lambda c, a: c.call("ListAuditLog", admin_pb2.ListAuditLogRequest(page_size=a.limit)),
 }  # fmt: skip
 

@@ -8,6 +8,15 @@ from dataclasses import dataclass
 
 from uplion.core.config import ConfigError, env_float, env_int, env_str
 
+from .logins import DEFAULT_TRUSTED_PROXIES, IPNetwork, parse_networks
+
+
+def _networks(text: str) -> tuple[IPNetwork, ...]:
+    try:
+        return parse_networks(text)
+    except ValueError as e:
+        raise ConfigError(f"UPLION_TRUSTED_PROXIES: {e}") from None
+
 
 @dataclass(frozen=True)
 class AccountsConfig:
@@ -16,7 +25,9 @@ class AccountsConfig:
     redis_url: str  # empty: no Redis (authz then refills from PostgreSQL alone)
     session_secret: str
     session_ttl_s: int
-    login_attempts_per_minute: int
+    login_attempts_per_minute: int  # per (email, client address)
+    login_attempts_per_address_per_minute: int  # per client address, across emails
+    trusted_proxies: tuple[IPNetwork, ...]  # peers whose x-envoy-external-address / x-forwarded-for count
     metrics_port: int
     drain_timeout_s: float
 
@@ -30,6 +41,10 @@ class AccountsConfig:
             session_secret=env_str(env, "UPLION_SESSION_SECRET"),
             session_ttl_s=env_int(env, "UPLION_SESSION_TTL_S", 3600, minimum=60),
             login_attempts_per_minute=env_int(env, "UPLION_LOGIN_ATTEMPTS_PER_MINUTE", 10, minimum=1),
+            login_attempts_per_address_per_minute=env_int(
+                env, "UPLION_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE", 30, minimum=1
+            ),
+            trusted_proxies=_networks(env.get("UPLION_TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES)),
             metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),
             drain_timeout_s=env_float(env, "UPLION_DRAIN_TIMEOUT_S", 10.0, minimum=0),
         )

@@ -61,4 +61,6 @@ def token(r: Record) -> admin_pb2.ApiToken:
         disabled=r["disabled"], expires_at=ts(r["expires_at"]), allowed_models=list(r["allowed_models"]),
         quota=quota(r), rate_limits=limits_from(r["rate_limits"]), created_at=ts(r["created_at"]),
         last_used_at=ts(r["last_used_at"]),
+        scope=admin_pb2.TOKEN_SCOPE_ADMIN if r["scope"] == "admin" else admin_pb2.TOKEN_SCOPE_INFERENCE,
+        disabled_by_admin=bool(r["disabled"]) and r["disabled_by"] == "admin",
     )  # fmt: skip

@@ -13,33 +13,48 @@ from typing import Any, TypeVar
 import asyncpg
 import grpc
 import redis.asyncio as aioredis
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from uplion.core.credentials import well_formed
 from uplion.core.errors import ApiError, abort
 from uplion.v1 import admin_pb2, admin_pb2_grpc
 
-from . import audit, quotas, tokens, usage, users
+from . import audit, quotas, sessions, tokens, usage, users
 from .config import AccountsConfig
 from .convert import from_ts
 from .convert import token as token_msg
 from .convert import user as user_msg
+from .logins import LoginLimiter, Throttle, client_address
 from .publisher import Publisher
-from .security import (
+from .rules import (
+    SCOPES,
+    Limits,
     Principal,
-    hash_password,
-    issue_session,
+    Refusal,
+    Refused,
+    Via,
+    disabled_by_after,
     may_act_on_user,
     may_change_role_or_quota,
-    read_session,
-    verify_password,
+    may_roll_token,
+    may_update_token,
+    mint_limits,
+    password_change_refusal,
+    scope_refusal,
 )
+from .security import hash_password, issue_session, read_session, verify_password
 
 log = logging.getLogger("uplion.accounts")
 Ctx = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 MIN_PASSWORD = 8
+MAX_PASSWORD = 1024  # argon2 hashes whatever it is given: bound the work a request can ask for
+MAX_EMAIL = 320
+MAX_MODELS = 100
+MAX_MODEL_NAME = 200
+ANONYMOUS = "anonymous"  # the audit actor of a login that names no known user
 
 
 def _err(status: grpc.StatusCode, message: str, param: str | None = None, code: str | None = None) -> ApiError:
@@ -52,7 +67,23 @@ def _err(status: grpc.StatusCode, message: str, param: str | None = None, code: 
 
 
 def unauthenticated() -> ApiError:
-    return _err(grpc.StatusCode.UNAUTHENTICATED, "A valid session or API token is required.", None, "invalid_api_key")
+    return _err(
+        grpc.StatusCode.UNAUTHENTICATED,
+        "The admin API needs a valid session token (POST /admin/v1/login) or an admin-scoped API token;"
+        " sessions end on logout, at expiry and when the password changes.",
+        None,
+        "invalid_api_key",
+    )
+
+
+def refused(r: Refusal) -> ApiError:
+    return _err(grpc.StatusCode.PERMISSION_DENIED, r.message, r.param, r.code)
+
+
+def too_many_logins(t: Throttle) -> ApiError:
+    what = "for this email from your address" if t.limit == "email_address" else "from your address"
+    return _err(grpc.StatusCode.RESOURCE_EXHAUSTED, f"Too many login attempts {what}; try again in a minute.",
+                None, "rate_limit_exceeded")  # fmt: skip
 
 
 def forbidden(what: str) -> ApiError:
@@ -65,6 +96,17 @@ def not_found(what: str) -> ApiError:
 
 def invalid(message: str, param: str) -> ApiError:
     return _err(grpc.StatusCode.INVALID_ARGUMENT, message, param)
+
+
+def metadata(context: Ctx) -> dict[str, str]:
+    return {k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+
+
+def _models(models: list[str]) -> None:
+    if len(models) > MAX_MODELS:
+        raise invalid(f"allowed_models may name at most {MAX_MODELS} models", "allowed_models")
+    if any(not m.strip() or len(m) > MAX_MODEL_NAME for m in models):
+        raise invalid(f"each of allowed_models must have 1 to {MAX_MODEL_NAME} characters", "allowed_models")
 
 
 def bearer(context: Ctx) -> str | None:
@@ -82,25 +124,37 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self.pool = pool
         self.redis = redis
         self.publish = publisher
-        self._local_attempts: dict[str, tuple[float, int]] = {}  # login limiter when Redis is absent
+        self.logins = LoginLimiter(redis, cfg.login_attempts_per_minute, cfg.login_attempts_per_address_per_minute)
 
     # --- who is calling --------------------------------------------------------------------------
 
     async def _principal(self, context: Ctx) -> Principal:
+        """A session (from Login) or an admin-scoped API token; inference keys are refused."""
         cred = bearer(context)
         if not cred:
             raise unauthenticated()
         async with self.pool.acquire() as conn:
             if well_formed(cred):
-                row = await tokens.owner_of_secret(conn, cred)
+                row = await tokens.credential(conn, cred)
                 if row is None:
                     raise unauthenticated()
-                return Principal(row["user_id"], row["role"])
-            user_id = read_session(self.cfg.session_secret, cred)
-            user = await users.get(conn, user_id) if user_id else None
-            if user is None or user["disabled"]:
+                wrong_scope = scope_refusal(row["scope"])
+                if wrong_scope is not None:
+                    raise refused(wrong_scope)
+                return Principal(
+                    row["user_id"], row["role"], Via.ADMIN_TOKEN, token_id=row["token_id"],
+                    user_limits=Limits(limit_credits=row["u_limit_credits"], limit_tokens=row["u_limit_tokens"]),
+                    token_limits=tokens.limits_of(row),
+                )  # fmt: skip
+            claims = read_session(self.cfg.session_secret, cred)
+            user = await sessions.active_user(conn, claims.session_id, claims.user_id) if claims else None
+            if claims is None or user is None:
                 raise unauthenticated()
-            return Principal(user["user_id"], user["role"])
+            return Principal(
+                user["user_id"], user["role"], Via.SESSION, session_id=claims.session_id,
+                user_limits=Limits(limit_credits=user["quota_limit_micro_credits"],
+                                   limit_tokens=user["quota_limit_tokens"]),
+            )  # fmt: skip
 
     async def _run(self, context: Ctx, body: Callable[[Principal], Awaitable[T]]) -> T:
         try:
@@ -108,6 +162,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             return await body(principal)
         except ApiError as e:
             await abort(context, e)
+        except Refused as e:
+            await abort(context, refused(e.refusal))
         except users.Conflict as e:
             await abort(context, _err(grpc.StatusCode.ALREADY_EXISTS, str(e), "email"))
         except quotas.NoLimit as e:
@@ -115,8 +171,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         except asyncpg.ForeignKeyViolationError:
             await abort(context, not_found("User"))
 
-    async def _own_token(self, conn: Any, p: Principal, token_id: str) -> asyncpg.Record:
-        row = await tokens.get(conn, token_id)
+    async def _own_token(self, conn: Any, p: Principal, token_id: str, lock: bool = False) -> asyncpg.Record:
+        row = await tokens.get(conn, token_id, lock)
         if row is None:
             raise not_found("Token")
         if not may_act_on_user(p, row["user_id"]):
@@ -138,43 +194,60 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             await self.publish.user(found[0])
             await self.publish.limits("user", user_id, found[1])
 
-    # --- login -----------------------------------------------------------------------------------
+    # --- login ------------------------------------------------------------------------------------
 
-    async def _login_allowed(self, email: str) -> bool:
-        """At most N attempts per email in the minute that starts with its first attempt."""
-        key = f"uplion:login:{email}"
-        if self.redis is not None:
-            try:
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.set(key, 0, ex=60, nx=True)
-                    pipe.incr(key)
-                    _, count = await pipe.execute()
-                return int(count) <= self.cfg.login_attempts_per_minute
-            except (aioredis.RedisError, OSError):
-                pass
-        now = time.monotonic()
-        started, count = self._local_attempts.get(email, (now, 0))
-        if now - started >= 60:
-            started, count = now, 0
-        self._local_attempts[email] = (started, count + 1)
-        return count + 1 <= self.cfg.login_attempts_per_minute
+    def _client_address(self, context: Ctx) -> str:
+        return client_address(context.peer(), metadata(context), self.cfg.trusted_proxies)
+
+    async def _audit(self, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
+        async with self.pool.acquire() as conn:
+            await audit.record(conn, actor, action, target, details)
 
     async def Login(self, request: admin_pb2.LoginRequest, context: Ctx) -> admin_pb2.LoginResponse:
+        """Attempts are limited per (email, address) and per address; each success and failure (and
+        the first refusal of a window) is audited with the client address, never the password."""
         email = request.email.strip().lower()
+        address = self._client_address(context)
         try:
-            if not await self._login_allowed(email):
-                raise _err(grpc.StatusCode.RESOURCE_EXHAUSTED, "Too many login attempts; try again in a minute.",
-                           None, "rate_limit_exceeded")  # fmt: skip
+            if not email or len(email) > MAX_EMAIL:
+                raise invalid(f"email must have 1 to {MAX_EMAIL} characters", "email")
+            if len(request.password) > MAX_PASSWORD:
+                raise invalid(f"password must have at most {MAX_PASSWORD} characters", "password")
+            throttle = await self.logins.attempt(email, address)
+            if throttle is not None:
+                if throttle.first:
+                    await self._audit(ANONYMOUS, "user.login_throttled", email,
+                                      {"client_address": address, "limit": throttle.limit})  # fmt: skip
+                raise too_many_logins(throttle)
             async with self.pool.acquire() as conn:
                 row = await users.by_email(conn, email)
             stored = row["password_hash"] if row is not None else None
             ok = await asyncio.to_thread(verify_password, stored, request.password)
             if row is None or not ok or row["disabled"]:
+                reason = "unknown_email" if row is None else ("wrong_password" if not ok else "user_disabled")
+                target = row["user_id"] if row is not None else email
+                await self._audit(ANONYMOUS, "user.login_failed", target, {"client_address": address,
+                                                                           "reason": reason})  # fmt: skip
                 raise _err(grpc.StatusCode.UNAUTHENTICATED, "Incorrect email or password.", None, "invalid_login")
-            token, exp = issue_session(self.cfg.session_secret, row["user_id"], self.cfg.session_ttl_s)
+            await self.logins.succeeded(email, address)
+            async with self.pool.acquire() as conn:
+                session_id, _ = await sessions.open_session(conn, row["user_id"], self.cfg.session_ttl_s, address)
+            token, exp = issue_session(self.cfg.session_secret, row["user_id"], session_id, self.cfg.session_ttl_s)
         except ApiError as e:
             await abort(context, e)
         return admin_pb2.LoginResponse(session_token=token, expires_at=Timestamp(seconds=exp), user=user_msg(row))
+
+    async def Logout(self, request: admin_pb2.LogoutRequest, context: Ctx) -> admin_pb2.LogoutResponse:
+        async def body(p: Principal) -> admin_pb2.LogoutResponse:
+            if p.via is not Via.SESSION:
+                raise _err(grpc.StatusCode.FAILED_PRECONDITION,
+                           "Logout ends a session, and this call was made with an admin-scoped token:"
+                           " disable or delete the token to stop it.", None, "not_a_session")  # fmt: skip
+            async with self.pool.acquire() as conn:
+                await sessions.revoke(conn, p.user_id, p.user_id, None if request.everywhere else p.session_id)
+            return admin_pb2.LogoutResponse()
+
+        return await self._run(context, body)
 
     # --- users -----------------------------------------------------------------------------------
 
@@ -217,6 +290,30 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
         return await self._run(context, body)
 
+    async def _check_password_change(self, p: Principal, request: admin_pb2.UpdateUserRequest, context: Ctx) -> None:
+        """Setting one's own password needs the current one (guesses count as login attempts)."""
+        if not MIN_PASSWORD <= len(request.password) <= MAX_PASSWORD:
+            raise invalid(f"password must have {MIN_PASSWORD} to {MAX_PASSWORD} characters", "password")
+        async with self.pool.acquire() as conn:
+            target = await users.get(conn, request.user_id)
+        if target is None:
+            raise not_found("User")
+        given = request.HasField("current_password")
+        ok = False
+        if given and p.user_id == request.user_id:
+            if len(request.current_password) > MAX_PASSWORD:
+                raise invalid(f"current_password must have at most {MAX_PASSWORD} characters", "current_password")
+            address = self._client_address(context)
+            throttle = await self.logins.attempt(target["email"], address)
+            if throttle is not None:
+                raise too_many_logins(throttle)
+            ok = await asyncio.to_thread(verify_password, target["password_hash"], request.current_password)
+            if ok:
+                await self.logins.succeeded(target["email"], address)
+        refusal = password_change_refusal(p, request.user_id, target["password_hash"] is not None, given, ok)
+        if refusal is not None:
+            raise refused(refusal)
+
     async def UpdateUser(self, request: admin_pb2.UpdateUserRequest, context: Ctx) -> admin_pb2.User:
         async def body(p: Principal) -> admin_pb2.User:
             if not may_act_on_user(p, request.user_id):
@@ -228,8 +325,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             )  # fmt: skip
             if privileged and not may_change_role_or_quota(p):
                 raise forbidden("change roles, tiers, limits or quotas")
-            if request.HasField("password") and len(request.password) < MIN_PASSWORD:
-                raise invalid(f"password must have at least {MIN_PASSWORD} characters", "password")
+            if request.HasField("current_password") and not request.HasField("password"):
+                raise invalid("current_password is only used with password", "current_password")
+            if request.HasField("password"):
+                await self._check_password_change(p, request, context)
             pw = await asyncio.to_thread(hash_password, request.password) if request.HasField("password") else None
             async with self.pool.acquire() as conn:
                 row = await users.update(conn, p.user_id, request.user_id, users.update_assignments(request, pw))
@@ -260,18 +359,30 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     async def CreateToken(self, request: admin_pb2.CreateTokenRequest, context: Ctx) -> admin_pb2.CreateTokenResponse:
         async def body(p: Principal) -> admin_pb2.CreateTokenResponse:
-            request.user_id = request.user_id or p.user_id
-            if not may_act_on_user(p, request.user_id):
-                raise forbidden("create tokens for other users")
-            if request.HasField("rate_limits") and not may_change_role_or_quota(p):
-                raise forbidden("set rate limits")
+            user_id = request.user_id or p.user_id
             if not request.name.strip() or len(request.name) > 200:
                 raise invalid("name must have 1 to 200 characters", "name")
+            scope = SCOPES.get(request.scope)
+            if scope is None:
+                raise invalid("scope must be TOKEN_SCOPE_INFERENCE or TOKEN_SCOPE_ADMIN", "scope")
+            _models(list(request.allowed_models))
+            for field in ("quota_limit_micro_credits", "quota_limit_tokens"):
+                if request.HasField(field) and getattr(request, field) < 0:
+                    raise invalid(f"{field} must not be negative (leave it unset for no limit)", field)
             expires = from_ts(request.expires_at)
             if expires is not None and expires.timestamp() <= time.time():
                 raise invalid("expires_at must be in the future", "expires_at")
+            has = request.HasField
+            requested = Limits(
+                allowed_models=tuple(request.allowed_models),
+                limit_credits=request.quota_limit_micro_credits if has("quota_limit_micro_credits") else None,
+                limit_tokens=request.quota_limit_tokens if has("quota_limit_tokens") else None,
+                expires_at=expires,
+                rate_limits=MessageToDict(request.rate_limits, preserving_proto_field_name=True),
+            )
+            limits = mint_limits(p, user_id, scope, requested, request.HasField("rate_limits"))
             async with self.pool.acquire() as conn:
-                row, secret = await tokens.create(conn, p.user_id, request)
+                row, secret = await tokens.create(conn, p.user_id, user_id, request.name, limits, scope)
             await self._publish_token(row["token_id"])
             await self._publish_user(row["user_id"])
             return admin_pb2.CreateTokenResponse(token=token_msg(row), secret=secret)
@@ -298,11 +409,19 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     async def UpdateToken(self, request: admin_pb2.UpdateTokenRequest, context: Ctx) -> admin_pb2.ApiToken:
         async def body(p: Principal) -> admin_pb2.ApiToken:
-            if request.HasField("rate_limits") and not may_change_role_or_quota(p):
-                raise forbidden("set rate limits")
-            async with self.pool.acquire() as conn:
-                await self._own_token(conn, p, request.token_id)
-                row = await tokens.update(conn, p.user_id, request.token_id, tokens.update_assignments(request))
+            if request.HasField("name") and (not request.name.strip() or len(request.name) > 200):
+                raise invalid("name must have 1 to 200 characters", "name")
+            if request.set_allowed_models:
+                _models(list(request.allowed_models))
+            sets = tokens.update_assignments(request)
+            async with self.pool.acquire() as conn, conn.transaction():
+                state = tokens.state_of(await self._own_token(conn, p, request.token_id, lock=True))
+                refusal = may_update_token(p, state, sets)
+                if refusal is not None:
+                    raise refused(refusal)
+                if "disabled" in sets:
+                    sets["disabled_by"] = disabled_by_after(p, state, bool(sets["disabled"]))
+                row = await tokens.update(conn, p.user_id, request.token_id, sets)
             if row is None:
                 raise not_found("Token")
             await self._publish_token(request.token_id)
@@ -313,7 +432,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def RollToken(self, request: admin_pb2.RollTokenRequest, context: Ctx) -> admin_pb2.CreateTokenResponse:
         async def body(p: Principal) -> admin_pb2.CreateTokenResponse:
             async with self.pool.acquire() as conn:
-                await self._own_token(conn, p, request.token_id)
+                state = tokens.state_of(await self._own_token(conn, p, request.token_id))
+                refusal = may_roll_token(p, request.token_id, state)
+                if refusal is not None:
+                    raise refused(refusal)
                 rolled = await tokens.roll(conn, p.user_id, request.token_id)
             if rolled is None:
                 raise not_found("Token")

@@ -22,6 +22,7 @@ from uplion.v1 import admin_pb2
 
 from . import audit
 from .convert import from_ts, limits_json
+from .rules import SCOPE_INFERENCE, Limits, TokenState
 from .sql import update_row
 
 SELECT = """
@@ -34,8 +35,10 @@ def new_token_id() -> str:
     return "tok_" + secrets.token_hex(8)
 
 
-async def get(conn: Conn, token_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(SELECT + " WHERE t.token_id = $1", token_id)
+async def get(conn: Conn, token_id: str, lock: bool = False) -> asyncpg.Record | None:
+    """With `lock` (inside a transaction), the row stays as read until the transaction ends, so a
+    permission decided on it cannot be raced by a concurrent change (e.g. an admin's disable)."""
+    return await conn.fetchrow(SELECT + " WHERE t.token_id = $1" + (" FOR UPDATE OF t" if lock else ""), token_id)
 
 
 async def of_user(conn: Conn, user_id: str) -> list[asyncpg.Record]:
@@ -43,38 +46,71 @@ async def of_user(conn: Conn, user_id: str) -> list[asyncpg.Record]:
 
 
 async def record(conn: Conn, token_id: str) -> tuple[TokenRecord, dict[str, int]] | None:
-    """What the edge reads about a token: its record and its own rate limits."""
-    sql = f"SELECT {TOKEN_COLUMNS}, t.rate_limits FROM api_tokens t WHERE t.token_id = $1"  # noqa: S608 (fixed columns)
+    """What the edge reads about a token: its record and its own rate limits. Admin-scoped tokens
+    are not inference credentials: the edge is never told about them (None)."""
+    sql = (
+        f"SELECT {TOKEN_COLUMNS}, t.rate_limits FROM api_tokens t"  # noqa: S608 (fixed columns)
+        " WHERE t.token_id = $1 AND t.scope = 'inference'"
+    )
     row = await conn.fetchrow(sql, token_id)
     return None if row is None else (token_from_row(row), json.loads(row["rate_limits"] or "{}"))
 
 
-async def owner_of_secret(conn: Conn, secret: str) -> asyncpg.Record | None:
-    """The usable token (enabled, unexpired, owner enabled) with this secret, with its owner's role."""
+async def admin_scoped_tombstones(conn: Conn) -> list[tuple[bytes, int]]:
+    """(secret hash, fresh version) of every admin-scoped token: the edge must know none of them as
+    inference keys, including a token that was an inference key before (migration 0002)."""
+    rows = await conn.fetch(
+        "SELECT secret_hash, nextval('accounts_version') AS v FROM api_tokens WHERE scope = 'admin'"
+    )
+    return [(bytes(r["secret_hash"]), int(r["v"])) for r in rows]
+
+
+async def credential(conn: Conn, secret: str) -> asyncpg.Record | None:
+    """The usable token (enabled, unexpired, owner enabled) with this secret: its scope and
+    restrictions, and its owner's role and quota limits."""
     return await conn.fetchrow(
-        "SELECT t.token_id, t.user_id, u.role FROM api_tokens t JOIN users u USING (user_id)"
+        "SELECT t.token_id, t.user_id, t.scope, t.allowed_models, t.quota_limit_micro_credits,"
+        " t.quota_limit_tokens, t.expires_at, t.rate_limits, u.role,"
+        " u.quota_limit_micro_credits AS u_limit_credits, u.quota_limit_tokens AS u_limit_tokens"
+        " FROM api_tokens t JOIN users u USING (user_id)"
         " WHERE t.secret_hash = $1 AND NOT t.disabled AND NOT u.disabled"
         " AND (t.expires_at IS NULL OR t.expires_at > now())",
         secret_hash(secret),
     )
 
 
-async def create(conn: Conn, actor: str, req: admin_pb2.CreateTokenRequest) -> tuple[asyncpg.Record, str]:
+def limits_of(row: asyncpg.Record) -> Limits:
+    """A token row's restrictions (pure)."""
+    return Limits(
+        allowed_models=tuple(row["allowed_models"] or ()),
+        limit_credits=row["quota_limit_micro_credits"],
+        limit_tokens=row["quota_limit_tokens"],
+        expires_at=row["expires_at"],
+        rate_limits=json.loads(row["rate_limits"] or "{}"),
+    )
+
+
+def state_of(row: asyncpg.Record) -> TokenState:
+    """What the permission rules need to know about a token row (pure)."""
+    return TokenState(row["user_id"], row["scope"], row["disabled"], row["disabled_by"], limits_of(row))
+
+
+async def create(
+    conn: Conn, actor: str, user_id: str, name: str, limits: Limits, scope: str = SCOPE_INFERENCE
+) -> tuple[asyncpg.Record, str]:
     """The new token's row and its secret (returned to the caller once, never stored)."""
     secret = new_secret()
     token_id = new_token_id()
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO api_tokens (token_id, user_id, name, prefix, secret_hash, expires_at, allowed_models,"
-            " quota_limit_micro_credits, quota_limit_tokens, rate_limits)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)",
-            token_id, req.user_id, req.name, visible_prefix(secret), secret_hash(secret),
-            from_ts(req.expires_at), list(req.allowed_models),
-            req.quota_limit_micro_credits if req.HasField("quota_limit_micro_credits") else None,
-            req.quota_limit_tokens if req.HasField("quota_limit_tokens") else None,
-            limits_json(req.rate_limits),
+            " quota_limit_micro_credits, quota_limit_tokens, rate_limits, scope)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)",
+            token_id, user_id, name, visible_prefix(secret), secret_hash(secret), limits.expires_at,
+            list(limits.allowed_models), limits.limit_credits, limits.limit_tokens,
+            json.dumps(dict(limits.rate_limits), sort_keys=True), scope,
         )  # fmt: skip
-        await audit.record(conn, actor, "token.create", token_id, {"user_id": req.user_id, "name": req.name})
+        await audit.record(conn, actor, "token.create", token_id, {"user_id": user_id, "name": name, "scope": scope})
         row = await get(conn, token_id)
     assert row is not None
     return row, secret

@@ -12,7 +12,7 @@ from uplion.core.credentials import USER_COLUMNS, UserRecord, user_from_row
 from uplion.core.migrations import Conn
 from uplion.v1 import admin_pb2
 
-from . import audit
+from . import audit, sessions
 from .convert import limits_json
 from .sql import update_row
 
@@ -100,6 +100,7 @@ def update_assignments(req: admin_pb2.UpdateUserRequest, password_hash: str | No
 
 
 async def update(conn: Conn, actor: str, user_id: str, sets: dict[str, Any]) -> asyncpg.Record | None:
+    """A new password ends every session of the user, in the same transaction."""
     async with conn.transaction():
         if sets:
             if not await update_row(conn, "users", user_id, sets):
@@ -107,6 +108,7 @@ async def update(conn: Conn, actor: str, user_id: str, sets: dict[str, Any]) -> 
             shown = {c: v for c, v in sets.items() if c != "password_hash"}
             if "password_hash" in sets:
                 shown["password"] = "changed"  # noqa: S105 (a note, not a password)
+                shown["sessions_ended"] = await sessions.revoke_all_in(conn, user_id)
             await audit.record(conn, actor, "user.update", user_id, shown)
         return await get(conn, user_id)
 

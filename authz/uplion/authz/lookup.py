@@ -57,8 +57,8 @@ SELECT {TOKEN_COLUMNS}, u.tier AS u_tier, u.disabled AS u_disabled, u.quota_limi
 FROM api_tokens t JOIN users u USING (user_id)
 LEFT JOIN spend su ON su.subject_kind = 'user' AND su.subject_id = t.user_id
 LEFT JOIN spend st ON st.subject_kind = 'token' AND st.subject_id = t.token_id
-WHERE t.secret_hash = $1
-"""  # noqa: S608 (only fixed column lists are interpolated)
+WHERE t.secret_hash = $1 AND t.scope = 'inference'
+"""  # noqa: S608 (only fixed column lists are interpolated); admin-scoped tokens are no inference keys
 
 
 class Unavailable(Exception):

@@ -65,6 +65,10 @@ def local_envoy_config(
         "stat_prefix": "uplion_edge",
         "codec_type": "AUTO",  # HTTP/1.1 for REST clients, HTTP/2 for gRPC clients, one port
         "stream_idle_timeout": "600s",
+        # the edge faces clients: it sets x-envoy-external-address and appends the peer to
+        # x-forwarded-for itself, so services behind it (the accounts service's login limits) see
+        # the real client address, never one a client wrote into those headers
+        "use_remote_address": True,
         "route_config": {"virtual_hosts": [{"name": "uplion", "domains": ["*"], "routes": routes}]},
         "http_filters": [*filters, router_filter()],
     }

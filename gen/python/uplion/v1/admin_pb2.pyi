@@ -37,6 +37,36 @@ ROLE_ADMIN: Role.ValueType  # 1
 ROLE_MEMBER: Role.ValueType  # 2
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
+class _TokenScope:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TokenScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TokenScope.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOKEN_SCOPE_UNSPECIFIED: _TokenScope.ValueType  # 0
+    """Treated as TOKEN_SCOPE_INFERENCE."""
+    TOKEN_SCOPE_INFERENCE: _TokenScope.ValueType  # 1
+    """An API key for the inference API (/v1/...); refused by the admin API."""
+    TOKEN_SCOPE_ADMIN: _TokenScope.ValueType  # 2
+    """A credential for the admin API only (refused at the inference edge). Acts with its owner's
+    role; keys a member mints with it never exceed its allow-list, quota limits, rate limits and
+    expiry.
+    """
+
+class TokenScope(_TokenScope, metaclass=_TokenScopeEnumTypeWrapper):
+    """What an API token may be used for."""
+
+TOKEN_SCOPE_UNSPECIFIED: TokenScope.ValueType  # 0
+"""Treated as TOKEN_SCOPE_INFERENCE."""
+TOKEN_SCOPE_INFERENCE: TokenScope.ValueType  # 1
+"""An API key for the inference API (/v1/...); refused by the admin API."""
+TOKEN_SCOPE_ADMIN: TokenScope.ValueType  # 2
+"""A credential for the admin API only (refused at the inference edge). Acts with its owner's
+role; keys a member mints with it never exceed its allow-list, quota limits, rate limits and
+expiry.
+"""
+Global___TokenScope: _TypeAlias = TokenScope  # noqa: Y015
+
 class _UsageGroupBy:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -88,7 +118,9 @@ class LoginResponse(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
     session_token: _builtins.str
-    """Short-lived signed session token (send as `Authorization: Bearer ...`)."""
+    """Short-lived signed session token (send as `Authorization: Bearer ...`). It stops working at
+    expires_at, on Logout, and when the user's password changes.
+    """
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -107,6 +139,41 @@ class LoginResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LoginResponse: _TypeAlias = LoginResponse  # noqa: Y015
+
+@_typing.final
+class LogoutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVERYWHERE_FIELD_NUMBER: _builtins.int
+    everywhere: _builtins.bool
+    """Also end every other session of the same user."""
+    def __init__(
+        self,
+        *,
+        everywhere: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["everywhere", b"everywhere"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutRequest: _TypeAlias = LogoutRequest  # noqa: Y015
+
+@_typing.final
+class LogoutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutResponse: _TypeAlias = LogoutResponse  # noqa: Y015
 
 @_typing.final
 class Quota(_message.Message):
@@ -361,14 +428,20 @@ class UpdateUserRequest(_message.Message):
     QUOTA_LIMIT_MICRO_CREDITS_FIELD_NUMBER: _builtins.int
     QUOTA_LIMIT_TOKENS_FIELD_NUMBER: _builtins.int
     TIER_FIELD_NUMBER: _builtins.int
+    CURRENT_PASSWORD_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     display_name: _builtins.str
     password: _builtins.str
+    """A new password: ends every session of the user. Changing one's own password needs
+    current_password (an admin resetting another user's password does not).
+    """
     role: Global___Role.ValueType
     disabled: _builtins.bool
     quota_limit_micro_credits: _builtins.int
     quota_limit_tokens: _builtins.int
     tier: _builtins.str
+    current_password: _builtins.str
+    """The caller's current password, required with `password` when changing one's own."""
     @_builtins.property
     def rate_limits(self) -> Global___RateLimits: ...
     def __init__(
@@ -383,11 +456,14 @@ class UpdateUserRequest(_message.Message):
         quota_limit_micro_credits: _builtins.int | None = ...,
         quota_limit_tokens: _builtins.int | None = ...,
         tier: _builtins.str | None = ...,
+        current_password: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_disabled", b"_disabled", "_display_name", b"_display_name", "_password", b"_password", "_quota_limit_micro_credits", b"_quota_limit_micro_credits", "_quota_limit_tokens", b"_quota_limit_tokens", "_tier", b"_tier", "disabled", b"disabled", "display_name", b"display_name", "password", b"password", "quota_limit_micro_credits", b"quota_limit_micro_credits", "quota_limit_tokens", b"quota_limit_tokens", "rate_limits", b"rate_limits", "tier", b"tier"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_current_password", b"_current_password", "_disabled", b"_disabled", "_display_name", b"_display_name", "_password", b"_password", "_quota_limit_micro_credits", b"_quota_limit_micro_credits", "_quota_limit_tokens", b"_quota_limit_tokens", "_tier", b"_tier", "current_password", b"current_password", "disabled", b"disabled", "display_name", b"display_name", "password", b"password", "quota_limit_micro_credits", b"quota_limit_micro_credits", "quota_limit_tokens", b"quota_limit_tokens", "rate_limits", b"rate_limits", "tier", b"tier"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_disabled", b"_disabled", "_display_name", b"_display_name", "_password", b"_password", "_quota_limit_micro_credits", b"_quota_limit_micro_credits", "_quota_limit_tokens", b"_quota_limit_tokens", "_tier", b"_tier", "disabled", b"disabled", "display_name", b"display_name", "password", b"password", "quota_limit_micro_credits", b"quota_limit_micro_credits", "quota_limit_tokens", b"quota_limit_tokens", "rate_limits", b"rate_limits", "role", b"role", "tier", b"tier", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_current_password", b"_current_password", "_disabled", b"_disabled", "_display_name", b"_display_name", "_password", b"_password", "_quota_limit_micro_credits", b"_quota_limit_micro_credits", "_quota_limit_tokens", b"_quota_limit_tokens", "_tier", b"_tier", "current_password", b"current_password", "disabled", b"disabled", "display_name", b"display_name", "password", b"password", "quota_limit_micro_credits", b"quota_limit_micro_credits", "quota_limit_tokens", b"quota_limit_tokens", "rate_limits", b"rate_limits", "role", b"role", "tier", b"tier", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__current_password: _TypeAlias = _typing.Literal["current_password"]  # noqa: Y015
+    _WhichOneofArgType__current_password: _TypeAlias = _typing.Literal["_current_password", b"_current_password"]  # noqa: Y015
     _WhichOneofReturnType__disabled: _TypeAlias = _typing.Literal["disabled"]  # noqa: Y015
     _WhichOneofArgType__disabled: _TypeAlias = _typing.Literal["_disabled", b"_disabled"]  # noqa: Y015
     _WhichOneofReturnType__display_name: _TypeAlias = _typing.Literal["display_name"]  # noqa: Y015
@@ -400,6 +476,8 @@ class UpdateUserRequest(_message.Message):
     _WhichOneofArgType__quota_limit_tokens: _TypeAlias = _typing.Literal["_quota_limit_tokens", b"_quota_limit_tokens"]  # noqa: Y015
     _WhichOneofReturnType__tier: _TypeAlias = _typing.Literal["tier"]  # noqa: Y015
     _WhichOneofArgType__tier: _TypeAlias = _typing.Literal["_tier", b"_tier"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__current_password) -> _WhichOneofReturnType__current_password | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__disabled) -> _WhichOneofReturnType__disabled | None: ...
     @_typing.overload
@@ -466,12 +544,19 @@ class ApiToken(_message.Message):
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     LAST_USED_AT_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    DISABLED_BY_ADMIN_FIELD_NUMBER: _builtins.int
     token_id: _builtins.str
     user_id: _builtins.str
     name: _builtins.str
     prefix: _builtins.str
     """The first characters of the secret, for recognising it (e.g. "upl-3Fa9")."""
     disabled: _builtins.bool
+    scope: Global___TokenScope.ValueType
+    disabled_by_admin: _builtins.bool
+    """Disabled by an admin: only an admin may enable it again (its owner may enable a token they
+    disabled themselves).
+    """
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -500,10 +585,12 @@ class ApiToken(_message.Message):
         rate_limits: Global___RateLimits | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         last_used_at: _timestamp_pb2.Timestamp | None = ...,
+        scope: Global___TokenScope.ValueType = ...,
+        disabled_by_admin: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "last_used_at", b"last_used_at", "quota", b"quota", "rate_limits", b"rate_limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_models", b"allowed_models", "created_at", b"created_at", "disabled", b"disabled", "expires_at", b"expires_at", "last_used_at", b"last_used_at", "name", b"name", "prefix", b"prefix", "quota", b"quota", "rate_limits", b"rate_limits", "token_id", b"token_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_models", b"allowed_models", "created_at", b"created_at", "disabled", b"disabled", "disabled_by_admin", b"disabled_by_admin", "expires_at", b"expires_at", "last_used_at", b"last_used_at", "name", b"name", "prefix", b"prefix", "quota", b"quota", "rate_limits", b"rate_limits", "scope", b"scope", "token_id", b"token_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -511,6 +598,12 @@ Global___ApiToken: _TypeAlias = ApiToken  # noqa: Y015
 
 @_typing.final
 class CreateTokenRequest(_message.Message):
+    """A member's new token never exceeds the member's quota limits nor, when the call is made with an
+    admin-scoped token, that token's allow-list, quota limits, rate limits and expiry (left unset,
+    those are inherited from it). Rate limits are set by admins only; a member creates an
+    admin-scoped token with a session only.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_ID_FIELD_NUMBER: _builtins.int
@@ -520,10 +613,13 @@ class CreateTokenRequest(_message.Message):
     QUOTA_LIMIT_MICRO_CREDITS_FIELD_NUMBER: _builtins.int
     QUOTA_LIMIT_TOKENS_FIELD_NUMBER: _builtins.int
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     name: _builtins.str
     quota_limit_micro_credits: _builtins.int
     quota_limit_tokens: _builtins.int
+    scope: Global___TokenScope.ValueType
+    """Defaults to TOKEN_SCOPE_INFERENCE; fixed for the token's life."""
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -540,10 +636,11 @@ class CreateTokenRequest(_message.Message):
         quota_limit_micro_credits: _builtins.int | None = ...,
         quota_limit_tokens: _builtins.int | None = ...,
         rate_limits: Global___RateLimits | None = ...,
+        scope: Global___TokenScope.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_quota_limit_micro_credits", b"_quota_limit_micro_credits", "_quota_limit_tokens", b"_quota_limit_tokens", "expires_at", b"expires_at", "quota_limit_micro_credits", b"quota_limit_micro_credits", "quota_limit_tokens", b"quota_limit_tokens", "rate_limits", b"rate_limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quota_limit_micro_credits", b"_quota_limit_micro_credits", "_quota_limit_tokens", b"_quota_limit_tokens", "allowed_models", b"allowed_models", "expires_at", b"expires_at", "name", b"name", "quota_limit_micro_credits", b"quota_limit_micro_credits", "quota_limit_tokens", b"quota_limit_tokens", "rate_limits", b"rate_limits", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quota_limit_micro_credits", b"_quota_limit_micro_credits", "_quota_limit_tokens", b"_quota_limit_tokens", "allowed_models", b"allowed_models", "expires_at", b"expires_at", "name", b"name", "quota_limit_micro_credits", b"quota_limit_micro_credits", "quota_limit_tokens", b"quota_limit_tokens", "rate_limits", b"rate_limits", "scope", b"scope", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__quota_limit_micro_credits: _TypeAlias = _typing.Literal["quota_limit_micro_credits"]  # noqa: Y015
     _WhichOneofArgType__quota_limit_micro_credits: _TypeAlias = _typing.Literal["_quota_limit_micro_credits", b"_quota_limit_micro_credits"]  # noqa: Y015
@@ -640,6 +737,11 @@ Global___GetTokenRequest: _TypeAlias = GetTokenRequest  # noqa: Y015
 
 @_typing.final
 class UpdateTokenRequest(_message.Message):
+    """Admins may change anything. A member may rename their token, disable it, enable it again only if
+    they disabled it themselves, and only tighten its allow-list (a subset), quota limits (lower) and
+    expiry (earlier); rate limits are admin-only.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOKEN_ID_FIELD_NUMBER: _builtins.int

@@ -27,9 +27,11 @@ if _version_not_supported:
 
 class AdminServiceStub:
     """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a credential in
-    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the
-    caller. Members act on themselves (their user, tokens and usage); only admins act on other users,
-    prices and quotas; every change is written to the audit log.
+    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the caller
+    whose scope is TOKEN_SCOPE_ADMIN (an inference API key is refused with PERMISSION_DENIED, code
+    `insufficient_scope`). Members act on themselves (their user, tokens and usage) and can never
+    raise what an admin set (limits, allow-lists, expiry, an admin's disable); only admins act on
+    other users, prices and quotas; every change and every login is written to the audit log.
     Credits are integers in micro-credits (1 credit = 1,000,000).
     """
 
@@ -43,6 +45,11 @@ class AdminServiceStub:
                 '/uplion.v1.AdminService/Login',
                 request_serializer=uplion_dot_v1_dot_admin__pb2.LoginRequest.SerializeToString,
                 response_deserializer=uplion_dot_v1_dot_admin__pb2.LoginResponse.FromString,
+                _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/uplion.v1.AdminService/Logout',
+                request_serializer=uplion_dot_v1_dot_admin__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=uplion_dot_v1_dot_admin__pb2.LogoutResponse.FromString,
                 _registered_method=True)
         self.CreateUser = channel.unary_unary(
                 '/uplion.v1.AdminService/CreateUser',
@@ -128,14 +135,23 @@ class AdminServiceStub:
 
 class AdminServiceServicer:
     """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a credential in
-    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the
-    caller. Members act on themselves (their user, tokens and usage); only admins act on other users,
-    prices and quotas; every change is written to the audit log.
+    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the caller
+    whose scope is TOKEN_SCOPE_ADMIN (an inference API key is refused with PERMISSION_DENIED, code
+    `insufficient_scope`). Members act on themselves (their user, tokens and usage) and can never
+    raise what an admin set (limits, allow-lists, expiry, an admin's disable); only admins act on
+    other users, prices and quotas; every change and every login is written to the audit log.
     Credits are integers in micro-credits (1 credit = 1,000,000).
     """
 
     def Login(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logout(self, request, context):
+        """Ends the session the call is made with (or, with `everywhere`, every session of its user).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -245,6 +261,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=uplion_dot_v1_dot_admin__pb2.LoginRequest.FromString,
                     response_serializer=uplion_dot_v1_dot_admin__pb2.LoginResponse.SerializeToString,
             ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=uplion_dot_v1_dot_admin__pb2.LogoutRequest.FromString,
+                    response_serializer=uplion_dot_v1_dot_admin__pb2.LogoutResponse.SerializeToString,
+            ),
             'CreateUser': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateUser,
                     request_deserializer=uplion_dot_v1_dot_admin__pb2.CreateUserRequest.FromString,
@@ -335,9 +356,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
     """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a credential in
-    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the
-    caller. Members act on themselves (their user, tokens and usage); only admins act on other users,
-    prices and quotas; every change is written to the audit log.
+    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the caller
+    whose scope is TOKEN_SCOPE_ADMIN (an inference API key is refused with PERMISSION_DENIED, code
+    `insufficient_scope`). Members act on themselves (their user, tokens and usage) and can never
+    raise what an admin set (limits, allow-lists, expiry, an admin's disable); only admins act on
+    other users, prices and quotas; every change and every login is written to the audit log.
     Credits are integers in micro-credits (1 credit = 1,000,000).
     """
 
@@ -358,6 +381,33 @@ class AdminService:
             '/uplion.v1.AdminService/Login',
             uplion_dot_v1_dot_admin__pb2.LoginRequest.SerializeToString,
             uplion_dot_v1_dot_admin__pb2.LoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uplion.v1.AdminService/Logout',
+            uplion_dot_v1_dot_admin__pb2.LogoutRequest.SerializeToString,
+            uplion_dot_v1_dot_admin__pb2.LogoutResponse.FromString,
             options,
             channel_credentials,
             insecure,

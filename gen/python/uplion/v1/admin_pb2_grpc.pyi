@@ -28,9 +28,11 @@ GRPC_VERSION: str
 
 class AdminServiceStub:
     """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a credential in
-    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the
-    caller. Members act on themselves (their user, tokens and usage); only admins act on other users,
-    prices and quotas; every change is written to the audit log.
+    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the caller
+    whose scope is TOKEN_SCOPE_ADMIN (an inference API key is refused with PERMISSION_DENIED, code
+    `insufficient_scope`). Members act on themselves (their user, tokens and usage) and can never
+    raise what an admin set (limits, allow-lists, expiry, an admin's disable); only admins act on
+    other users, prices and quotas; every change and every login is written to the audit log.
     Credits are integers in micro-credits (1 credit = 1,000,000).
     """
 
@@ -39,6 +41,8 @@ class AdminServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AdminServiceAsyncStub: ...
     Login: _grpc.UnaryUnaryMultiCallable[_admin_pb2.LoginRequest, _admin_pb2.LoginResponse]
+    Logout: _grpc.UnaryUnaryMultiCallable[_admin_pb2.LogoutRequest, _admin_pb2.LogoutResponse]
+    """Ends the session the call is made with (or, with `everywhere`, every session of its user)."""
     CreateUser: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateUserRequest, _admin_pb2.User]
     GetUser: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetUserRequest, _admin_pb2.User]
     ListUsers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListUsersRequest, _admin_pb2.ListUsersResponse]
@@ -60,14 +64,18 @@ class AdminServiceStub:
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
     """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a credential in
-    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the
-    caller. Members act on themselves (their user, tokens and usage); only admins act on other users,
-    prices and quotas; every change is written to the audit log.
+    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the caller
+    whose scope is TOKEN_SCOPE_ADMIN (an inference API key is refused with PERMISSION_DENIED, code
+    `insufficient_scope`). Members act on themselves (their user, tokens and usage) and can never
+    raise what an admin set (limits, allow-lists, expiry, an admin's disable); only admins act on
+    other users, prices and quotas; every change and every login is written to the audit log.
     Credits are integers in micro-credits (1 credit = 1,000,000).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Login: _aio.UnaryUnaryMultiCallable[_admin_pb2.LoginRequest, _admin_pb2.LoginResponse]  # type: ignore[assignment]
+    Logout: _aio.UnaryUnaryMultiCallable[_admin_pb2.LogoutRequest, _admin_pb2.LogoutResponse]  # type: ignore[assignment]
+    """Ends the session the call is made with (or, with `everywhere`, every session of its user)."""
     CreateUser: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateUserRequest, _admin_pb2.User]  # type: ignore[assignment]
     GetUser: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetUserRequest, _admin_pb2.User]  # type: ignore[assignment]
     ListUsers: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListUsersRequest, _admin_pb2.ListUsersResponse]  # type: ignore[assignment]
@@ -88,9 +96,11 @@ class AdminServiceAsyncStub(AdminServiceStub):
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a credential in
-    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the
-    caller. Members act on themselves (their user, tokens and usage); only admins act on other users,
-    prices and quotas; every change is written to the audit log.
+    the `authorization: Bearer ...` metadata: a session token from Login or an API token of the caller
+    whose scope is TOKEN_SCOPE_ADMIN (an inference API key is refused with PERMISSION_DENIED, code
+    `insufficient_scope`). Members act on themselves (their user, tokens and usage) and can never
+    raise what an admin set (limits, allow-lists, expiry, an admin's disable); only admins act on
+    other users, prices and quotas; every change and every login is written to the audit log.
     Credits are integers in micro-credits (1 credit = 1,000,000).
     """
 
@@ -100,6 +110,14 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.LoginRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.LoginResponse, _abc.Awaitable[_admin_pb2.LoginResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Logout(
+        self,
+        request: _admin_pb2.LogoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.LogoutResponse, _abc.Awaitable[_admin_pb2.LogoutResponse]]:
+        """Ends the session the call is made with (or, with `everywhere`, every session of its user)."""
 
     @_abc_1.abstractmethod
     def CreateUser(

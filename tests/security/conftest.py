@@ -1,0 +1,102 @@
+"""The real edge for the security suite: Envoy with uplion's filters in front of the accounts,
+authz and gateway services and two echo workers, on their own PostgreSQL database and Redis
+database, reusing the session's PostgreSQL, Redis and Pulsar (tests/conftest.py) and the edge
+suite's helpers (tests/edge/conftest.py). Clients bind distinct loopback addresses (127.0.0.x) to
+act as distinct client machines; Envoy tells the accounts service which one it saw."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.edge.conftest import _new_database
+from uplion.accounts.cli import Client
+from uplion.devstack.platform import (
+    Service,
+    bootstrap_admin,
+    start_accounts,
+    start_authz,
+    start_edge,
+    start_gateway,
+    start_worker,
+)
+from uplion.devstack.postgres import Postgres
+from uplion.devstack.pulsar import Pulsar
+from uplion.devstack.redis import Redis
+from uplion.v1 import admin_pb2
+
+MODELS = ["sec-echo", "sec-other"]
+ADMIN_EMAIL = "root@security.test"
+ADMIN_PASSWORD = "root-password-correct"
+MSG = [{"role": "user", "content": "hi"}]
+
+
+@dataclass
+class SecurityEdge:
+    url: str
+    dsn: str
+    accounts: Service
+    admin: Client  # the admin API over gRPC with the bootstrap admin's admin-scoped token
+    admin_token: str
+    admin_id: str
+
+    def http(self, credential: str | None = None, address: str = "127.0.0.1") -> httpx.Client:
+        """An HTTP client of the edge from loopback address `address`."""
+        headers = {"authorization": f"Bearer {credential}"} if credential else {}
+        transport = httpx.HTTPTransport(local_address=address)
+        return httpx.Client(base_url=self.url, headers=headers, transport=transport, timeout=30)
+
+    def member(self, password: str = "member-password-1", **user: Any) -> admin_pb2.User:
+        email = f"{uuid.uuid4().hex[:10]}@security.test"
+        created: admin_pb2.User = self.admin.call(
+            "CreateUser", admin_pb2.CreateUserRequest(email=email, password=password, **user)
+        )
+        return created
+
+    def key(self, user_id: str, **token: Any) -> admin_pb2.CreateTokenResponse:
+        """An inference key for `user_id`, made by the admin."""
+        created: admin_pb2.CreateTokenResponse = self.admin.call(
+            "CreateToken", admin_pb2.CreateTokenRequest(user_id=user_id, name="k", **token)
+        )
+        return created
+
+    def login(self, email: str, password: str, address: str = "127.0.0.1") -> str:
+        with self.http(address=address) as c:
+            r = c.post("/admin/v1/login", json={"email": email, "password": password})
+        assert r.status_code == 200, r.text
+        session: str = r.json()["session_token"]
+        return session
+
+    def chat(self, key: str, model: str = "sec-echo") -> httpx.Response:
+        with self.http(key) as c:
+            return c.post("/v1/chat/completions", json={"model": model, "messages": MSG})
+
+
+@pytest.fixture(scope="session")
+async def security_edge(
+    broker: Pulsar, postgres: Postgres, redis_server: Redis, run_dir: Path
+) -> AsyncIterator[SecurityEdge]:
+    d = run_dir / "security"
+    d.mkdir()
+    dsn = await _new_database(postgres, "security")
+    redis_url = redis_server.url.rsplit("/", 1)[0] + "/3"  # its own keys: login counters, records
+    accounts = start_accounts(d, dsn, redis_url)
+    authz = start_authz(d, dsn, redis_url)
+    boot = bootstrap_admin(dsn, ADMIN_EMAIL)
+    admin = Client(f"127.0.0.1:{accounts.port}", boot["secret"])
+    # the bootstrap admin has no password yet: an admin may set their own first one
+    admin.call("UpdateUser", admin_pb2.UpdateUserRequest(user_id=boot["user_id"], password=ADMIN_PASSWORD))
+    gw = start_gateway(d, broker.service_url, MODELS)
+    workers = [start_worker(d, broker.service_url, m) for m in MODELS]
+    envoy, port = start_edge(d, gw.port, authz_port=authz.port, accounts_port=accounts.port)
+    yield SecurityEdge(f"http://127.0.0.1:{port}", dsn, accounts, admin, boot["secret"], boot["user_id"])
+    envoy.stop()
+    admin.channel.close()
+    for svc in [*workers, gw, authz, accounts]:
+        svc.stop()
