@@ -3,6 +3,7 @@ module proxy), the CRDs applied, and uplion's operator running against it as a p
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
 
 from uplion.devstack.kube import Kube, start_kube
@@ -45,6 +46,39 @@ def kube(run_dir: Path) -> Iterator[Kube]:
     k.stop()
 
 
+OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "uplion", "uplion-operator"
+RBAC = "rbac.authorization.k8s.io"
+MANAGED = "t-*"  # the operator manages the tests' namespaces (`namespace` fixture), as a chart would
+
+
+def apply_manifests(path: Path, kinds: set[str] | None = None) -> list[str]:
+    """Server-side apply of every document in a manifest file (of `kinds`, if given): idempotent."""
+    api = dynamic.DynamicClient(client.ApiClient())
+    applied = []
+    for doc in yaml.safe_load_all(path.read_text()):
+        if kinds is not None and doc["kind"] not in kinds:
+            continue
+        res = api.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+        res.server_side_apply(body=doc, name=doc["metadata"]["name"], namespace=doc["metadata"].get("namespace"),
+                              field_manager="uplion-tests", force_conflicts=True)  # fmt: skip
+        applied.append(doc["kind"])
+    return applied
+
+
+def operator_kubeconfig(kube: Kube, path: Path) -> Path:
+    """Credentials of the operator's own ServiceAccount, with exactly the RBAC deploy/operator.yaml
+    grants: the operator's tests prove that RBAC is enough."""
+    apply_manifests(ROOT / "deploy" / "operator.yaml", {"Namespace", "ServiceAccount", "ClusterRole",
+                                                        "ClusterRoleBinding"})  # fmt: skip
+    request = {"spec": {"expirationSeconds": 86400}}
+    token = client.CoreV1Api().create_namespaced_service_account_token(OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, request)
+    cfg = json.loads(kube.kubeconfig.read_text())
+    cfg["users"] = [{"name": "admin", "user": {"token": token.status.token}}]
+    path.write_text(json.dumps(cfg))
+    path.chmod(0o600)
+    return path
+
+
 @dataclass
 class OperatorProc:
     proc: Proc
@@ -65,8 +99,9 @@ def _spawn_operator(env: dict[str, str], log: Path) -> Proc:
 
 @pytest.fixture(scope="session")
 def operator_proc(kube: Kube, broker: Pulsar, run_dir: Path) -> Iterator[OperatorProc]:
-    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "UPLION_PULSAR_URL": broker.service_url,
-           "UPLION_PULSAR_ADMIN_URL": broker.admin_url}  # fmt: skip
+    kubeconfig = operator_kubeconfig(kube, run_dir / "operator.kubeconfig")
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "UPLION_PULSAR_URL": broker.service_url,
+           "UPLION_PULSAR_ADMIN_URL": broker.admin_url, "UPLION_WATCH_NAMESPACES": MANAGED}  # fmt: skip
     log = run_dir / "operator.log"
     op = OperatorProc(_spawn_operator(env, log), env, log)
     yield op
@@ -75,9 +110,19 @@ def operator_proc(kube: Kube, broker: Pulsar, run_dir: Path) -> Iterator[Operato
 
 @pytest.fixture
 def namespace(kube: Kube) -> str:
-    """A fresh namespace per test (the API server goes away with the session)."""
+    """A fresh namespace per test (the API server goes away with the session), managed by the operator."""
+    return managed_namespace()
+
+
+def managed_namespace() -> str:
+    """A new namespace with the RoleBinding that lets the operator manage it (deploy/operator.yaml)."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     client.CoreV1Api().create_namespace({"metadata": {"name": name}})
+    client.RbacAuthorizationV1Api().create_namespaced_role_binding(name, {
+        "metadata": {"name": "uplion-operator"},
+        "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "uplion-operator-namespace"},
+        "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}],
+    })  # fmt: skip
     return name
 
 

@@ -86,3 +86,26 @@ def test_worker_events_name_the_model_and_the_config_they_are_about() -> None:
     assert (e["type"], e["reason"]) == ("Warning", "AuthenticationError")
     assert e["metadata"]["annotations"][DIGEST_ANNOTATION] == "d1"
     assert r.body("Healthy", "ok", warning=False)["type"] == "Normal"
+
+
+def test_the_oldest_live_aimodel_owns_a_model_name() -> None:
+    from uplion.operator.ownership import queue_owner
+
+    def m(ns: str, name: str, model: str, created: str, deleting: bool = False) -> dict[str, Any]:
+        meta: dict[str, Any] = {"namespace": ns, "name": name, "creationTimestamp": created}
+        if deleting:
+            meta["deletionTimestamp"] = "2026-01-02T00:00:00Z"
+        return {"metadata": meta, "spec": {"model": model}}
+
+    models = [
+        m("b", "x", "gpt", "2026-01-01T00:00:02Z"),
+        m("a", "y", "gpt", "2026-01-01T00:00:02Z"),
+        m("c", "z", "gpt", "2026-01-01T00:00:01Z", deleting=True),
+        m("d", "w", "other", "2025-01-01T00:00:00Z"),
+    ]
+    assert queue_owner("gpt", models) == ("a", "y")  # same age: namespace order; a deleting one serves nothing
+    assert queue_owner("other", models) == ("d", "w")
+    assert queue_owner("none", models) is None
+    # the AIModel serving a name keeps it, even against an older one asking for it later
+    models[0]["metadata"]["annotations"] = {"uplion.io/serves-model": "gpt"}
+    assert queue_owner("gpt", [*models, m("0", "old", "gpt", "2020-01-01T00:00:00Z")]) == ("b", "x")

@@ -9,6 +9,10 @@ import time
 from typing import Any
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# Extra fields are data an operator reads (ids, counts, reasons): plain JSON values only. Objects
+# libraries attach to their records (kopf's whole OperatorSettings, ~3 KB, on every operator line)
+# are left out rather than printed with their repr.
+_PLAIN = (str, int, float, bool, type(None), list, tuple, dict)
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,7 +29,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
+            if key not in _RESERVED and not key.startswith("_") and isinstance(value, _PLAIN):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)

@@ -67,8 +67,8 @@ def service_account(body: Manifest) -> Manifest:
 
 
 def role(body: Manifest) -> Manifest:
-    """Workers may post and update Events (about their AIModel), nothing else."""
-    rules = [{"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]}]
+    """Workers may post Events (about their AIModel), nothing else."""
+    rules = [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(body), "rules": rules}
 
 

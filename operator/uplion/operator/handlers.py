@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from . import children, status
+from . import children, ownership, status
 from .children import API_VERSION, GROUP, KIND, PLURAL, VERSION, Platform
 from .kube import Kube
 
@@ -54,10 +54,23 @@ def _secret_versions(body: dict[str, Any]) -> str:
 
 def reconcile(body: dict[str, Any], failure: dict[str, Any] | None = None, keep_failure: bool = True) -> None:
     """Apply the children the spec asks for and write the status. `failure` sets a new one;
-    otherwise the stored one is kept while it still holds (same spec and Secrets)."""
+    otherwise the stored one is kept while it still holds (same spec and Secrets). A model whose
+    name another AIModel already serves gets no workers (ownership.py)."""
     k = kube()
     meta = body["metadata"]
     versions = _secret_versions(body)
+    model = body["spec"]["model"]
+    owner = ownership.queue_owner(model, k.list_all_models())
+    if owner is not None and owner != (meta["namespace"], meta["name"]):
+        for api_version, kind in (("apps/v1", "Deployment"), ("keda.sh/v1alpha1", "ScaledObject")):
+            k.delete(api_version, kind, children.child_name(meta["name"]), meta["namespace"])
+        refresh_status(body, versions, ownership.duplicate_failure(model, owner, body["spec"], versions, now()))
+        return
+    if not ownership.holds(body, model):
+        k.annotate(meta["name"], meta["namespace"], {ownership.HOLDER_ANNOTATION: model})
+    stored = (body.get("status") or {}).get("failure")
+    if stored and stored.get("reason") == ownership.DUPLICATE:
+        keep_failure = False  # it serves its name now
     dep = children.deployment(body, platform(), versions)
     dep["spec"]["template"]["spec"]["containers"][0]["env"].append(
         {"name": "UPLION_CONFIG_DIGEST", "value": config_digest(body["spec"], versions)}
@@ -98,8 +111,23 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def model_changed(body: kopf.Body, **_: Any) -> None:
+def model_changed(body: kopf.Body, old: Any = None, **_: Any) -> None:
     reconcile(dict(body))
+    renamed_from = (old or {}).get("model") if isinstance(old, dict) else None
+    if renamed_from and renamed_from != body["spec"].get("model"):
+        _reconcile_holders_of(renamed_from)  # a model waiting for the old name may serve it now
+
+
+def _reconcile_holders_of(model: str) -> None:
+    for other in kube().list_all_models():
+        if (other.get("spec") or {}).get("model") == model and not other["metadata"].get("deletionTimestamp"):
+            reconcile(other)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def model_deleted(body: kopf.Body, type: str | None, **_: Any) -> None:
+    if type == "DELETED":
+        _reconcile_holders_of(body["spec"]["model"])
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "uplion-operator"})

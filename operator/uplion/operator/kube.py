@@ -12,6 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from .children import API_VERSION, KIND, Manifest
 
 FIELD_MANAGER = "uplion-operator"
+MERGE_PATCH = "application/merge-patch+json"
 
 
 def load_config() -> None:
@@ -56,6 +57,15 @@ class Kube:
     def list_models(self, namespace: str) -> list[dict[str, Any]]:
         items = self._res(API_VERSION, KIND).get(namespace=namespace).to_dict().get("items", [])
         return list(items)
+
+    def list_all_models(self) -> list[dict[str, Any]]:
+        """Every AIModel the operator may read (model names are unique across them)."""
+        items = self._res(API_VERSION, KIND).get().to_dict().get("items", [])
+        return list(items)
+
+    def annotate(self, name: str, namespace: str, annotations: dict[str, str]) -> None:
+        body = {"metadata": {"annotations": annotations}}
+        self._res(API_VERSION, KIND).patch(body=body, name=name, namespace=namespace, content_type=MERGE_PATCH)
 
     def patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> None:
         self._res(API_VERSION, KIND).status.patch(
