@@ -1,10 +1,15 @@
 """The ext_authz Check path: uplion's authz service with a warm cache at concurrency 64 vs an empty
-grpc.aio handler for the same RPC, in the same run; p99 at half the warm throughput; and the cold
-paths (every Check a Redis lookup; every Check a PostgreSQL lookup).
+grpc.aio handler for the same RPC, in the same run; p99 at half the warm throughput; many distinct
+keys (the production shape: cache misses go to Redis); and the cold paths (every Check a Redis
+lookup; every Check a PostgreSQL lookup).
 
     ./scripts/bench.sh authz        (or: .venv/bin/python -m bench.authz)
 
-Load comes from ghz (Go) on the same 2 cores as the service.
+What it sends through which components: ghz (Go, on the same 2 cores) sends Envoy's
+`envoy.service.auth.v3.Authorization/Check` requests, as Envoy's ext_authz filter builds them
+(`authorization: Bearer upl-...` of real keys made through the accounts service), straight to the
+authz service, which reads its per-replica cache, then real Redis, then real PostgreSQL. Envoy itself
+is not in this path (bench/edge measures the whole edge).
 Goal (issue #5): warm throughput >= 0.8x the empty handler's, p99 <= 2 ms at half that load.
 """
 
@@ -21,11 +26,13 @@ from uplion.devstack.platform import bootstrap_admin, start_accounts, start_auth
 from uplion.devstack.postgres import start_postgres
 from uplion.devstack.procs import Proc, free_port, spawn, wait_until
 from uplion.devstack.redis import start_redis
+from uplion.v1 import admin_pb2
 
 from . import ghz
 from .common import Measured, rss_mb, run_timed, table
 
 CALL = "envoy.service.auth.v3.Authorization/Check"
+MANY_KEYS = 5000
 
 
 def median_run(runs: list[Measured]) -> Measured:
@@ -46,7 +53,7 @@ async def main(duration: float, work: Path) -> None:
         accounts = start_accounts(work, pg.dsn, redis.url)
         procs.append(accounts.proc)
         admin = Client(f"127.0.0.1:{accounts.port}", bootstrap_admin(pg.dsn)["secret"])
-        _, token = admin.create_user_with_token("bench@authz.test")
+        user, token = admin.create_user_with_token("bench@authz.test")
         body = check_body(token.secret)
         protoset = ghz.protoset(external_auth_pb2.DESCRIPTOR)
 
@@ -79,6 +86,14 @@ async def main(duration: float, work: Path) -> None:
             authz_runs.append(measure(f"authz, warm cache, {rate} req/s", warm.port, warm.proc.pid, rps=rate))
         rows += [median_run(empty_runs), median_run(authz_runs)]
         empty.stop()
+        # many keys, round robin: each recurs less often than the cache keeps it, as in production
+        new_token = admin_pb2.CreateTokenRequest
+        many = [check_body(admin.call("CreateToken", new_token(user_id=user.user_id, name=f"k{i}")).secret)
+                for i in range(MANY_KEYS)]  # fmt: skip
+        ghz.run(f"127.0.0.1:{warm.port}", CALL, protoset, many, 64, 1.0)
+        rows.append(measured_rss(f"authz, {MANY_KEYS:,} keys round robin, default cache, c=64",
+                                 ghz.run(f"127.0.0.1:{warm.port}", CALL, protoset, many, 64, duration),
+                                 warm.proc.pid))  # fmt: skip
         warm.stop()
         redis_path = start_authz(work, pg.dsn, redis.url, UPLION_AUTHZ_CACHE_TTL_MS="0")
         procs.append(redis_path.proc)

@@ -2,10 +2,14 @@
 
     ./scripts/bench.sh billing [--events N] [--batch-events B] [--batch-delay-ms D]
 
-Publishes N events (5% duplicates) first, then starts the billing service and measures the time
-until its subscription's backlog is empty and every distinct event is in PostgreSQL. Database round
-trips per batch come from the service's own metrics. Baseline: the raw speed of the same rows
-through a plain asyncpg COPY into an unindexed table (no dedup, no pricing, no aggregates).
+What it sends through which components: N protobuf `UsageEvent`s plus 5% exact duplicates (as
+redeliveries produce) are published to the usage topic of a real Apache Pulsar broker first; then
+the real billing service (`python -m uplion.billing`) consumes them from its subscription and
+applies them to a real PostgreSQL (dedup by event id, pricing, per-user/token/model aggregates).
+Rates count DISTINCT events applied (duplicates are work, not output), measured until every distinct
+event is in `usage_events`. Database round trips per batch come from the service's own metrics.
+Baseline: the same distinct rows through a plain asyncpg COPY into an unindexed table (no dedup,
+no pricing, no aggregates), in the same run.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from uplion.v1 import common_pb2, usage_pb2
 from .common import parser_for, workdir
 
 T0 = 1_790_000_000
+GOAL_EVENTS_S = 50_000
 
 
 def events(n: int) -> tuple[list[bytes], int]:
@@ -66,6 +71,7 @@ async def copy_baseline(dsn: str, payloads: list[bytes]) -> float:
     for p in payloads:
         e = usage_pb2.UsageEvent.FromString(p)
         rows.append((e.event_id, e.caller.user_id, e.prompt_tokens + e.completion_tokens))
+    rows = list({r[0]: r for r in rows}.values())  # the distinct events, as billing applies them
     t0 = time.perf_counter()
     await conn.copy_records_to_table("raw", records=rows)
     took = time.perf_counter() - t0
@@ -124,12 +130,14 @@ async def main(n: int, batch: int, delay_ms: int, work: Path) -> None:
               f"batch <= {batch} events or {delay_ms} ms")  # fmt: skip
         print(head)
         print("-" * len(head))
-        print(f"{'billing service (start to all applied, incl. startup)':52} {len(payloads) / took:10.0f} "
+        print(f"{'billing service (start to all applied, incl. startup)':52} {distinct / took:10.0f} "
               f"{batches:8.0f} {trips / max(batches, 1):15.2f} {peak_rss:7.0f}")  # fmt: skip
-        print(f"{'billing service, steady state (first batch to last)':52} {steady * 1.05:10.0f} "
+        print(f"{'billing service, steady state (first batch to last)':52} {steady:10.0f} "
               f"{'':>8} {'':>15} {'':>7}")  # fmt: skip
         print(f"{'baseline: raw asyncpg COPY into a bare table':52} {raw_rate:10.0f} {'-':>8} {'1':>15} {'-':>7}")
-        print(f"ratio billing steady state / raw COPY: {steady * 1.05 / raw_rate:.3f} (goal: >= 50,000 events/s)")
+        print(f"ratio billing steady state / raw COPY (distinct events/s): {steady / raw_rate:.3f}")
+        verdict = "met" if steady >= GOAL_EVENTS_S else "not met"
+        print(f"goal >= {GOAL_EVENTS_S:,} distinct events/s applied in steady state: {verdict} ({steady:,.0f})")
     finally:
         pg.stop()
         broker.stop()

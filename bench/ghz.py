@@ -39,10 +39,12 @@ def protoset(root: FileDescriptor) -> Path:
 
 
 def run(
-    target: str, call: str, protoset_path: Path, data: dict[str, Any], concurrency: int, duration_s: float,
+    target: str, call: str, protoset_path: Path, data: dict[str, Any] | list[dict[str, Any]], concurrency: int,
+    duration_s: float,
     rps: int = 0, connections: int = 2,
 ) -> dict[str, Any]:  # fmt: skip
     argv = [
+        # a list of messages: ghz sends them round robin
         str(ghz()), "--insecure", "--protoset", str(protoset_path), "--call", call, "-d", json.dumps(data),
         "-c", str(concurrency), "--connections", str(connections), "-z", f"{duration_s}s", "--format", "json",
         "--rps", str(rps), target,
