@@ -3,8 +3,8 @@
 # UPLION_EXTRAS: run.sh takes only what the platform runs, test.sh adds the dev tools) and checks the
 # system tools the real services need: Java 17 and Maven for Apache Pulsar (installed with apt-get
 # when missing and root), Go 1.21+ for the rate-limit service (a go older than ratelimit/go.mod's
-# 1.25.6 fetches that toolchain through the Go module proxy), Node.js 20+ and npm for the Node suites
-# (UPLION_NEED_NODE=1). Idempotent and quick when done before.
+# 1.25.6 fetches that toolchain through the Go module proxy), and for the tests (UPLION_TEST_TOOLS=1)
+# Node.js 20+ with npm and openssl. Idempotent and quick when done before.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -22,7 +22,11 @@ if ! command -v go >/dev/null || ! go version | grep -qE 'go1\.(2[1-9]|[3-9][0-9
   exit 1
 fi
 
-if [ "${UPLION_NEED_NODE:-0}" = 1 ]; then
+if [ "${UPLION_TEST_TOOLS:-0}" = 1 ] && ! command -v openssl >/dev/null; then
+  echo "the operator's tests need openssl on PATH (apt-get install openssl)" >&2; exit 1
+fi
+
+if [ "${UPLION_TEST_TOOLS:-0}" = 1 ]; then
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     echo "the test suite's Node suites need Node.js 20+ and npm on PATH (https://nodejs.org)" >&2; exit 1
   fi

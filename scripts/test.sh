@@ -2,7 +2,7 @@
 # The whole test suite: contract checks, lint, types, then pytest against real services.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k pulsar).
 set -euo pipefail
-UPLION_NEED_NODE=1 source "$(dirname "$0")/bootstrap.sh"
+UPLION_TEST_TOOLS=1 source "$(dirname "$0")/bootstrap.sh"
 
 echo "== contract: gen/ matches proto/, buf lint, buf breaking"
 scripts/gen_proto.sh --check
