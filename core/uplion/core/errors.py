@@ -21,6 +21,7 @@ class ApiError(Exception):
     type: str = "invalid_request_error"
     param: str | None = None
     code: str | None = None
+    retry_after_s: int | None = None  # sent as `retry-after` (an HTTP header at the REST edge)
 
     def body(self) -> common_pb2.ErrorBody:
         b = common_pb2.ErrorBody(message=self.message, type=self.type)
@@ -36,7 +37,10 @@ class ApiError(Exception):
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
         """OpenAI's error JSON travels with the gRPC status, for the HTTP edge to return as is."""
-        return ((ERROR_METADATA, self.json()),)
+        metadata: tuple[tuple[str, str], ...] = ((ERROR_METADATA, self.json()),)
+        if self.retry_after_s is not None:
+            metadata += (("retry-after", str(self.retry_after_s)),)
+        return metadata
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], e: ApiError) -> NoReturn:

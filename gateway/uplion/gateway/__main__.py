@@ -29,7 +29,7 @@ async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
     stop = install_stop_signals()
     start_metrics(cfg.metrics_port)
     client = pa.Client(cfg.pulsar.url, logger=CLIENT_LOGGER)
-    dispatcher = Dispatcher(client, cfg.pulsar.topics, cfg.gateway_id)
+    dispatcher = Dispatcher(client, cfg.pulsar.topics, cfg.gateway_id, cfg.publish_timeout_s)
     await dispatcher.start()
     await dispatcher.prepare(cfg.models)
     options = [

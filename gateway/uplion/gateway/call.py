@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import pulsar
 from prometheus_client import Counter, Histogram
 
 from uplion.v1 import common_pb2, task_pb2, usage_pb2
 
 from .cursor import ReplyCursor, Verdict
 from .dispatcher import Dispatcher
-from .errors import ApiError, deadline_exceeded, from_task_error
+from .errors import ApiError, deadline_exceeded, from_task_error, queue_unavailable
 from .metadata import RequestMeta
 from .usage import billable, timestamp
 
+log = logging.getLogger("uplion.gateway")
 REQUESTS = Counter("uplion_gateway_requests_total", "Requests by model, kind and outcome", ["model", "kind", "outcome"])
 LATENCY = Histogram("uplion_gateway_request_seconds", "Request duration", ["model", "kind"])
 
@@ -54,8 +57,7 @@ class Call:
         try:
             self.task.deadline.CopyFrom(timestamp(self.started_at + self.timeout_s))
             self.task.created_at.CopyFrom(timestamp(self.started_at))
-            async with asyncio.timeout_at(until):
-                await self.dispatcher.publish_task(self.task)
+            await self._publish(until)
             while True:
                 async with asyncio.timeout_at(until):
                     event = await queue.get()
@@ -83,6 +85,21 @@ class Call:
         finally:
             self.dispatcher.forget(self.task.task_id)
             self.dispatcher.in_background(self._finish())
+
+    async def _publish(self, until: float) -> None:
+        """Put the task on the model's queue within the publish timeout (or the request's deadline,
+        if sooner); a broker that does not take it is a 503 the client may retry, never a hang."""
+        loop = asyncio.get_running_loop()
+        bound = min(until, loop.time() + self.dispatcher.publish_timeout_s)
+        try:
+            async with asyncio.timeout_at(bound):
+                await self.dispatcher.publish_task(self.task)
+        except (TimeoutError, pulsar.PulsarException) as e:
+            if loop.time() >= until:
+                raise TimeoutError from None
+            log.warning("task not queued", extra={"model": self.task.model, "error": type(e).__name__})
+            self.outcome = usage_pb2.REQUEST_OUTCOME_REJECTED  # no worker saw it: nothing to bill
+            raise queue_unavailable(retry_after_s=max(1, round(self.dispatcher.publish_timeout_s))) from None
 
     async def _finish(self) -> None:
         if self.outcome in (usage_pb2.REQUEST_OUTCOME_CLIENT_CANCELLED, usage_pb2.REQUEST_OUTCOME_DEADLINE_EXCEEDED):

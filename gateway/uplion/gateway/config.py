@@ -21,6 +21,7 @@ class GatewayConfig:
     max_timeout_s: float
     max_message_bytes: int
     drain_timeout_s: float
+    publish_timeout_s: float  # a task the broker has not taken by then is a 503, never a hang
     metrics_port: int
     watch_aimodels: bool  # serve the models AIModel resources declare (in a cluster)
     aimodel_namespace: str  # "" = all namespaces
@@ -37,6 +38,7 @@ class GatewayConfig:
             max_timeout_s=env_float(env, "UPLION_MAX_TIMEOUT_S", 3600.0, minimum=0.001),
             max_message_bytes=env_int(env, "UPLION_MAX_MESSAGE_BYTES", 8 * 1024 * 1024, minimum=1024),
             drain_timeout_s=env_float(env, "UPLION_DRAIN_TIMEOUT_S", 30.0, minimum=0),
+            publish_timeout_s=env_float(env, "UPLION_PUBLISH_TIMEOUT_S", 5.0, minimum=0.1),
             metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),
             watch_aimodels=env_bool(env, "UPLION_WATCH_AIMODELS", bool(env.get("KUBERNETES_SERVICE_HOST"))),
             aimodel_namespace=env.get("UPLION_AIMODEL_NAMESPACE", ""),

@@ -26,8 +26,9 @@ log = logging.getLogger("uplion.gateway")
 
 
 class Dispatcher:
-    def __init__(self, client: pa.Client, topics: Topics, gateway_id: str) -> None:
+    def __init__(self, client: pa.Client, topics: Topics, gateway_id: str, publish_timeout_s: float = 5.0) -> None:
         self.client = client
+        self.publish_timeout_s = publish_timeout_s
         self.topics = topics
         self.reply_topic = topics.replies(gateway_id)
         self._waiting: dict[str, asyncio.Queue[task_pb2.TaskEvent]] = {}
@@ -54,8 +55,10 @@ class Dispatcher:
             await self._producer(self.topics.tasks(model))
 
     async def _producer(self, topic: str) -> pa.Producer:
-        # no batching: a batch would be dispatched to one worker as a unit
-        return await self._producers.get(topic, batching_enabled=False)
+        # no batching: a batch would be dispatched to one worker as a unit; a send the broker has not
+        # acknowledged within the publish timeout fails (and is dropped by the client, never sent late)
+        send_timeout = max(1, int(self.publish_timeout_s * 1000))
+        return await self._producers.get(topic, batching_enabled=False, send_timeout_millis=send_timeout)
 
     def expect(self, task_id: str) -> asyncio.Queue[task_pb2.TaskEvent]:
         queue: asyncio.Queue[task_pb2.TaskEvent] = asyncio.Queue()

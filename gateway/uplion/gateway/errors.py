@@ -7,7 +7,10 @@ import grpc
 from uplion.core.errors import ApiError
 from uplion.v1 import task_pb2
 
-__all__ = ["ApiError", "deadline_exceeded", "from_task_error", "invalid", "model_not_allowed", "model_not_found"]
+__all__ = [
+    "ApiError", "deadline_exceeded", "from_task_error", "invalid", "model_not_allowed", "model_not_found",
+    "queue_unavailable",
+]  # fmt: skip
 
 
 def invalid(message: str, param: str | None = None) -> ApiError:
@@ -32,6 +35,17 @@ def model_not_allowed(model: str) -> ApiError:
         "model",
         "model_not_allowed",
     )
+
+
+def queue_unavailable(retry_after_s: int) -> ApiError:
+    """The task could not be put on the model's queue in time (the broker is down or overloaded):
+    nothing reached a worker, so retrying is safe."""
+    return ApiError(
+        grpc.StatusCode.UNAVAILABLE,
+        "The request could not be queued for the model right now (the message broker did not accept it "
+        "in time); nothing was run. Retry shortly.",
+        "api_error", None, "service_unavailable", retry_after_s,
+    )  # fmt: skip
 
 
 def deadline_exceeded() -> ApiError:
