@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -89,6 +90,12 @@ def test_run_command_serves_the_quickstart_example(tmp_path: Path) -> None:
         children = psutil.Process(up.pid).children(recursive=True)
         # pulsar, postgres, redis, gateway, two workers, accounts, authz, ratelimit, envoy, billing
         assert len(children) >= 11
+        # nothing of the local stack listens beyond loopback, and state.json (admin token) is 0600
+        listening = {(p.name(), c.laddr.ip, c.laddr.port) for p in children if p.is_running()
+                     for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}  # fmt: skip
+        assert listening
+        assert {x for x in listening if x[1] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")} == set(), listening
+        assert stat.S_IMODE((stack_dir / "state.json").stat().st_mode) == 0o600
         # every request above was billed: its usage event went gateway -> Pulsar -> billing -> PostgreSQL
         assert asyncio.run(_billed(state["postgres_dsn"], at_least=6)) >= 6
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
@@ -21,7 +23,8 @@ class Health:
             await self.servicer.set(name, status)
 
 
-def start_metrics(port: int, host: str = "0.0.0.0") -> None:
-    """Expose /metrics over HTTP; port 0 disables it."""
+def start_metrics(port: int, host: str | None = None) -> None:
+    """Expose /metrics over HTTP; port 0 disables it. The address is UPLION_METRICS_HOST (default
+    every interface, for in-cluster scraping; the local stack binds loopback)."""
     if port:
-        start_http_server(port, addr=host)
+        start_http_server(port, addr=host or os.environ.get("UPLION_METRICS_HOST", "0.0.0.0"))

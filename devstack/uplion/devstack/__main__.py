@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -32,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start()
         state = stack.describe()
-        state_file = args.dir / "state.json"
-        state_file.write_text(json.dumps(state, indent=2))
-        state_file.chmod(0o600)  # it holds the admin token
+        write_private(args.dir / "state.json", json.dumps(state, indent=2))
         print(stack.banner(), flush=True)
         while not stop.wait(1.0):
             dead = stack.dead()
@@ -44,6 +43,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         stack.stop()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds the admin token), atomically: created 0600
+    under a temporary name, then renamed over the old one, so it is never readable by others, even
+    for a moment, and never half written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from .procs import NotReady, Proc, free_port, spawn, wait_until
 def service_env(extra: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("UPLION_LOG_LEVEL", "WARNING")
+    env.setdefault("UPLION_METRICS_HOST", "127.0.0.1")  # nothing of the local stack listens beyond loopback
     env.update(extra)
     return env
 

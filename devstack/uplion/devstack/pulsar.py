@@ -85,6 +85,9 @@ def _standalone_conf(broker_port: int, web_port: int) -> str:
         # The bookie turns read-only (every new topic or cursor then times out) once its disk is
         # 95 % full by default. Test machines share big, mostly full disks where 5 % is still many
         # gigabytes, so stop only when the disk is truly full; start_pulsar checks free space.
+        # the bookie reads this file too: it listens on loopback only (by default every interface)
+        "listeningInterface": "lo",
+        "allowLoopback": "true",
         "diskUsageThreshold": 0.999,
         "diskUsageWarnThreshold": 0.999,
         "diskUsageLwmThreshold": 0.998,

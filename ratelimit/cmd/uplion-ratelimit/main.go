@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -77,7 +78,9 @@ func serve(cfg config.Settings) error {
 	if cfg.MetricsPort != 0 {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
-		metrics := &http.Server{Addr: fmt.Sprintf(":%d", cfg.MetricsPort), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		// UPLION_METRICS_HOST: every interface by default (in-cluster scraping); the local stack binds loopback
+		addr := net.JoinHostPort(os.Getenv("UPLION_METRICS_HOST"), strconv.Itoa(cfg.MetricsPort))
+		metrics := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = metrics.ListenAndServe() }()
 		defer metrics.Close()
 	}
