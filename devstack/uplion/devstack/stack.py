@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -36,8 +37,8 @@ DEFAULT_WORKERS: dict[str, dict[str, str]] = {
 }
 
 
-async def _seed_prices(dsn: str) -> None:
-    """Billing's schema, and a price (free) for each default model so their usage is billed."""
+async def _seed_prices(dsn: str, models: Iterable[str] = DEFAULT_WORKERS) -> None:
+    """Billing's schema, and a price (free) for each model served so their usage is billed."""
     import asyncpg
 
     from uplion.core.migrations import migrate
@@ -45,7 +46,7 @@ async def _seed_prices(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn, "uplion.billing", "billing")
-        for model in DEFAULT_WORKERS:
+        for model in models:
             await conn.execute(
                 "INSERT INTO model_prices VALUES ($1, to_timestamp(0), 0, 0) ON CONFLICT DO NOTHING", model
             )
@@ -68,6 +69,8 @@ class Stack:
     admin_token: str = ""
     api_key: str = ""
     _started: list[tuple[str, Stoppable]] = field(default_factory=list)
+    # model -> the worker's environment (UPLION_MODEL_TYPE, ...): what the gateway routes and runs
+    workers: dict[str, dict[str, str]] = field(default_factory=lambda: dict(DEFAULT_WORKERS))
 
     def start(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -81,12 +84,12 @@ class Stack:
         self._started.append(("redis", self.redis))
         logs = self.workdir / "logs"
         logs.mkdir()
-        self.gateway = start_gateway(logs, self.pulsar.service_url, list(DEFAULT_WORKERS), port=self.gateway_port)
+        self.gateway = start_gateway(logs, self.pulsar.service_url, list(self.workers), port=self.gateway_port)
         self._started.append(("gateway", self.gateway))
-        for model, env in DEFAULT_WORKERS.items():
+        for model, env in self.workers.items():
             worker = start_worker(logs, self.pulsar.service_url, model, **env)
             self._started.append((f"worker {model}", worker))
-        asyncio.run(_seed_prices(self.postgres.dsn))
+        asyncio.run(_seed_prices(self.postgres.dsn, self.workers))
         self.accounts = start_accounts(logs, self.postgres.dsn, self.redis.url, port=self.accounts_port)
         self._started.append(("accounts", self.accounts))
         authz = start_authz(logs, self.postgres.dsn, self.redis.url)
@@ -114,6 +117,19 @@ class Stack:
         self.api_key = token.secret
         client.channel.close()
 
+    def processes(self) -> list[tuple[str, int]]:
+        """(name, pid) of every process started so far, in start order; the rate limiter's
+        settler is listed as its own entry ("ratelimit settler")."""
+        out = []
+        for name, svc in self._started:
+            proc = getattr(svc, "proc", None)
+            if proc is not None:
+                out.append((name, proc.pid))
+            settler = getattr(svc, "settler", None)
+            if settler is not None:
+                out.append((f"{name} settler", settler.proc.pid))
+        return out
+
     def dead(self) -> list[str]:
         out = []
         for name, svc in self._started:
@@ -137,7 +153,7 @@ class Stack:
             "gateway_grpc_internal": f"127.0.0.1:{self.gateway.port}",
             "accounts_grpc": f"127.0.0.1:{self.accounts.port if self.accounts else 0}",
             "admin_token": self.admin_token,
-            "models": ", ".join(DEFAULT_WORKERS),
+            "models": ", ".join(self.workers),
             "pulsar_url": self.pulsar.service_url,
             "pulsar_admin_url": self.pulsar.admin_url,
             "postgres_dsn": self.postgres.dsn,
