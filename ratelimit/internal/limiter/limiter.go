@@ -2,7 +2,7 @@
 // checks all of a request's limits and counts the hits only if the request is allowed.
 //
 // Every decision waits for Redis at most the configured bound, then fails (the caller applies the
-// domain's fail mode). A probe on its own connection PINGs Redis every 5 ms, each PING bounded the
+// domain's fail mode). A probe on its own connection PINGs Redis every 25 ms, each PING bounded the
 // same way; two failures in a row open the circuit: decisions then fail at once, without touching
 // Redis, until a PING succeeds. A Redis that is only slow (queued behind a burst) keeps the
 // circuit closed as long as it answers within the bound.
