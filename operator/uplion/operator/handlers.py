@@ -89,6 +89,8 @@ def reconcile(body: dict[str, Any], failure: dict[str, Any] | None = None, keep_
 def refresh_status(body: dict[str, Any], versions: str, failure: dict[str, Any] | None) -> None:
     meta = body["metadata"]
     dep = kube().get("apps/v1", "Deployment", children.child_name(meta["name"]), meta["namespace"]) or {}
+    if dep and failure and failure.get("reason") == ownership.DUPLICATE:
+        failure = None  # it has workers, so it serves its name (a status read before it took over says otherwise)
     dep_status = dep.get("status") or {}
     observed = status.Observed(
         generation=meta.get("generation", 0), spec=body["spec"], secret_versions=versions,
