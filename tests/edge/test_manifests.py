@@ -6,8 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from uplion.edge.filters import lua_source, rate_limit_actions
+from uplion.edge.filters import connection_manager_limits, lua_source, rate_limit_actions
 from uplion.edge.istio import render
+from uplion.edge.local import local_envoy_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,17 @@ def test_committed_istio_manifests_are_current() -> None:
 
 def test_envoyfilter_carries_the_same_filters_as_the_local_envoy() -> None:
     doc = yaml.safe_load((ROOT / "istio" / "manifests" / "envoyfilter-openai-edge.yaml").read_text())
-    values = [p["patch"]["value"] for p in doc["spec"]["configPatches"]]
+    patches = doc["spec"]["configPatches"]
+    # the gateway's connection manager gets the local Envoy's header bounds and their 431 body
+    hcm = patches[0]
+    assert (hcm["applyTo"], hcm["patch"]["operation"]) == ("NETWORK_FILTER", "MERGE")
+    merged = hcm["patch"]["value"]["typed_config"]
+    assert merged["@type"].endswith("HttpConnectionManager")
+    assert {k: v for k, v in merged.items() if k != "@type"} == connection_manager_limits()
+    local = yaml.safe_load(local_envoy_config(1, 2, "d.pb", 3, 4, (5,)))
+    local_hcm = local["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert {k: local_hcm[k] for k in connection_manager_limits()} == connection_manager_limits()
+    values = [p["patch"]["value"] for p in patches[1:]]
     names = ["envoy.filters.http.lua", "envoy.filters.http.ratelimit", "envoy.filters.http.grpc_json_transcoder"]
     assert [v["name"] for v in values] == names
     assert values[0]["typed_config"]["default_source_code"]["inline_string"] == lua_source()
@@ -30,5 +41,9 @@ def test_envoyfilter_carries_the_same_filters_as_the_local_envoy() -> None:
         "outbound|8081||uplion-ratelimit."
     )
     assert values[2]["typed_config"]["services"] == ["uplion.v1.InferenceService", "uplion.v1.AdminService"]
-    operations = [p["patch"]["operation"] for p in doc["spec"]["configPatches"]]
+    operations = [p["patch"]["operation"] for p in patches[1:]]
+    # Lua first of all the gateway's filters: client-sent x-uplion-* headers are gone before Istio's
+    # ext_authz or the rate limiter read any
     assert operations == ["INSERT_FIRST", "INSERT_BEFORE", "INSERT_BEFORE"]
+    local_filters = [f["name"] for f in local_hcm["http_filters"]]
+    assert local_filters[0] == "envoy.filters.http.lua"

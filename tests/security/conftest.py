@@ -1,17 +1,25 @@
 """The real edge for the security suite: Envoy with uplion's filters in front of the accounts,
 authz and gateway services and two echo workers, on their own PostgreSQL database and Redis
 database, reusing the session's PostgreSQL, Redis and Pulsar (tests/conftest.py) and the edge
-suite's helpers (tests/edge/conftest.py). Clients bind distinct loopback addresses (127.0.0.x) to
-act as distinct client machines; Envoy tells the accounts service which one it saw."""
+suite's helpers (tests/edge/conftest.py), with the rate-limit service on the same Redis database.
+Clients bind distinct loopback addresses (127.0.0.x) to act as distinct client machines; Envoy tells
+the accounts service (and authz) which one it saw.
+
+`echo_edge`: the same edge configuration (uplion.edge.local) and the same authz and rate-limit
+services, but with a recording gRPC server in place of the gateway and the accounts service, to see
+exactly which headers reach the services behind the edge."""
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import grpc
 import httpx
 import pytest
 
@@ -28,6 +36,7 @@ from uplion.devstack.platform import (
 )
 from uplion.devstack.postgres import Postgres
 from uplion.devstack.pulsar import Pulsar
+from uplion.devstack.ratelimit import start_ratelimit
 from uplion.devstack.redis import Redis
 from uplion.v1 import admin_pb2
 
@@ -45,6 +54,9 @@ class SecurityEdge:
     admin: Client  # the admin API over gRPC with the bootstrap admin's admin-scoped token
     admin_token: str
     admin_id: str
+    authz: Service | None = None
+    ratelimit: Service | None = None
+    redis_url: str = ""  # the Redis database of this edge's services (records, counters, limits)
 
     def http(self, credential: str | None = None, address: str = "127.0.0.1") -> httpx.Client:
         """An HTTP client of the edge from loopback address `address`."""
@@ -94,9 +106,80 @@ async def security_edge(
     admin.call("UpdateUser", admin_pb2.UpdateUserRequest(user_id=boot["user_id"], password=ADMIN_PASSWORD))
     gw = start_gateway(d, broker.service_url, MODELS)
     workers = [start_worker(d, broker.service_url, m) for m in MODELS]
-    envoy, port = start_edge(d, gw.port, authz_port=authz.port, accounts_port=accounts.port)
-    yield SecurityEdge(f"http://127.0.0.1:{port}", dsn, accounts, admin, boot["secret"], boot["user_id"])
+    ratelimit = start_ratelimit(d, redis_url)  # the packaged rules; no settler (nothing here settles)
+    envoy, port = start_edge(
+        d, gw.port, authz_port=authz.port, accounts_port=accounts.port, ratelimit_ports=(ratelimit.port,)
+    )
+    yield SecurityEdge(
+        f"http://127.0.0.1:{port}", dsn, accounts, admin, boot["secret"], boot["user_id"], authz, ratelimit, redis_url
+    )
     envoy.stop()
     admin.channel.close()
-    for svc in [*workers, gw, authz, accounts]:
+    for svc in [*workers, gw, ratelimit, authz, accounts]:
         svc.stop()
+
+
+@dataclass(frozen=True)
+class Call:
+    """One RPC the recording server answered: its method and the metadata (headers) it arrived with."""
+
+    method: str
+    metadata: tuple[tuple[str, str], ...]
+
+    def uplion_headers(self) -> dict[str, str]:
+        return {k: v for k, v in self.metadata if k.startswith("x-uplion-")}
+
+
+if TYPE_CHECKING:
+    _Handler = grpc.GenericRpcHandler[Any, Any]
+else:
+    _Handler = grpc.GenericRpcHandler  # not subscriptable at run time
+
+
+class Recorder(_Handler):
+    """A gRPC server's only handler: answers every unary call with an empty message (every field at
+    its default) and records what arrived."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self._lock = threading.Lock()
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+        metadata = tuple((str(k), str(v)) for k, v in handler_call_details.invocation_metadata)
+        with self._lock:
+            self.calls.append(Call(str(handler_call_details.method), metadata))
+        return grpc.unary_unary_rpc_method_handler(lambda request, context: b"")
+
+    def last(self, method_suffix: str) -> Call:
+        with self._lock:
+            found = [c for c in self.calls if c.method.endswith(method_suffix)]
+        assert found, f"no call to {method_suffix} reached the service"
+        return found[-1]
+
+
+@dataclass
+class EchoEdge:
+    url: str
+    recorder: Recorder
+
+    def http(self, credential: str | None = None, address: str = "127.0.0.1") -> httpx.Client:
+        headers = {"authorization": f"Bearer {credential}"} if credential else {}
+        transport = httpx.HTTPTransport(local_address=address)
+        return httpx.Client(base_url=self.url, headers=headers, transport=transport, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def echo_edge(security_edge: SecurityEdge, run_dir: Path) -> Iterator[EchoEdge]:
+    assert security_edge.authz is not None
+    assert security_edge.ratelimit is not None
+    recorder = Recorder()
+    server = grpc.server(ThreadPoolExecutor(max_workers=4), handlers=[recorder])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    envoy, edge_port = start_edge(
+        run_dir / "security-echo", port, authz_port=security_edge.authz.port, accounts_port=port,
+        ratelimit_ports=(security_edge.ratelimit.port,),
+    )  # fmt: skip
+    yield EchoEdge(f"http://127.0.0.1:{edge_port}", recorder)
+    envoy.stop()
+    server.stop(grace=None)

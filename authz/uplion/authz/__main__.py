@@ -20,6 +20,7 @@ from .config import AuthzConfig
 from .decision import Found
 from .lookup import Lookup
 from .service import AuthorizationService
+from .throttle import AddressBudget
 
 log = logging.getLogger("uplion.authz")
 SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
@@ -42,7 +43,8 @@ async def serve(cfg: AuthzConfig) -> None:
         if cfg.redis_url
         else None
     )
-    lookup = Lookup(redis, pool, cfg.redis_timeout_s, cfg.db_timeout_s, cfg.breaker_open_s)
+    budget = AddressBudget(cfg.unknown_keys_per_address_per_minute)
+    lookup = Lookup(redis, pool, cfg.redis_timeout_s, cfg.db_timeout_s, cfg.breaker_open_s, budget)
     service = AuthorizationService(lookup, TtlCache[Found](cfg.cache_ttl_s, cfg.cache_max_entries), cfg.fail_open)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers([service.handler()])

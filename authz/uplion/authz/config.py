@@ -20,6 +20,8 @@ class AuthzConfig:
     db_timeout_s: float
     breaker_open_s: float  # after a Redis failure, go straight to PostgreSQL for this long
     fail_open: bool  # when neither Redis nor PostgreSQL answers: allow (True) or 503 (False)
+    # PostgreSQL lookups of keys nobody has, per client address and minute (a burst of that many)
+    unknown_keys_per_address_per_minute: int
     metrics_port: int
     drain_timeout_s: float
 
@@ -36,6 +38,9 @@ class AuthzConfig:
             db_timeout_s=env_int(env, "UPLION_AUTHZ_DB_TIMEOUT_MS", 300, minimum=1) / 1000,
             breaker_open_s=env_float(env, "UPLION_AUTHZ_BREAKER_OPEN_S", 1.0, minimum=0),
             fail_open=env_bool(env, "UPLION_AUTHZ_FAIL_OPEN", False),
+            unknown_keys_per_address_per_minute=env_int(
+                env, "UPLION_AUTHZ_UNKNOWN_KEYS_PER_ADDRESS_PER_MINUTE", 30, minimum=1
+            ),
             metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),
             drain_timeout_s=env_float(env, "UPLION_DRAIN_TIMEOUT_S", 5.0, minimum=0),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 from dataclasses import dataclass
 
 from uplion.core.credentials import Spend, TokenRecord, UserRecord, well_formed
@@ -26,6 +27,7 @@ class Deny:
     message: str
     type: str
     code: str | None
+    retry_after_s: int = 0  # > 0: the client may retry after this many seconds (sent as retry-after)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,18 @@ def decide(secret: str, hash_: bytes, found: Found, now: float) -> Allow | Deny:
             "insufficient_quota",
         )
     return Allow(token.user_id, token.token_id, user.tier, token.allowed_models)
+
+
+def throttled(wait_s: float) -> Deny:
+    """The client address used up its budget of unknown keys (`throttle.py`): retry after `wait_s`."""
+    seconds = max(1, math.ceil(wait_s))
+    return Deny(
+        429,
+        f"Too many requests with unknown API keys from your address; try again in {seconds} s.",
+        "requests",
+        "rate_limit_exceeded",
+        retry_after_s=seconds,
+    )
 
 
 def precheck(header: str | None) -> str | Deny:

@@ -1,6 +1,7 @@
 """Finding what is known about a secret hash: Redis first (one round trip, a Lua script), then
 PostgreSQL on a miss (refilling Redis), each under its own timeout; a circuit breaker skips Redis
-for a while after it fails, so an outage costs one timeout, not one per request."""
+for a while after it fails, so an outage costs one timeout, not one per request. A PostgreSQL lookup
+first takes a token from the client address's budget (`throttle.py`), given back when it finds a key."""
 
 from __future__ import annotations
 
@@ -30,10 +31,14 @@ from uplion.core.credentials import (
 )
 
 from .decision import Found
+from .throttle import AddressBudget
 
 log = logging.getLogger("uplion.authz")
 LOOKUPS = Counter("uplion_authz_lookups_total", "Cache-miss lookups by the source that answered", ["source"])
 BACKEND_FAILURES = Counter("uplion_authz_backend_failures_total", "Redis/PostgreSQL lookups that failed", ["backend"])
+THROTTLED = Counter(
+    "uplion_authz_throttled_total", "PostgreSQL lookups refused: the client address used up its unknown-key budget"
+)
 
 # KEYS[1] = token key; ARGV[1] = user key prefix, ARGV[2] = spend key prefix.
 # Returns {} (unknown), {token} (a tombstone) or {token, user, user spend, token spend}.
@@ -65,6 +70,14 @@ class Unavailable(Exception):
     """Neither Redis nor PostgreSQL answered in time."""
 
 
+class Throttled(Exception):
+    """The client address looked up too many unknown keys; it may try again in `wait_s`."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"retry in {wait_s:.1f} s")
+        self.wait_s = wait_s
+
+
 def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[0::2], flat[1::2], strict=True))
 
@@ -94,8 +107,10 @@ class Lookup:
         redis_timeout_s: float,
         db_timeout_s: float,
         breaker_open_s: float,
+        budget: AddressBudget | None = None,
     ) -> None:
         self.redis = redis
+        self.budget = budget
         self.pool = pool
         self.redis_timeout_s = redis_timeout_s
         self.db_timeout_s = db_timeout_s
@@ -104,7 +119,9 @@ class Lookup:
         self._fetch = redis.register_script(FETCH) if redis is not None else None
         self._refills: set[asyncio.Task[None]] = set()
 
-    async def find(self, hash_: bytes) -> Found:
+    async def find(self, hash_: bytes, address: str = "") -> Found:
+        """What is known about `hash_`; `address` (the client's bucket) pays for a PostgreSQL lookup
+        that finds nothing. Raises Unavailable, or Throttled when the address's budget is used up."""
         if self._fetch is not None and time.monotonic() >= self._redis_down_until:
             try:
                 reply = await asyncio.wait_for(
@@ -118,7 +135,16 @@ class Lookup:
                 BACKEND_FAILURES.labels("redis").inc()
                 self._redis_down_until = time.monotonic() + self.breaker_open_s
                 log.warning("redis lookup failed; using PostgreSQL", extra={"error": type(e).__name__})
-        return await self._from_postgres(hash_)
+        if self.budget is None:
+            return await self._from_postgres(hash_)
+        wait = self.budget.take(address)
+        if wait > 0:
+            THROTTLED.inc()
+            raise Throttled(wait)
+        found = await self._from_postgres(hash_)
+        if found.token is not None:
+            self.budget.give_back(address)  # a key that exists is no guess
+        return found
 
     async def _from_postgres(self, hash_: bytes) -> Found:
         try:

@@ -20,8 +20,9 @@ from prometheus_client import Counter
 from uplion.core.credentials import secret_hash
 
 from .cache import TtlCache
-from .decision import Allow, Deny, Found, decide, precheck
-from .lookup import Lookup, Unavailable
+from .decision import Allow, Deny, Found, decide, precheck, throttled
+from .lookup import Lookup, Throttled, Unavailable
+from .throttle import CLIENT_ADDRESS_HEADER, client_bucket
 
 log = logging.getLogger("uplion.authz")
 DECISIONS = Counter("uplion_authz_decisions_total", "Check results", ["result"])
@@ -57,7 +58,9 @@ def allow_response(a: Allow) -> external_auth_pb2.CheckResponse:
 def deny_response(d: Deny) -> external_auth_pb2.CheckResponse:
     body = json.dumps({"error": {"message": d.message, "type": d.type, "param": None, "code": d.code}})
     headers = [_header("content-type", "application/json")]
-    if d.http_status != 503 and d.type != "rate_limit_error":
+    if d.retry_after_s:
+        headers.append(_header("retry-after", str(d.retry_after_s)))
+    elif d.http_status != 503 and d.type != "rate_limit_error":
         headers.append(_header("x-should-retry", "false"))  # retrying cannot help
     return external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=_RPC_CODE.get(d.http_status, code_pb2.UNAVAILABLE), message=d.message),
@@ -96,15 +99,23 @@ class AuthorizationService:
     async def check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bytes:
-        checked = precheck(request.attributes.request.http.headers.get("authorization"))
+        headers = request.attributes.request.http.headers
+        checked = precheck(headers.get("authorization"))
         if isinstance(checked, Deny):
             DECISIONS.labels(str(checked.http_status)).inc()
             return self._static(checked)
         hash_ = secret_hash(checked)
         found = self.cache.peek(hash_)
         if found is None:
+            # who pays if the key is unknown to Redis and must be looked up in PostgreSQL
+            address = client_bucket(
+                headers.get(CLIENT_ADDRESS_HEADER), request.attributes.source.address.socket_address.address
+            )
             try:
-                found, _ = await self.cache.get(hash_, lambda: self.lookup.find(hash_))
+                found, _ = await self.cache.get(hash_, lambda: self.lookup.find(hash_, address))
+            except Throttled as e:
+                DECISIONS.labels("429").inc()
+                return self._encode(throttled(e.wait_s))
             except Unavailable as e:
                 log.warning("key check failed %s", "open" if self.fail_open else "closed", extra={"error": str(e)})
                 result = UNVERIFIED if self.fail_open else UNAVAILABLE

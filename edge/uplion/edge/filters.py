@@ -12,11 +12,43 @@ TRANSCODED_SERVICES = ["uplion.v1.InferenceService", "uplion.v1.AdminService"]
 ADMIN_PREFIXES = ["/admin/", "/uplion.v1.AdminService/"]
 AUTHZ_TIMEOUT = "1s"
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# Request headers under this prefix are uplion's own: set by the edge (the Lua filter) and by
+# ext_authz, read by the rate limiter and the services behind the edge. The Lua filter removes every
+# one a client sent, first in the chain, except those listed here: a header uplion adds later cannot
+# be forged by clients unless it is added here, deliberately.
+TRUSTED_HEADER_PREFIX = "x-uplion-"
+CLIENT_HEADERS = ("x-uplion-timeout",)  # may only shorten a request's deadline (the gateway takes the smallest)
+# the client address Envoy determined, set by the Lua filter for authz's per-address budget
+CLIENT_ADDRESS_HEADER = "x-uplion-client-address"
+# Header bounds: all of a request's headers (Envoy's codec refuses more with 431 over HTTP/1.1 and
+# resets the stream over HTTP/2), and any one header's name and value (the Lua filter: 431).
+MAX_REQUEST_HEADERS_KB = 32
+MAX_HEADER_BYTES = 8 * 1024
+HEADERS_TOO_LARGE = (
+    f"The request headers are too large: at most {MAX_REQUEST_HEADERS_KB} KiB in all and {MAX_HEADER_BYTES} bytes"
+    " for any one header."
+)
+
+
+def client_may_send(header: str) -> bool:
+    """Whether a request header a client sent reaches the filters and services behind the edge (the
+    rule the Lua filter applies; header names arrive lowercase)."""
+    return not header.startswith(TRUSTED_HEADER_PREFIX) or header in CLIENT_HEADERS
 
 
 def lua_source() -> str:
     text = resources.files("uplion.edge").joinpath("openai_edge.lua").read_text()
-    return text.replace("__MAX_BODY_BYTES__", str(MAX_BODY_BYTES))
+    client_headers = " ".join(f'["{h}"] = true,' for h in CLIENT_HEADERS)
+    for name, value in (
+        ("__MAX_BODY_BYTES__", str(MAX_BODY_BYTES)),
+        ("__TRUSTED_PREFIX__", TRUSTED_HEADER_PREFIX),
+        ("__CLIENT_HEADERS__", client_headers),
+        ("__CLIENT_ADDRESS_HEADER__", CLIENT_ADDRESS_HEADER),
+        ("__MAX_HEADER_BYTES__", str(MAX_HEADER_BYTES)),
+        ("__HEADERS_TOO_LARGE__", HEADERS_TOO_LARGE),
+    ):
+        text = text.replace(name, value)
+    return text
 
 
 @dataclass(frozen=True)
@@ -66,7 +98,7 @@ def transcoder_filter(descriptor: Descriptor) -> dict[str, Any]:
 def ext_authz_filter(cluster: str) -> dict[str, Any]:
     """API keys and quotas checked by uplion's authz service (gRPC). If it cannot answer, requests
     are refused with 503 (the Lua filter gives the body OpenAI's shape); only the Authorization
-    header is sent to it."""
+    header and the client address the Lua filter set are sent to it."""
     return {
         "name": "envoy.filters.http.ext_authz",
         "typed_config": {
@@ -75,7 +107,7 @@ def ext_authz_filter(cluster: str) -> dict[str, Any]:
             "grpc_service": {"envoy_grpc": {"cluster_name": cluster}, "timeout": AUTHZ_TIMEOUT},
             "failure_mode_allow": False,
             "status_on_error": {"code": "ServiceUnavailable"},
-            "allowed_headers": {"patterns": [{"exact": "authorization"}]},
+            "allowed_headers": {"patterns": [{"exact": "authorization"}, {"exact": CLIENT_ADDRESS_HEADER}]},
         },
     }
 
@@ -103,9 +135,10 @@ def _header_entry(header: str, key: str) -> dict[str, Any]:
 
 def rate_limit_actions() -> list[dict[str, Any]]:
     """The descriptors each request sends: requests and tokens, per user and per token (the trusted
-    headers ext_authz set), the token estimate as the token descriptors' hits, and Envoy's request
-    id, under which the service records the reservation it settles when the request's usage
-    event arrives. A request without those headers (admin API) sends no descriptor."""
+    headers ext_authz set; the Lua filter removed any a client sent), the token estimate as the
+    token descriptors' hits, and Envoy's request id, under which the service records the
+    reservation it settles when the request's usage event arrives. A request without those headers
+    (the admin API, where ext_authz is off) sends no identity descriptor."""
     tokens = {"format": "%REQ(x-uplion-token-estimate)%"}
     out: list[dict[str, Any]] = []
     for window in RATE_WINDOWS:
@@ -141,6 +174,34 @@ def ratelimit_filter(cluster: str) -> dict[str, Any]:
     }
 
 
+def connection_manager_limits() -> dict[str, Any]:
+    """HTTP connection manager settings of the edge (the local Envoy's, merged into Istio's gateway):
+    the bound on request headers, and its 431 in OpenAI's shape (Envoy's codec answers it before
+    any filter runs, so the Lua filter cannot shape it)."""
+    too_large = {
+        "filter": {
+            "status_code_filter": {
+                "comparison": {"op": "EQ", "value": {"default_value": 431, "runtime_key": "uplion_edge.status_431"}}
+            }
+        },
+        "body_format_override": {
+            "json_format": {
+                "error": {
+                    "message": HEADERS_TOO_LARGE,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "request_headers_too_large",
+                }
+            },
+            "content_type": "application/json",
+        },
+        "headers_to_add": [
+            {"header": {"key": "x-should-retry", "value": "false"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        ],
+    }
+    return {"max_request_headers_kb": MAX_REQUEST_HEADERS_KB, "local_reply_config": {"mappers": [too_large]}}
+
+
 def router_filter() -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.router",
@@ -151,9 +212,10 @@ def router_filter() -> dict[str, Any]:
 def edge_filters(
     descriptor: Descriptor, authz_cluster: str | None = None, ratelimit_cluster: str | None = None
 ) -> list[dict[str, Any]]:
-    """Order matters: Lua sees requests first (it computes the token estimate) and responses last
-    (so Envoy's own errors leave in OpenAI's shape); the key check sets the identity headers the
-    rate limiter keys on; the transcoder comes last."""
+    """Order matters: Lua sees requests first (it removes client-sent x-uplion-* headers before any
+    filter reads one, and computes the token estimate) and responses last (so Envoy's own errors
+    leave in OpenAI's shape); the key check sets the identity headers the rate limiter keys on; the
+    transcoder comes last."""
     authz = [ext_authz_filter(authz_cluster)] if authz_cluster else []
     ratelimit = [ratelimit_filter(ratelimit_cluster)] if ratelimit_cluster else []
     return [lua_filter(), *authz, *ratelimit, transcoder_filter(descriptor)]

@@ -14,7 +14,15 @@ from typing import Any
 
 import yaml
 
-from .filters import ADMIN_PREFIXES, Descriptor, lua_filter, ratelimit_filter, transcoder_filter
+from .filters import (
+    ADMIN_PREFIXES,
+    Descriptor,
+    connection_manager_limits,
+    lua_filter,
+    ratelimit_filter,
+    transcoder_filter,
+)
+from .local import HCM_TYPE
 
 NAMESPACE = "uplion"
 GATEWAY_SERVICE = "uplion-gateway"
@@ -70,8 +78,11 @@ def _gateway_and_routes() -> list[dict[str, Any]]:
     ]
 
 
+HCM_NAME = "envoy.filters.network.http_connection_manager"
+
+
 def _patch(operation: str, value: dict[str, Any]) -> dict[str, Any]:
-    hcm: dict[str, Any] = {"name": "envoy.filters.network.http_connection_manager"}
+    hcm: dict[str, Any] = {"name": HCM_NAME}
     if operation == "INSERT_BEFORE":
         hcm["subFilter"] = {"name": "envoy.filters.http.router"}
     return {
@@ -81,10 +92,21 @@ def _patch(operation: str, value: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _connection_manager_patch() -> dict[str, Any]:
+    """The gateway's HTTP connection manager gets the local Envoy's header bounds and 431 body."""
+    return {
+        "applyTo": "NETWORK_FILTER",
+        "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": {"name": HCM_NAME}}}},
+        "patch": {"operation": "MERGE", "value": {"typed_config": {"@type": HCM_TYPE, **connection_manager_limits()}}},
+    }
+
+
 def _edge_envoyfilter(descriptor_b64: str) -> dict[str, Any]:
-    # the same order as the local Envoy: Lua first (before Istio's ext_authz, so its errors leave in
-    # OpenAI's shape too), then (after ext_authz) the rate limiter, the transcoder last before the router
+    # the same order as the local Envoy: Lua first (before Istio's ext_authz: it removes client-sent
+    # x-uplion-* headers before any filter reads one, and its errors leave in OpenAI's shape too),
+    # then (after ext_authz) the rate limiter, the transcoder last before the router
     patches = [
+        _connection_manager_patch(),
         _patch("INSERT_FIRST", lua_filter()),
         _patch("INSERT_BEFORE", ratelimit_filter(RATELIMIT_CLUSTER)),
         _patch("INSERT_BEFORE", transcoder_filter(Descriptor(inline_b64=descriptor_b64))),

@@ -7,7 +7,15 @@ from typing import Any
 
 import yaml
 
-from .filters import ADMIN_PREFIXES, MAX_BODY_BYTES, Descriptor, edge_filters, ext_authz_disabled, router_filter
+from .filters import (
+    ADMIN_PREFIXES,
+    MAX_BODY_BYTES,
+    Descriptor,
+    connection_manager_limits,
+    edge_filters,
+    ext_authz_disabled,
+    router_filter,
+)
 
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 H2_OPTIONS = {
@@ -69,6 +77,7 @@ def local_envoy_config(
         # x-forwarded-for itself, so services behind it (the accounts service's login limits) see
         # the real client address, never one a client wrote into those headers
         "use_remote_address": True,
+        **connection_manager_limits(),  # header size bounds, their 431 in OpenAI's shape
         "route_config": {"virtual_hosts": [{"name": "uplion", "domains": ["*"], "routes": routes}]},
         "http_filters": [*filters, router_filter()],
     }

@@ -1,8 +1,12 @@
--- uplion's OpenAI edge (Envoy Lua filter, placed before the gRPC-JSON transcoder).
+-- uplion's OpenAI edge (Envoy Lua filter, the first filter of the chain).
 --
--- Requests: the OpenAI SDKs send streamed and non-streamed chat/completions to the same path; a
--- JSON body with "stream": true is routed to the streaming RPC's binding (`<path>:stream`). Every
--- request gets x-uplion-token-estimate (the tokens the rate limiter reserves for it).
+-- Requests: every x-uplion-* header a client sent is removed before any other filter reads one
+-- (only the edge and ext_authz set them; the few a client may send are listed in CLIENT_HEADERS),
+-- a header larger than MAX_HEADER_BYTES is refused with 431, and x-uplion-client-address is set to
+-- the client address Envoy determined (authz's per-address budget of unknown keys). The OpenAI
+-- SDKs send streamed and non-streamed chat/completions to the same path; a JSON body with
+-- "stream": true is routed to the streaming RPC's binding (`<path>:stream`). Every request gets
+-- x-uplion-token-estimate (the tokens the rate limiter reserves for it).
 -- Responses: every error leaves in OpenAI's shape {"error": {message, type, param, code}}. The
 -- gateway's own error object (trailing metadata x-uplion-error) is used as is; errors Envoy makes
 -- itself (malformed JSON, unknown path, body too large, upstream down) are wrapped by status.
@@ -20,6 +24,41 @@ local GENERATES = {
 local DEFAULT_MAX_OUTPUT = 4096
 local MAX_BODY_BYTES = __MAX_BODY_BYTES__ -- filled in by uplion.edge.filters
 local ESTIMATE = "x-uplion-token-estimate"
+local PREFIX = "__TRUSTED_PREFIX__"
+local PREFIX_LEN = string.len(PREFIX)
+local CLIENT_HEADERS = { __CLIENT_HEADERS__ } -- the x-uplion-* headers a client may send
+local CLIENT_ADDRESS = "__CLIENT_ADDRESS_HEADER__"
+local MAX_HEADER_BYTES = __MAX_HEADER_BYTES__ -- one header's name and value
+local HEADERS_TOO_LARGE = '{"error":{"message":"__HEADERS_TOO_LARGE__","type":"invalid_request_error",' ..
+  '"param":null,"code":"request_headers_too_large"}}'
+
+-- Removes every x-uplion-* header a client may not send (collected first: the map must not change
+-- while it is iterated). Returns true when a header is larger than MAX_HEADER_BYTES.
+local function strip_and_measure(headers)
+  local drop = nil
+  local too_large = false
+  for name, value in pairs(headers) do
+    if string.len(name) + string.len(value) > MAX_HEADER_BYTES then
+      too_large = true
+    end
+    if string.sub(name, 1, PREFIX_LEN) == PREFIX and not CLIENT_HEADERS[name] then
+      drop = drop or {}
+      drop[#drop + 1] = name
+    end
+  end
+  if drop ~= nil then
+    for _, name in ipairs(drop) do
+      headers:remove(name)
+    end
+  end
+  return too_large
+end
+
+-- The client's IP as Envoy determined it (use_remote_address and the trusted hops), without the port.
+local function client_address(request_handle)
+  local addr = request_handle:streamInfo():downstreamRemoteAddress() or ""
+  return string.match(addr, "^%[(.+)%]:%d+$") or string.match(addr, "^([^:]+):%d+$") or addr
+end
 
 -- Tokens to reserve for a request (an upper bound, settled later): a token is at least ~4 bytes
 -- of the body, plus the output it may generate (max_tokens, or the default, times n).
@@ -35,7 +74,20 @@ end
 
 function envoy_on_request(request_handle)
   local headers = request_handle:headers()
-  headers:remove(ESTIMATE) -- only the edge may say how many tokens a request may use
+  -- before anything reads them: only the edge and ext_authz say who a request is from, how many
+  -- tokens it may use, where it comes from
+  if strip_and_measure(headers) then
+    if string.find(headers:get("content-type") or "", "^application/grpc") then
+      -- native gRPC clients get a gRPC status (trailers-only), not an HTTP error
+      request_handle:respond({ [":status"] = "200", ["content-type"] = "application/grpc", ["grpc-status"] = "3",
+        ["grpc-message"] = "__HEADERS_TOO_LARGE__" }, "")
+    else
+      request_handle:respond({ [":status"] = "431", ["content-type"] = "application/json", ["x-should-retry"] = "false" },
+        HEADERS_TOO_LARGE)
+    end
+    return
+  end
+  headers:replace(CLIENT_ADDRESS, client_address(request_handle))
   local path = headers:get(":path")
   if path == nil or headers:get(":method") ~= "POST" then
     headers:replace(ESTIMATE, "0")

@@ -3,6 +3,8 @@
 package decide
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strconv"
 	"strings"
 	"time"
@@ -22,7 +24,28 @@ const (
 	// LimitsPrefix is where the accounts service publishes a user's or token's own limits
 	// (uplion.core.credentials.limits_key).
 	LimitsPrefix = "uplion:limits:"
+	// MaxKeyPartBytes bounds what of a descriptor entry appears in a Redis key name: a longer key
+	// or value (and one that looks hashed already) is replaced by its SHA-256, so no request
+	// header, however large, makes a large key (the edge's values are ids of a few dozen bytes).
+	MaxKeyPartBytes = 128
+	hashedPrefix    = "sha256:"
 )
+
+// KeyPart is a descriptor key or value as it appears in Redis key names: itself when it is at
+// most MaxKeyPartBytes long, else "sha256:" and its digest in hex (71 bytes). Values that start
+// with "sha256:" are hashed too, so a short value can never name a long one's counter.
+func KeyPart(s string) string {
+	if len(s) <= MaxKeyPartBytes && !strings.HasPrefix(s, hashedPrefix) {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return hashedPrefix + hex.EncodeToString(sum[:])
+}
+
+// ReservationRedisKey is the Redis key of the reservation recorded under a request id.
+func ReservationRedisKey(requestID string) string {
+	return ReservationPrefix + KeyPart(requestID)
+}
 
 // overrideSubjects: whose account limits a descriptor's last entry names.
 var overrideSubjects = map[string]string{"user_id": "user", "token_id": "token"}
@@ -54,9 +77,9 @@ func join(entries []rules.Entry) string {
 		if i > 0 {
 			b.WriteByte('|')
 		}
-		b.WriteString(e.Key)
+		b.WriteString(KeyPart(e.Key))
 		b.WriteByte('_')
-		b.WriteString(e.Value)
+		b.WriteString(KeyPart(e.Value))
 	}
 	return b.String()
 }
@@ -85,7 +108,7 @@ func OverrideFor(entries []rules.Entry, kind string, l *rules.Limit) (string, st
 	if !ok || last.Value == "" {
 		return "", ""
 	}
-	return LimitsPrefix + subject + ":" + last.Value, LimitField(kind, l.Unit)
+	return LimitsPrefix + subject + ":" + KeyPart(last.Value), LimitField(kind, l.Unit)
 }
 
 var unitNames = map[rlspb.RateLimitResponse_RateLimit_Unit]string{

@@ -1,6 +1,7 @@
 package decide
 
 import (
+	"strings"
 	"testing"
 
 	ratelimitpb "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
@@ -85,6 +86,52 @@ func TestKeysAreWindowAlignedAndOverridesOnlyForIdentities(t *testing.T) {
 	}
 	if f := LimitField("tokens", "day"); f != "tpd" {
 		t.Errorf("field %q", f)
+	}
+}
+
+func TestRedisKeyNamesAreBoundedWhateverTheDescriptorValues(t *testing.T) {
+	huge := strings.Repeat("x", 40_000) // a header value as large as Envoy lets through
+	other := huge[:39_999] + "y"
+	req := &rlspb.RateLimitRequest{Domain: "d", Descriptors: []*ratelimitpb.RateLimitDescriptor{
+		descriptor(0, "user_id", huge),
+		descriptor(0, "user_id", other),
+		descriptor(7, "generic_key", "tokens", "user_id", huge),
+		descriptor(0, ReservationKey, huge),
+	}}
+	p := MakePlan(domain(t), req, 1_800_000_000)
+	if len(p.Hits) != 3 {
+		t.Fatalf("%+v", p.Hits)
+	}
+	for _, h := range p.Hits {
+		if len(h.Key) > 200 || len(h.Override) > 200 {
+			t.Errorf("unbounded key names: %d and %d bytes", len(h.Key), len(h.Override))
+		}
+	}
+	if p.Hits[0].Key == p.Hits[1].Key || p.Hits[0].Override == p.Hits[1].Override {
+		t.Error("different long values must count apart")
+	}
+	digest := KeyPart(huge)
+	if len(digest) != len("sha256:")+64 || p.Hits[0].Key != "uplion:rl:d:user_id_"+digest+":1800000000" {
+		t.Errorf("key %q", p.Hits[0].Key)
+	}
+	if p.Hits[0].Override != LimitsPrefix+"user:"+digest {
+		t.Errorf("override %q", p.Hits[0].Override)
+	}
+	if k := ReservationRedisKey(p.Reservation); k != ReservationPrefix+digest {
+		t.Errorf("reservation key %q", k)
+	}
+	// short values (the edge's ids, Envoy's request ids) are kept as they are, so the account
+	// limits the accounts service publishes and the reservations the settler reads still match
+	id := strings.Repeat("a", MaxKeyPartBytes)
+	if KeyPart("u_1") != "u_1" || KeyPart(id) != id || ReservationRedisKey("r1") != "uplion:rl:resv:r1" {
+		t.Error("short values must not change")
+	}
+	if KeyPart(id+"a") == id+"a" {
+		t.Error("one byte over the bound must be hashed")
+	}
+	// a short value cannot pose as a long value's digest
+	if KeyPart(digest) == digest {
+		t.Error("a value that looks hashed must be hashed again")
 	}
 }
 

@@ -80,7 +80,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReque
 	}
 	reservation := ""
 	if p.Reservation != "" {
-		reservation = decide.ReservationPrefix + p.Reservation
+		reservation = decide.ReservationRedisKey(p.Reservation)
 	}
 	rejected, outcomes, err := s.limiter.Decide(ctx, p.Hits, now.UnixMilli(), reservation, ttlMs)
 	if err != nil {
