@@ -168,3 +168,13 @@ def test_long_streams_are_not_cut(client: openai.OpenAI) -> None:
     )
     words = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
     assert len(words) == 20
+
+
+def test_unknown_query_parameters_are_ignored_as_openai_does(base_url: str, auth: dict[str, str]) -> None:
+    # Azure-style clients add ?api-version=...; the request is still served, not reset (was a 503)
+    body = {"model": "edge-echo", "messages": user("with a query")}
+    r = httpx.post(f"{base_url}/v1/chat/completions?api-version=2024-10-21", json=body, timeout=30, headers=auth)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == "with a query"
+    models = httpx.get(f"{base_url}/v1/models?limit=5", timeout=30, headers=auth)
+    assert models.status_code == 200, models.text

@@ -91,6 +91,10 @@ def transcoder_filter(descriptor: Descriptor) -> dict[str, Any]:
             "convert_grpc_status": True,
             "max_request_body_size": MAX_BODY_BYTES,
             "request_validation_options": {"reject_unknown_method": True},
+            # a query string the contract does not name (Azure-style clients send ?api-version=...)
+            # would make the transcoder pass the request through untranscoded, which the gRPC
+            # gateway resets (a 503); OpenAI ignores such parameters, and so does the edge
+            "ignore_unknown_query_parameters": True,
         },
     }
 
