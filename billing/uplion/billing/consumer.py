@@ -61,6 +61,8 @@ def decode(messages: list[pulsar.Message]) -> tuple[Decoded, Poison, int]:
 
 
 MIRROR_FAILURES = Counter("uplion_billing_redis_mirror_failures_total", "Redis mirror updates that failed")
+# PostgreSQL refusing, restarting or gone: the batch waits and is applied when it is back
+DATABASE_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 RECONCILES = Counter("uplion_billing_reconciles_total", "Rebuilds of the Redis mirror from PostgreSQL")
 
 
@@ -132,8 +134,9 @@ class UsageConsumer:
         try:
             async with self.pool.acquire() as conn:
                 written = await mirror.rebuild(self.redis, conn)
-        except (RedisError, OSError):
+        except (RedisError, *DATABASE_DOWN):
             MIRROR_FAILURES.inc()
+            log.warning("redis mirror rebuild failed; retried before the next batch")
             return
         self._last_reconcile = time.monotonic()
         RECONCILES.inc()
@@ -146,13 +149,19 @@ class UsageConsumer:
         pending = asyncio.ensure_future(self.receive())
         while not stop.is_set():
             await self.reconcile_if_due()
-            messages = await pending
+            try:
+                messages = await pending
+            except pulsar.PulsarException:
+                log.exception("receiving usage events failed; retrying")
+                await asyncio.sleep(1)
+                pending = asyncio.ensure_future(self.receive())
+                continue
             pending = asyncio.ensure_future(self.receive())
             try:
                 await self.run_once(messages)
-            except (asyncpg.PostgresError, OSError, pulsar.PulsarException):
+            except (*DATABASE_DOWN, pulsar.PulsarException):
                 log.exception("batch failed; it will be redelivered")
-                await pending  # nothing after a failed batch may be acknowledged before it
+                await asyncio.gather(pending, return_exceptions=True)  # nothing after it may be acked first
                 await asyncio.to_thread(self.consumer.redeliver_unacknowledged_messages)
                 await asyncio.sleep(1)
                 pending = asyncio.ensure_future(self.receive())

@@ -59,7 +59,9 @@ class Postgres:
         self.proc.stop(timeout=20, sig=signal.SIGINT)
 
 
-def start_postgres(workdir: Path, timeout: float = 60.0) -> Postgres:
+def start_postgres(workdir: Path, timeout: float = 60.0, port: int = 0) -> Postgres:
+    """PostgreSQL on `workdir`'s data (made on first use) and `port` (a free one if 0): starting it
+    again on the same folder and port is a restart, as clients see one."""
     bins = _bin_dir()
     user = _run_as()
     data = workdir / "pgdata"
@@ -73,7 +75,7 @@ def start_postgres(workdir: Path, timeout: float = 60.0) -> Postgres:
             capture_output=True,
             user=user,
         )
-    port = free_port()
+    port = port or free_port()
     argv = [
         str(bins / "postgres"),
         "-D",

@@ -61,7 +61,9 @@ func main() {
 
 func setupLogging(level string) {
 	var l slog.Level
-	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+	// the Python services' names: WARNING is slog's WARN, CRITICAL its ERROR
+	level = strings.NewReplacer("WARNING", "WARN", "CRITICAL", "ERROR").Replace(strings.ToUpper(level))
+	if err := l.UnmarshalText([]byte(level)); err != nil {
 		l = slog.LevelInfo
 	}
 	slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})).With("service", "ratelimit"))

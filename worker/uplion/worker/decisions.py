@@ -6,7 +6,7 @@ import enum
 
 
 class FailureAction(enum.Enum):
-    RETRY = "retry"  # nack: Pulsar redelivers after the nack delay, to any worker
+    RETRY = "retry"  # republished with a delay (backoff), the original acked: any worker may take it
     DEAD_LETTER = "dead_letter"  # retries exhausted: park the task on the DLQ, tell the client
     FAIL = "fail"  # permanent, or output already reached the client: final error, ack
 

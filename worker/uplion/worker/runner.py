@@ -3,8 +3,9 @@
 The worker owns `max_concurrency` slots. Each slot asks Pulsar for one task only when it is free
 (Shared subscription, receiver queue 0: no prefetch, so an idle worker never watches another hoard
 a backlog). A task is acknowledged only after its final event is on the reply topic; a retryable
-failure is negatively acknowledged (redelivered after the nack delay) until `max_attempts`, then
-parked on the dead-letter topic with a final error to the client.
+failure is republished with a delay (exponential backoff, never past the deadline) and the original
+acknowledged, until `max_attempts`, then parked on the dead-letter topic with a final error to the
+client. A reply that cannot be published is negatively acknowledged (redelivered after the nack delay).
 """
 
 from __future__ import annotations
