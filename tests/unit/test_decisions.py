@@ -157,3 +157,14 @@ def test_worker_slots_split_over_processes() -> None:
     assert split_slots(16, 2) == [8, 8]
     assert split_slots(5, 3) == [2, 2, 1]
     assert split_slots(2, 2) == [1, 1]
+
+
+def test_usage_events_to_settlements() -> None:
+    from uplion.ratelimit.settle import settlements
+    from uplion.v1 import usage_pb2
+
+    ok = usage_pb2.UsageEvent(event_id="a", edge_request_id="r1", prompt_tokens=3, completion_tokens=4)
+    anonymous = usage_pb2.UsageEvent(event_id="b", prompt_tokens=1)
+    items, skipped = settlements([ok.SerializeToString(), anonymous.SerializeToString(), b"\xff\xff"])
+    assert items == [("r1", 7)]
+    assert skipped == {"undecodable": 1, "no_request_id": 1}

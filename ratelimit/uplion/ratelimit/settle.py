@@ -9,7 +9,6 @@ import asyncio
 import logging
 
 import pulsar
-import pulsar.asyncio as pa
 import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
 from prometheus_client import Counter
@@ -54,55 +53,86 @@ return 1
 """
 
 
+BATCH_EVENTS = 500
+BATCH_WAIT_MS = 50
+ATTEMPTS = 5
+
+
+def settlements(payloads: list[bytes]) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    """(request id, tokens used) of each usage event that names a reservation, and what became of
+    the others (undecodable, no request id), counted by result. Pure."""
+    out: list[tuple[str, int]] = []
+    skipped = {"undecodable": 0, "no_request_id": 0}
+    for data in payloads:
+        try:
+            event = usage_pb2.UsageEvent.FromString(data)
+        except DecodeError:
+            skipped["undecodable"] += 1
+            continue
+        if not event.edge_request_id:
+            skipped["no_request_id"] += 1
+            continue
+        out.append((event.edge_request_id, event.prompt_tokens + event.completion_tokens))
+    return out, skipped
+
+
 class Settler:
+    """Usage events in batches (up to BATCH_EVENTS, or what arrived within BATCH_WAIT_MS): every
+    settlement of a batch in one Redis round trip, then one cumulative acknowledgement."""
+
     def __init__(self, pulsar_settings: PulsarSettings, redis: aioredis.Redis) -> None:
         self.settings = pulsar_settings
+        self.redis = redis
         self.settle_script = redis.register_script(SETTLE)
-        self.client = pa.Client(pulsar_settings.url, logger=CLIENT_LOGGER)
+        self.client = pulsar.Client(pulsar_settings.url, logger=CLIENT_LOGGER)
 
     async def settle(self, request_id: str, actual_tokens: int) -> bool:
         """Refund or charge the difference between reserved and used tokens; True the first time."""
         return bool(await self.settle_script(keys=[RESERVATION_PREFIX + request_id], args=[actual_tokens]))
 
+    async def settle_all(self, items: list[tuple[str, int]]) -> list[bool]:
+        """Every settlement of a batch in one pipeline (one round trip)."""
+        if not items:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for request_id, actual in items:
+                await self.settle_script(keys=[RESERVATION_PREFIX + request_id], args=[actual], client=pipe)
+            return [bool(r) for r in await pipe.execute()]
+
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
-        consumer = await self.client.subscribe(
-            self.settings.topics.usage(), SUBSCRIPTION, consumer_type=pulsar.ConsumerType.Failover,
-            initial_position=pulsar.InitialPosition.Latest,
+        policy = pulsar.ConsumerBatchReceivePolicy(BATCH_EVENTS, 16 * 1024 * 1024, BATCH_WAIT_MS)
+        consumer = await asyncio.to_thread(
+            self.client.subscribe, self.settings.topics.usage(), SUBSCRIPTION,
+            consumer_type=pulsar.ConsumerType.Failover, initial_position=pulsar.InitialPosition.Latest,
+            batch_receive_policy=policy,
         )  # fmt: skip
         if ready is not None:
             ready.set()
         try:
             while not stop.is_set():
-                receive = asyncio.ensure_future(consumer.receive())
-                stopping = asyncio.ensure_future(stop.wait())
-                done, _ = await asyncio.wait({receive, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if receive not in done:
-                    receive.cancel()
-                    break
-                stopping.cancel()
-                msg = receive.result()
-                await self._settle(msg.data())
-                await consumer.acknowledge(msg)
+                messages = await asyncio.to_thread(consumer.batch_receive)
+                if not messages:
+                    continue
+                await self._settle([m.data() for m in messages])
+                await asyncio.to_thread(consumer.acknowledge_cumulative, messages[-1])
         finally:
-            await consumer.close()
-            await self.client.close()
+            await asyncio.to_thread(consumer.close)
+            await asyncio.to_thread(self.client.close)
 
-    async def _settle(self, data: bytes) -> None:
-        try:
-            event = usage_pb2.UsageEvent.FromString(data)
-        except DecodeError:
-            SETTLED.labels("undecodable").inc()
-            return
-        if not event.edge_request_id:
-            SETTLED.labels("no_request_id").inc()
-            return
-        actual = event.prompt_tokens + event.completion_tokens
-        for attempt in range(5):
+    async def _settle(self, payloads: list[bytes]) -> None:
+        items, skipped = settlements(payloads)
+        for result, n in skipped.items():
+            if n:
+                SETTLED.labels(result).inc(n)
+        for attempt in range(ATTEMPTS):
             try:
-                first = await self.settle(event.edge_request_id, actual)
-                SETTLED.labels("settled" if first else "nothing_reserved").inc()
-                return
-            except Exception as e:  # noqa: BLE001 (Redis down: retry, then give the reservation up to its TTL)
-                log.warning("settling a reservation failed", extra={"error": str(e), "attempt": attempt})
+                firsts = await self.settle_all(items)
+            except Exception as e:  # noqa: BLE001 (Redis down: retry, then give the reservations up to their TTL)
+                log.warning("settling reservations failed", extra={"error": str(e), "attempt": attempt})
                 await asyncio.sleep(0.2 * (attempt + 1))
-        SETTLED.labels("failed").inc()
+                continue
+            settled = sum(firsts)
+            SETTLED.labels("settled").inc(settled)
+            SETTLED.labels("nothing_reserved").inc(len(firsts) - settled)
+            return
+        SETTLED.labels("failed").inc(len(items))
