@@ -29,6 +29,11 @@ class Dispatcher:
     def __init__(self, client: pa.Client, topics: Topics, gateway_id: str, publish_timeout_s: float = 5.0) -> None:
         self.client = client
         self.publish_timeout_s = publish_timeout_s
+        # no batching: a batch would be dispatched to one worker as a unit; a send the broker has not
+        # acknowledged within the publish timeout fails (and is dropped by the client, never sent late)
+        self._task_producer_options = {
+            "batching_enabled": False, "send_timeout_millis": max(1, int(publish_timeout_s * 1000)),
+        }  # fmt: skip
         self.topics = topics
         self.reply_topic = topics.replies(gateway_id)
         self._waiting: dict[str, asyncio.Queue[task_pb2.TaskEvent]] = {}
@@ -55,10 +60,7 @@ class Dispatcher:
             await self._producer(self.topics.tasks(model))
 
     async def _producer(self, topic: str) -> pa.Producer:
-        # no batching: a batch would be dispatched to one worker as a unit; a send the broker has not
-        # acknowledged within the publish timeout fails (and is dropped by the client, never sent late)
-        send_timeout = max(1, int(self.publish_timeout_s * 1000))
-        return await self._producers.get(topic, batching_enabled=False, send_timeout_millis=send_timeout)
+        return await self._producers.get(topic, **self._task_producer_options)
 
     def expect(self, task_id: str) -> asyncio.Queue[task_pb2.TaskEvent]:
         queue: asyncio.Queue[task_pb2.TaskEvent] = asyncio.Queue()
@@ -70,8 +72,8 @@ class Dispatcher:
 
     async def publish_task(self, task: task_pb2.Task) -> None:
         topic = self.topics.tasks(task.model)
-        if not self._producers.has(topic, batching_enabled=False):
-            await self._ensure_subscription(task.model)
+        if not self._producers.has(topic, **self._task_producer_options):
+            await self._ensure_subscription(task.model)  # once per model: its first task, or prepare()
         producer = await self._producer(topic)
         await producer.send(task.SerializeToString())
 
