@@ -178,3 +178,26 @@ def test_unknown_query_parameters_are_ignored_as_openai_does(base_url: str, auth
     assert r.json()["choices"][0]["message"]["content"] == "with a query"
     models = httpx.get(f"{base_url}/v1/models?limit=5", timeout=30, headers=auth)
     assert models.status_code == 200, models.text
+
+
+def test_every_response_carries_a_request_id_and_no_grpc_headers(
+    client: openai.OpenAI, base_url: str, auth: dict[str, str]
+) -> None:
+    ok = client.chat.completions.create(model="edge-echo", messages=user("id please"))
+    assert ok._request_id  # the SDK reads x-request-id
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="no-such-model", messages=user("x"))
+    assert missing.value.request_id
+    body = {"model": "edge-echo", "messages": user("x")}
+    unknown_key = {"authorization": "Bearer upl-not-a-real-key-0000000000000000000000"}
+    responses = [
+        httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=30, headers=auth),
+        httpx.post(f"{base_url}/v1/chat/completions", json={**body, "stream": True}, timeout=30, headers=auth),
+        httpx.post(f"{base_url}/v1/chat/completions", json={**body, "model": "nope"}, timeout=30, headers=auth),
+        httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=30, headers=unknown_key),
+        httpx.get(f"{base_url}/v1/models", timeout=30, headers=auth),
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 404, 401, 200]
+    for r in responses:
+        assert r.headers.get("x-request-id"), r.request.url
+        assert not [h for h in r.headers if h.startswith("grpc-")], dict(r.headers)

@@ -181,7 +181,8 @@ def ratelimit_filter(cluster: str) -> dict[str, Any]:
 def connection_manager_limits() -> dict[str, Any]:
     """HTTP connection manager settings of the edge (the local Envoy's, merged into Istio's gateway):
     the bound on request headers, and its 431 in OpenAI's shape (Envoy's codec answers it before
-    any filter runs, so the Lua filter cannot shape it)."""
+    any filter runs, so the Lua filter cannot shape it); every response, errors included, carries
+    the request's `x-request-id` (the OpenAI SDKs expose it as `_request_id`)."""
     too_large = {
         "filter": {
             "status_code_filter": {
@@ -203,7 +204,11 @@ def connection_manager_limits() -> dict[str, Any]:
             {"header": {"key": "x-should-retry", "value": "false"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
         ],
     }
-    return {"max_request_headers_kb": MAX_REQUEST_HEADERS_KB, "local_reply_config": {"mappers": [too_large]}}
+    return {
+        "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
+        "local_reply_config": {"mappers": [too_large]},
+        "always_set_request_id_in_response": True,
+    }
 
 
 def router_filter() -> dict[str, Any]:

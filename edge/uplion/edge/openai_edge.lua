@@ -141,6 +141,9 @@ function envoy_on_response(response_handle)
   if string.find(ctype, "^application/grpc") then
     return -- native gRPC clients get gRPC, untouched
   end
+  -- gRPC's own headers mean nothing to a REST client
+  headers:remove("grpc-accept-encoding")
+  headers:remove("grpc-encoding")
   local status = headers:get(":status")
   if status == nil or tonumber(status) < 400 then
     headers:remove("grpc-status")
