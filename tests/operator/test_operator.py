@@ -4,6 +4,9 @@ Events → Failed → fix → Running, readiness, deletion and restarts."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -197,6 +200,24 @@ def test_worker_events_fail_the_model_and_a_fix_brings_it_back(
     models().patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "m1",
                                             {"spec": {"baseURL": "https://api.example.org/v1"}})  # fmt: skip
     _status(namespace, "m1", "Running")
+
+
+def test_a_model_that_cannot_load_fails_its_aimodel_with_the_reason(
+    operator_proc: OperatorProc, namespace: str, kube: Any, tmp_path: Path
+) -> None:
+    create_model(namespace, aimodel("badpath", replicas=0, modelPath="/nonexistent/model"))
+    _status(namespace, "badpath", "Running")  # scaled to zero
+    dep = _deployment(namespace, "badpath")
+    env = {k: v.value for k, v in _env(dep).items() if v.value is not None}
+    # the worker pod's settings, run here as a process (no kubelet); its ports are not needed
+    env.update({"UPLION_AIMODEL_NAMESPACE": namespace, "UPLION_HEALTH_PORT": "0", "UPLION_METRICS_PORT": "0",
+                "KUBECONFIG": str(kube.kubeconfig)})  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "uplion.worker"], env={**os.environ, **env}, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    failed = _status(namespace, "badpath", "Failed")
+    assert failed["reason"] == "ConfigurationError"
+    assert "/nonexistent/model" in failed["message"]
 
 
 def test_readiness_moves_pending_to_running(operator_proc: OperatorProc, namespace: str) -> None:

@@ -127,10 +127,10 @@ class Call:
             gateway_id=self.gateway_id,
             edge_request_id=self.edge_request_id,
         )
-        await self.dispatcher.publish_usage(event)
         kind_name = usage_pb2.RequestKind.Name(self.kind).removeprefix("REQUEST_KIND_").lower()
-        REQUESTS.labels(self.task.model, kind_name, _OUTCOME_NAMES[self.outcome]).inc()
-        LATENCY.labels(self.task.model, kind_name).observe(time.time() - self.started_at)
+        REQUESTS.labels(self.task.model, kind_name, _OUTCOME_NAMES[self.outcome]).inc()  # counted even if
+        LATENCY.labels(self.task.model, kind_name).observe(time.time() - self.started_at)  # the publish fails
+        await self.dispatcher.publish_usage(event)
 
 
 def rejected(

@@ -46,7 +46,14 @@ async def serve(cfg: WorkerConfig) -> None:
         health_server.add_insecure_port(f"0.0.0.0:{cfg.health_port}")
         await health_server.start()
     events = EventReporter.from_env()
-    backend = make_backend(cfg)
+    try:
+        backend = make_backend(cfg)
+    except Exception as e:  # noqa: BLE001 (a model that cannot load: say why on the AIModel, then exit)
+        message = f"the model cannot be loaded: {getattr(e, 'message', None) or e}"[:1000]
+        log.error(message)
+        if events is not None:
+            await asyncio.to_thread(events.post_now, "ConfigurationError", message)
+        raise SystemExit(2) from None
     client = pa.Client(cfg.pulsar.url, logger=CLIENT_LOGGER)
     runner = Runner(cfg, backend, client, events)
     try:
