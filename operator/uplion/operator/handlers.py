@@ -82,12 +82,19 @@ def reconcile(body: dict[str, Any], failure: dict[str, Any] | None = None, keep_
         k.apply(scaled)
     else:
         k.delete("keda.sh/v1alpha1", "ScaledObject", children.child_name(meta["name"]), meta["namespace"])
-    stored = (body.get("status") or {}).get("failure") if keep_failure else None
-    refresh_status(body, versions, failure if failure is not None else stored)
+    refresh_status(body, versions, failure, keep_stored=failure is None and keep_failure)
 
 
-def refresh_status(body: dict[str, Any], versions: str, failure: dict[str, Any] | None) -> None:
+def refresh_status(
+    body: dict[str, Any], versions: str, failure: dict[str, Any] | None, keep_stored: bool = False
+) -> None:
+    """Write the status from what is observed now. `keep_stored`: the failure is the one the status
+    holds at this moment, read afresh (handlers run concurrently: a failure a worker's Event set a
+    moment ago must not be lost to a status read before it)."""
     meta = body["metadata"]
+    if keep_stored:
+        current = kube().get(API_VERSION, KIND, meta["name"], meta["namespace"]) or body
+        failure = (current.get("status") or {}).get("failure")
     dep = kube().get("apps/v1", "Deployment", children.child_name(meta["name"]), meta["namespace"]) or {}
     if dep and failure and failure.get("reason") == ownership.DUPLICATE:
         failure = None  # it has workers, so it serves its name (a status read before it took over says otherwise)
@@ -139,7 +146,7 @@ def deployment_changed(body: kopf.Body, **_: Any) -> None:
         return
     model = kube().get(API_VERSION, KIND, name, body["metadata"]["namespace"])
     if model is not None and model["metadata"].get("deletionTimestamp") is None:
-        refresh_status(model, _secret_versions(model), (model.get("status") or {}).get("failure"))
+        refresh_status(model, _secret_versions(model), None, keep_stored=True)
 
 
 def _about_a_model(body: kopf.Body, **_: Any) -> bool:
