@@ -40,9 +40,10 @@ def go_version(cwd: Path | None = None) -> str:
     return " ".join(out.stdout.split())
 
 
-def go_recipe(name: str, **inputs: str | bytes) -> Recipe:
-    """A Go-built artifact's recipe: its own inputs, the toolchain and the build environment."""
-    return Recipe(name, {"go": go_version(), **{f"env.{k}": v for k, v in _GO_FLAGS.items()}, **inputs})
+def go_recipe(name: str, cwd: Path | None = None, **inputs: str | bytes) -> Recipe:
+    """A Go-built artifact's recipe: its own inputs, the toolchain (the one `go` picks in `cwd`)
+    and the build environment."""
+    return Recipe(name, {"go": go_version(cwd), **{f"env.{k}": v for k, v in _GO_FLAGS.items()}, **inputs})
 
 
 def go_binary(package: str, version: str, timeout: float = 900.0) -> Path:
@@ -96,10 +97,8 @@ def source_digest(module: Path) -> str:
 
 
 def ratelimit_recipe() -> Recipe:
-    return Recipe("uplion-ratelimit", {
-        "go": go_version(RATELIMIT_MODULE), "sources": source_digest(RATELIMIT_MODULE),
-        "command": " ".join(_RATELIMIT_BUILD), **{f"env.{k}": v for k, v in _GO_FLAGS.items()},
-    })  # fmt: skip
+    return go_recipe("uplion-ratelimit", RATELIMIT_MODULE, sources=source_digest(RATELIMIT_MODULE),
+                     command=" ".join(_RATELIMIT_BUILD))  # fmt: skip
 
 
 def ratelimit_binary(timeout: float = 900.0) -> Path:

@@ -38,7 +38,8 @@ def _usage(into: common_pb2.Usage, u: Mapping[str, Any]) -> None:
     into.total_tokens = int(u.get("total_tokens") or into.prompt_tokens + into.completion_tokens)
 
 
-def _head(msg: Any, d: Mapping[str, Any]) -> None:
+def _envelope(msg: Any, d: Mapping[str, Any]) -> None:
+    """What every chunk carries besides its choices: id, object, created, model, fingerprint, usage."""
     msg.id = str(d.get("id") or "")
     msg.object = str(d.get("object") or "")
     msg.created = int(d.get("created") or 0)
@@ -46,12 +47,21 @@ def _head(msg: Any, d: Mapping[str, Any]) -> None:
     fingerprint = d.get("system_fingerprint")
     if fingerprint is not None:
         msg.system_fingerprint = str(fingerprint)
+    usage = d.get("usage")
+    if usage:
+        _usage(msg.usage, usage)
+
+
+def _finish_reason(choice: Any, c: Mapping[str, Any]) -> None:
+    reason = c.get("finish_reason")
+    if reason is not None:
+        choice.finish_reason = reason
 
 
 def chat_chunk(d: Mapping[str, Any]) -> chat_pb2.ChatCompletionChunk:
     """One `chat.completion.chunk` object as uplion's chunk."""
     chunk = chat_pb2.ChatCompletionChunk()
-    _head(chunk, d)
+    _envelope(chunk, d)
     for c in d.get("choices") or ():
         choice = chunk.choices.add(index=int(c.get("index") or 0))
         delta = c.get("delta") or {}
@@ -65,27 +75,17 @@ def chat_chunk(d: Mapping[str, Any]) -> chat_pb2.ChatCompletionChunk:
                 out.content = content
         else:
             json_format.ParseDict(_without_nulls(delta), out, ignore_unknown_fields=True)
-        reason = c.get("finish_reason")
-        if reason is not None:
-            choice.finish_reason = reason
-    usage = d.get("usage")
-    if usage:
-        _usage(chunk.usage, usage)
+        _finish_reason(choice, c)
     return chunk
 
 
 def completion_chunk(d: Mapping[str, Any]) -> completions_pb2.Completion:
     """One streamed `text_completion` object as uplion's chunk."""
     chunk = completions_pb2.Completion()
-    _head(chunk, d)
+    _envelope(chunk, d)
     for c in d.get("choices") or ():
         choice = chunk.choices.add(index=int(c.get("index") or 0), text=str(c.get("text") or ""))
-        reason = c.get("finish_reason")
-        if reason is not None:
-            choice.finish_reason = reason
-    usage = d.get("usage")
-    if usage:
-        _usage(chunk.usage, usage)
+        _finish_reason(choice, c)
     return chunk
 
 

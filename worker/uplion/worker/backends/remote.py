@@ -46,21 +46,36 @@ from .sse import DONE, SSEDecoder
 Chunk = TypeVar("Chunk", chat_pb2.ChatCompletionChunk, completions_pb2.Completion)
 
 
-class _FailedBeforeContent(Exception):
-    """The upstream failed before its first chunk: another account may still answer."""
+class _UpstreamFailed(Exception):
+    """The upstream sent an error object or something unreadable instead of a chunk: before the
+    first chunk another account may still answer; after it, the attempt fails."""
 
 
-def _body(message: Any, upstream_model: str, stream: bool) -> bytes:
+# what reading an upstream's answer can raise
+_READ_ERRORS = (_UpstreamFailed, aiohttp.ClientError, TimeoutError)
+
+
+def _body(message: Any, upstream_model: str, **fields: Any) -> bytes:
+    """The request as the upstream's JSON: the client's fields, the upstream's model name, `fields`."""
     body: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
     body["model"] = upstream_model
     if "seed" in body:
         body["seed"] = int(body["seed"])  # proto3 JSON prints int64 as a string
-    body.pop("stream", None)
     body.pop("stream_options", None)
-    if stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+    body.update(fields)
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+# every chat and completion request streams from upstream, with its usage
+_STREAMED = {"stream": True, "stream_options": {"include_usage": True}}
+
+
+def _chat_chars(request: chat_pb2.ChatCompletionRequest) -> int:
+    return sum(len(value_text(m.content)) for m in request.messages)
+
+
+def _prompt_chars(prompt: Any) -> int:
+    return sum(len(t) for t in prompt_texts(prompt))
 
 
 def estimate_tokens(chars: int) -> int:
@@ -98,11 +113,11 @@ class RemoteBackend:
         # An estimate (about 4 characters a token) until upstream reports the exact count.
         which = task.WhichOneof("request")
         if which == "chat":
-            chars = sum(len(value_text(m.content)) for m in task.chat.messages)
+            chars = _chat_chars(task.chat)
         elif which == "completion":
-            chars = sum(len(t) for t in prompt_texts(task.completion.prompt))
+            chars = _prompt_chars(task.completion.prompt)
         elif which == "embedding":
-            chars = sum(len(t) for t in prompt_texts(task.embedding.input))
+            chars = _prompt_chars(task.embedding.input)
         else:
             chars = 0
         return estimate_tokens(chars)
@@ -170,7 +185,7 @@ class RemoteBackend:
             chunks = _decode(resp, convert, from_answer)
             try:
                 first = await _next(chunks)
-            except (_FailedBeforeContent, aiohttp.ClientError, TimeoutError) as e:
+            except _READ_ERRORS as e:
                 state.inflight -= 1
                 resp.release()
                 self._note(state, UpstreamProblem(Verdict.TRY_NEXT, f"{type(e).__name__}: {e}"[:200]), problems)
@@ -187,7 +202,7 @@ class RemoteBackend:
                     yield chunk
                     try:
                         chunk = await _next(chunks)
-                    except (_FailedBeforeContent, aiohttp.ClientError, TimeoutError) as e:
+                    except _READ_ERRORS as e:
                         raise unavailable(f"upstream failed mid-stream: {e}"[:500]) from None
                 if not has_usage:  # the upstream ignored stream_options: bill the estimate, not zero
                     last = type(first)()
@@ -200,19 +215,17 @@ class RemoteBackend:
         raise self._none_left(problems)
 
     def chat(self, request: chat_pb2.ChatCompletionRequest) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
-        prompt = estimate_tokens(sum(len(value_text(m.content)) for m in request.messages))
-        body = _body(request, self.upstream_model, stream=True)
+        body = _body(request, self.upstream_model, **_STREAMED)
+        prompt = estimate_tokens(_chat_chars(request))
         return self._stream("/chat/completions", body, chat_chunk, chat_chunks_from_answer, prompt)
 
     def completion(self, request: completions_pb2.CompletionRequest) -> AsyncIterator[completions_pb2.Completion]:
-        prompt = estimate_tokens(sum(len(t) for t in prompt_texts(request.prompt)))
-        body = _body(request, self.upstream_model, stream=True)
+        body = _body(request, self.upstream_model, **_STREAMED)
+        prompt = estimate_tokens(_prompt_chars(request.prompt))
         return self._stream("/completions", body, completion_chunk, completion_chunks_from_answer, prompt)
 
     async def embed(self, request: embeddings_pb2.EmbeddingRequest) -> embeddings_pb2.EmbeddingResponse:
-        raw = json.loads(_body(request, self.upstream_model, stream=False))
-        raw.setdefault("encoding_format", "float")
-        body = json.dumps(raw).encode()
+        body = _body(request, self.upstream_model, encoding_format=request.encoding_format or "float")
         problems: list[str] = []
         for state in pick_order(self.states, now()):
             state.inflight += 1
@@ -258,16 +271,8 @@ async def _decode(
     from_answer: Callable[[dict[str, Any]], Iterator[Chunk]],
 ) -> AsyncIterator[Chunk]:  # fmt: skip
     """The response's chunks: SSE events (until `[DONE]` or the end), or a whole JSON answer."""
-    started = False
     if "text/event-stream" not in resp.headers.get("content-type", ""):
-        try:
-            answer = json.loads(await resp.read())
-        except ValueError:
-            raise _FailedBeforeContent("upstream answered a stream request with neither SSE nor JSON") from None
-        message = stream_error(answer) if isinstance(answer, dict) else "not a JSON object"
-        if message:
-            raise _FailedBeforeContent(message)
-        for chunk in from_answer(answer):
+        for chunk in from_answer(_object(await resp.read(), "an answer")):
             yield chunk
         return
     decoder = SSEDecoder()
@@ -275,17 +280,19 @@ async def _decode(
         for event in decoder.feed(data):
             if event == DONE:
                 return
-            try:
-                obj = json.loads(event)
-            except ValueError:
-                raise _FailedBeforeContent(f"upstream sent an event that is not JSON: {event[:100]!r}") from None
-            message = stream_error(obj)
-            if message:
-                if not started:
-                    raise _FailedBeforeContent(message)
-                raise aiohttp.ClientPayloadError(message)
-            started = True
-            yield convert(obj)
+            yield convert(_object(event, "an event"))
     for event in decoder.close():
         if event != DONE:
-            yield convert(json.loads(event))
+            yield convert(_object(event, "an event"))
+
+
+def _object(raw: bytes, what: str) -> dict[str, Any]:
+    """A JSON object the upstream sent; _UpstreamFailed for an error object or anything else."""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        raise _UpstreamFailed(f"upstream sent {what} that is not JSON: {raw[:100]!r}") from None
+    message = stream_error(obj) if isinstance(obj, dict) else f"upstream sent {what} that is not a JSON object"
+    if message:
+        raise _UpstreamFailed(message)
+    return obj  # type: ignore[no-any-return]
