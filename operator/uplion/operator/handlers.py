@@ -68,9 +68,6 @@ def reconcile(body: dict[str, Any], failure: dict[str, Any] | None = None, keep_
         return
     if not ownership.holds(body, model):
         k.annotate(meta["name"], meta["namespace"], {ownership.HOLDER_ANNOTATION: model})
-    stored = (body.get("status") or {}).get("failure")
-    if stored and stored.get("reason") == ownership.DUPLICATE:
-        keep_failure = False  # it serves its name now
     dep = children.deployment(body, platform(), versions)
     dep["spec"]["template"]["spec"]["containers"][0]["env"].append(
         {"name": "UPLION_CONFIG_DIGEST", "value": config_digest(body["spec"], versions)}
