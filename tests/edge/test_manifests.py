@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from uplion.edge.filters import connection_manager_limits, lua_source, rate_limit_actions
+from uplion.edge.filters import connection_manager_settings, lua_source, rate_limit_actions
 from uplion.edge.istio import render
 from uplion.edge.local import local_envoy_config
 
@@ -28,10 +28,10 @@ def test_envoyfilter_carries_the_same_filters_as_the_local_envoy() -> None:
     assert (hcm["applyTo"], hcm["patch"]["operation"]) == ("NETWORK_FILTER", "MERGE")
     merged = hcm["patch"]["value"]["typed_config"]
     assert merged["@type"].endswith("HttpConnectionManager")
-    assert {k: v for k, v in merged.items() if k != "@type"} == connection_manager_limits()
+    assert {k: v for k, v in merged.items() if k != "@type"} == connection_manager_settings()
     local = yaml.safe_load(local_envoy_config(1, 2, "d.pb", 3, 4, (5,)))
     local_hcm = local["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    assert {k: local_hcm[k] for k in connection_manager_limits()} == connection_manager_limits()
+    assert {k: local_hcm[k] for k in connection_manager_settings()} == connection_manager_settings()
     values = [p["patch"]["value"] for p in patches[1:]]
     names = ["envoy.filters.http.lua", "envoy.filters.http.ratelimit", "envoy.filters.http.grpc_json_transcoder"]
     assert [v["name"] for v in values] == names

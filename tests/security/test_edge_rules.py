@@ -6,14 +6,15 @@ import yaml
 
 from uplion.authz.decision import throttled
 from uplion.authz.service import deny_response
-from uplion.authz.throttle import AddressBudget, Bucket, address_bucket, client_bucket, give_back, take
+from uplion.authz.throttle import AddressBudget, Bucket, client_bucket, give_back, take
+from uplion.core.addresses import address_bucket
 from uplion.edge.filters import (
     CLIENT_ADDRESS_HEADER,
     CLIENT_HEADERS,
     MAX_HEADER_BYTES,
     MAX_REQUEST_HEADERS_KB,
     client_may_send,
-    connection_manager_limits,
+    connection_manager_settings,
     ext_authz_filter,
     lua_source,
 )
@@ -46,7 +47,7 @@ def test_the_local_edge_bounds_headers_and_sends_authz_the_client_address() -> N
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["use_remote_address"] is True
     assert hcm["max_request_headers_kb"] == MAX_REQUEST_HEADERS_KB
-    assert hcm["local_reply_config"] == connection_manager_limits()["local_reply_config"]
+    assert hcm["local_reply_config"] == connection_manager_settings()["local_reply_config"]
     assert [f["name"] for f in hcm["http_filters"]][:2] == ["envoy.filters.http.lua", "envoy.filters.http.ext_authz"]
     allowed = ext_authz_filter("authz")["typed_config"]["allowed_headers"]["patterns"]
     assert allowed == [{"exact": "authorization"}, {"exact": CLIENT_ADDRESS_HEADER}]

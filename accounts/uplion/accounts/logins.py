@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from uplion.core.addresses import address_bucket
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # where proxies live: loopback and the private ranges (pods, nodes); override with UPLION_TRUSTED_PROXIES
 DEFAULT_TRUSTED_PROXIES = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
@@ -82,11 +84,8 @@ def client_address(peer: str, metadata: Mapping[str, str], trusted: Iterable[IPN
 
 def address_key(address: str) -> str:
     """What attempts from `address` are counted under: an IPv4 address, or an IPv6 /64 (one host
-    commonly has a whole /64 to pick addresses from)."""
-    ip = _ip(address)
-    if isinstance(ip, ipaddress.IPv6Address):
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip) if ip is not None else address
+    commonly has a whole /64 to pick addresses from); anything else as it is ("local")."""
+    return address_bucket(address) or address
 
 
 @dataclass(frozen=True)

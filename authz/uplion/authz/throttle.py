@@ -14,35 +14,13 @@ after it removed every client-sent `x-uplion-*` header; without it, the ext_auth
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from dataclasses import dataclass
 
+from uplion.core.addresses import address_bucket
+
 CLIENT_ADDRESS_HEADER = "x-uplion-client-address"
 UNKNOWN_ADDRESS = "unknown"
-
-
-def address_bucket(text: str | None) -> str:
-    """The bucket a client address counts in: the IPv4 address, the /64 of an IPv6 address (one
-    subscriber's block), "" when it is not an address. A port (`1.2.3.4:5`, `[::1]:5`) is ignored."""
-    if not text:
-        return ""
-    text = text.strip()
-    if text.startswith("["):
-        text, closed, _ = text[1:].partition("]")
-        if not closed:
-            return ""
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return ""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 def client_bucket(edge_header: str | None, peer: str | None) -> str:

@@ -178,7 +178,7 @@ def ratelimit_filter(cluster: str) -> dict[str, Any]:
     }
 
 
-def connection_manager_limits() -> dict[str, Any]:
+def connection_manager_settings() -> dict[str, Any]:
     """HTTP connection manager settings of the edge (the local Envoy's, merged into Istio's gateway):
     the bound on request headers, and its 431 in OpenAI's shape (Envoy's codec answers it before
     any filter runs, so the Lua filter cannot shape it); every response, errors included, carries

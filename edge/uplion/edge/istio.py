@@ -17,7 +17,7 @@ import yaml
 from .filters import (
     ADMIN_PREFIXES,
     Descriptor,
-    connection_manager_limits,
+    connection_manager_settings,
     lua_filter,
     ratelimit_filter,
     transcoder_filter,
@@ -93,11 +93,12 @@ def _patch(operation: str, value: dict[str, Any]) -> dict[str, Any]:
 
 
 def _connection_manager_patch() -> dict[str, Any]:
-    """The gateway's HTTP connection manager gets the local Envoy's header bounds and 431 body."""
+    """The gateway's HTTP connection manager gets the local Envoy's settings (header bounds, 431 body, x-request-id)."""
+    settings = {"@type": HCM_TYPE, **connection_manager_settings()}
     return {
         "applyTo": "NETWORK_FILTER",
         "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": {"name": HCM_NAME}}}},
-        "patch": {"operation": "MERGE", "value": {"typed_config": {"@type": HCM_TYPE, **connection_manager_limits()}}},
+        "patch": {"operation": "MERGE", "value": {"typed_config": settings}},
     }
 
 

@@ -11,7 +11,7 @@ from .filters import (
     ADMIN_PREFIXES,
     MAX_BODY_BYTES,
     Descriptor,
-    connection_manager_limits,
+    connection_manager_settings,
     edge_filters,
     ext_authz_disabled,
     router_filter,
@@ -77,7 +77,7 @@ def local_envoy_config(
         # x-forwarded-for itself, so services behind it (the accounts service's login limits) see
         # the real client address, never one a client wrote into those headers
         "use_remote_address": True,
-        **connection_manager_limits(),  # header size bounds, their 431 in OpenAI's shape
+        **connection_manager_settings(),  # header size bounds and their 431 in OpenAI's shape, x-request-id
         "route_config": {"virtual_hosts": [{"name": "uplion", "domains": ["*"], "routes": routes}]},
         "http_filters": [*filters, router_filter()],
     }

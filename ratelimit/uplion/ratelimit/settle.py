@@ -86,12 +86,9 @@ class Settler:
         self.settle_script = redis.register_script(SETTLE)
         self.client = pulsar.Client(pulsar_settings.url, logger=CLIENT_LOGGER)
 
-    async def settle(self, request_id: str, actual_tokens: int) -> bool:
-        """Refund or charge the difference between reserved and used tokens; True the first time."""
-        return bool(await self.settle_script(keys=[RESERVATION_PREFIX + request_id], args=[actual_tokens]))
-
     async def settle_all(self, items: list[tuple[str, int]]) -> list[bool]:
-        """Every settlement of a batch in one pipeline (one round trip)."""
+        """Refund or charge each reservation the difference between reserved and used tokens, every
+        settlement of a batch in one pipeline (one round trip); True where it was the first time."""
         if not items:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
