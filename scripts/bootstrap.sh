@@ -34,6 +34,24 @@ if [ "${UPLION_TEST_TOOLS:-0}" = 1 ]; then
     || { echo "the test suite needs Node.js 20+, found $(node --version)" >&2; exit 1; }
 fi
 
+# The deploy and console suites: images built and run daemonless (buildah, podman, skopeo, umoci; a
+# Debian base made by debootstrap) and the console driven in Debian's Chromium. Installed with apt-get
+# when missing and root; otherwise the run stops and names the packages.
+if [ "${UPLION_TEST_TOOLS:-0}" = 1 ]; then
+  declare -A deb_tools=([buildah]=buildah [podman]=podman [skopeo]=skopeo [umoci]=umoci
+                        [debootstrap]=debootstrap [chromium]=chromium [newuidmap]=uidmap)
+  need=()
+  for tool in "${!deb_tools[@]}"; do command -v "$tool" >/dev/null || need+=("${deb_tools[$tool]}"); done
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "installing Debian packages for the deploy and console tests: ${need[*]}"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+      echo "the test suite needs these Debian packages: apt-get install ${need[*]}" >&2; exit 1
+    fi
+  fi
+fi
+
 py=${UPLION_PYTHON:-}
 if [ -z "$py" ]; then
   for cand in python3.11 python3; do

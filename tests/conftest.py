@@ -9,10 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from kubernetes import client, config
 
+from tests.kube_api import eventually
+from uplion.devstack.kube import Kube, start_kube
 from uplion.devstack.postgres import Postgres, start_postgres
 from uplion.devstack.pulsar import Pulsar, start_pulsar
 from uplion.devstack.redis import Redis, start_redis
+
+ROOT = Path(__file__).resolve().parents[1]
+CRDS = ["aimodels.uplion.io.yaml", "test-only-keda-scaledobjects.yaml"]
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +43,26 @@ def postgres(run_dir: Path) -> Iterator[Postgres]:
     p = start_postgres(run_dir / "postgres")
     yield p
     p.stop()
+
+
+@pytest.fixture(scope="session")
+def kube(run_dir: Path) -> Iterator[Kube]:
+    """A real control plane (etcd, kube-apiserver, kube-controller-manager) with uplion's CRDs (and a
+    test-only copy of KEDA's ScaledObject CRD) established; the default kubeconfig points at it."""
+    k = start_kube(run_dir / "kube")
+    config.load_kube_config(str(k.kubeconfig))
+    ext = client.ApiextensionsV1Api()
+    for name in CRDS:
+        ext.create_custom_resource_definition(yaml.safe_load((ROOT / "deploy" / "crds" / name).read_text()))
+
+    def established(name: str) -> bool:
+        conditions = ext.read_custom_resource_definition(name).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    for name in ("aimodels.uplion.io", "scaledobjects.keda.sh"):
+        eventually(lambda n=name: established(n))  # type: ignore[misc]
+    yield k
+    k.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
-"""A real Kubernetes API server (etcd, kube-apiserver, kube-controller-manager; built from the Go
-module proxy), the CRDs applied, and uplion's operator running against it as a process."""
+"""uplion's operator running as a process against the session's real Kubernetes API server (the
+`kube` fixture in tests/conftest.py), with its own ServiceAccount's credentials."""
 
 from __future__ import annotations
 
@@ -8,61 +8,26 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-import yaml
-from kubernetes import client, config, dynamic
-from kubernetes.client.exceptions import ApiException
+from kubernetes import client
 
-from uplion.devstack.kube import Kube, start_kube
+from tests.kube_api import apply_manifests
+from uplion.devstack.kube import Kube
 from uplion.devstack.procs import Proc, spawn, wait_until
 from uplion.devstack.pulsar import Pulsar
 
 ROOT = Path(__file__).resolve().parents[2]
-CRDS = ["aimodels.uplion.io.yaml", "test-only-keda-scaledobjects.yaml"]
 GROUP, VERSION, PLURAL = "uplion.io", "v1alpha1", "aimodels"
-T = TypeVar("T")
-
-
-@pytest.fixture(scope="session")
-def kube(run_dir: Path) -> Iterator[Kube]:
-    k = start_kube(run_dir / "kube")
-    config.load_kube_config(str(k.kubeconfig))
-    ext = client.ApiextensionsV1Api()
-    for name in CRDS:
-        ext.create_custom_resource_definition(yaml.safe_load((ROOT / "deploy" / "crds" / name).read_text()))
-
-    def established(name: str) -> bool:
-        conditions = ext.read_custom_resource_definition(name).status.conditions or []
-        return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-    for name in ("aimodels.uplion.io", "scaledobjects.keda.sh"):
-        eventually(lambda n=name: established(n))  # type: ignore[misc]
-    yield k
-    k.stop()
 
 
 OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "uplion", "uplion-operator"
 RBAC = "rbac.authorization.k8s.io"
 MANAGED = "t-*"  # the operator manages the tests' namespaces (`namespace` fixture), as a chart would
-
-
-def apply_manifests(path: Path, kinds: set[str] | None = None) -> list[str]:
-    """Server-side apply of every document in a manifest file (of `kinds`, if given): idempotent."""
-    api = dynamic.DynamicClient(client.ApiClient())
-    applied = []
-    for doc in yaml.safe_load_all(path.read_text()):
-        if kinds is not None and doc["kind"] not in kinds:
-            continue
-        res = api.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
-        res.server_side_apply(body=doc, name=doc["metadata"]["name"], namespace=doc["metadata"].get("namespace"),
-                              field_manager="uplion-tests", force_conflicts=True)  # fmt: skip
-        applied.append(doc["kind"])
-    return applied
 
 
 def operator_kubeconfig(kube: Kube, path: Path) -> Path:
@@ -124,22 +89,6 @@ def managed_namespace() -> str:
         "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}],
     })  # fmt: skip
     return name
-
-
-def eventually(check: Callable[[], T | None], timeout: float = 30, interval: float = 0.2) -> T:
-    """The first truthy result of `check` (exceptions count as not yet)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-            last = result
-        except ApiException as e:
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"not reached in {timeout}s; last: {last!r}")
 
 
 def models() -> client.CustomObjectsApi:

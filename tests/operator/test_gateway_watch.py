@@ -7,12 +7,13 @@ from pathlib import Path
 import grpc
 from kubernetes import client
 
+from tests.kube_api import eventually
 from uplion.devstack.kube import Kube
 from uplion.devstack.platform import start_gateway
 from uplion.devstack.pulsar import Pulsar
 from uplion.v1 import inference_pb2_grpc, models_pb2
 
-from .conftest import GROUP, PLURAL, VERSION, aimodel, create_model, eventually, models
+from .conftest import GROUP, PLURAL, VERSION, aimodel, create_model, models
 
 
 def test_gateway_lists_the_models_aimodels_declare(kube: Kube, broker: Pulsar, namespace: str, tmp_path: Path) -> None:

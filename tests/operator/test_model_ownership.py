@@ -9,6 +9,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.kube_api import eventually
+
 from .conftest import (
     GROUP,
     PLURAL,
@@ -16,7 +18,6 @@ from .conftest import (
     OperatorProc,
     aimodel,
     create_model,
-    eventually,
     get_model,
     managed_namespace,
     models,

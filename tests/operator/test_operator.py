@@ -18,6 +18,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.kube_api import apply_manifests, eventually
 from uplion.devstack.pulsar import Pulsar
 from uplion.worker.k8s_events import EventReporter
 
@@ -27,9 +28,7 @@ from .conftest import (
     VERSION,
     OperatorProc,
     aimodel,
-    apply_manifests,
     create_model,
-    eventually,
     get_model,
     models,
 )

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from uplion.v1 import admin_pb2 as uplion_dot_v1_dot_admin__pb2
+from uplion.v1 import aimodel_pb2 as uplion_dot_v1_dot_aimodel__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -131,6 +132,36 @@ class AdminServiceStub:
                 request_serializer=uplion_dot_v1_dot_admin__pb2.ListAuditLogRequest.SerializeToString,
                 response_deserializer=uplion_dot_v1_dot_admin__pb2.ListAuditLogResponse.FromString,
                 _registered_method=True)
+        self.ListAIModels = channel.unary_unary(
+                '/uplion.v1.AdminService/ListAIModels',
+                request_serializer=uplion_dot_v1_dot_aimodel__pb2.ListAIModelsRequest.SerializeToString,
+                response_deserializer=uplion_dot_v1_dot_aimodel__pb2.ListAIModelsResponse.FromString,
+                _registered_method=True)
+        self.GetAIModel = channel.unary_unary(
+                '/uplion.v1.AdminService/GetAIModel',
+                request_serializer=uplion_dot_v1_dot_aimodel__pb2.GetAIModelRequest.SerializeToString,
+                response_deserializer=uplion_dot_v1_dot_aimodel__pb2.AIModel.FromString,
+                _registered_method=True)
+        self.CreateAIModel = channel.unary_unary(
+                '/uplion.v1.AdminService/CreateAIModel',
+                request_serializer=uplion_dot_v1_dot_aimodel__pb2.CreateAIModelRequest.SerializeToString,
+                response_deserializer=uplion_dot_v1_dot_aimodel__pb2.AIModel.FromString,
+                _registered_method=True)
+        self.UpdateAIModel = channel.unary_unary(
+                '/uplion.v1.AdminService/UpdateAIModel',
+                request_serializer=uplion_dot_v1_dot_aimodel__pb2.UpdateAIModelRequest.SerializeToString,
+                response_deserializer=uplion_dot_v1_dot_aimodel__pb2.AIModel.FromString,
+                _registered_method=True)
+        self.DeleteAIModel = channel.unary_unary(
+                '/uplion.v1.AdminService/DeleteAIModel',
+                request_serializer=uplion_dot_v1_dot_aimodel__pb2.DeleteAIModelRequest.SerializeToString,
+                response_deserializer=uplion_dot_v1_dot_aimodel__pb2.DeleteAIModelResponse.FromString,
+                _registered_method=True)
+        self.ListAIModelEvents = channel.unary_unary(
+                '/uplion.v1.AdminService/ListAIModelEvents',
+                request_serializer=uplion_dot_v1_dot_aimodel__pb2.ListAIModelEventsRequest.SerializeToString,
+                response_deserializer=uplion_dot_v1_dot_aimodel__pb2.ListAIModelEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -253,6 +284,46 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAIModels(self, request, context):
+        """Models as AIModel resources (admins only; members see models through /v1/models): in a
+        cluster the Kubernetes API of the accounts service's namespace, in the local stack the
+        models/ folder the local runner watches. Create, update and delete write the resource; the
+        operator (or the local runner) starts, reconfigures or stops workers and reports status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAIModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAIModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAIModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAIModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAIModelEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -345,6 +416,36 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAuditLog,
                     request_deserializer=uplion_dot_v1_dot_admin__pb2.ListAuditLogRequest.FromString,
                     response_serializer=uplion_dot_v1_dot_admin__pb2.ListAuditLogResponse.SerializeToString,
+            ),
+            'ListAIModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAIModels,
+                    request_deserializer=uplion_dot_v1_dot_aimodel__pb2.ListAIModelsRequest.FromString,
+                    response_serializer=uplion_dot_v1_dot_aimodel__pb2.ListAIModelsResponse.SerializeToString,
+            ),
+            'GetAIModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAIModel,
+                    request_deserializer=uplion_dot_v1_dot_aimodel__pb2.GetAIModelRequest.FromString,
+                    response_serializer=uplion_dot_v1_dot_aimodel__pb2.AIModel.SerializeToString,
+            ),
+            'CreateAIModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAIModel,
+                    request_deserializer=uplion_dot_v1_dot_aimodel__pb2.CreateAIModelRequest.FromString,
+                    response_serializer=uplion_dot_v1_dot_aimodel__pb2.AIModel.SerializeToString,
+            ),
+            'UpdateAIModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAIModel,
+                    request_deserializer=uplion_dot_v1_dot_aimodel__pb2.UpdateAIModelRequest.FromString,
+                    response_serializer=uplion_dot_v1_dot_aimodel__pb2.AIModel.SerializeToString,
+            ),
+            'DeleteAIModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAIModel,
+                    request_deserializer=uplion_dot_v1_dot_aimodel__pb2.DeleteAIModelRequest.FromString,
+                    response_serializer=uplion_dot_v1_dot_aimodel__pb2.DeleteAIModelResponse.SerializeToString,
+            ),
+            'ListAIModelEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAIModelEvents,
+                    request_deserializer=uplion_dot_v1_dot_aimodel__pb2.ListAIModelEventsRequest.FromString,
+                    response_serializer=uplion_dot_v1_dot_aimodel__pb2.ListAIModelEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -840,6 +941,168 @@ class AdminService:
             '/uplion.v1.AdminService/ListAuditLog',
             uplion_dot_v1_dot_admin__pb2.ListAuditLogRequest.SerializeToString,
             uplion_dot_v1_dot_admin__pb2.ListAuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAIModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uplion.v1.AdminService/ListAIModels',
+            uplion_dot_v1_dot_aimodel__pb2.ListAIModelsRequest.SerializeToString,
+            uplion_dot_v1_dot_aimodel__pb2.ListAIModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAIModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uplion.v1.AdminService/GetAIModel',
+            uplion_dot_v1_dot_aimodel__pb2.GetAIModelRequest.SerializeToString,
+            uplion_dot_v1_dot_aimodel__pb2.AIModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAIModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uplion.v1.AdminService/CreateAIModel',
+            uplion_dot_v1_dot_aimodel__pb2.CreateAIModelRequest.SerializeToString,
+            uplion_dot_v1_dot_aimodel__pb2.AIModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAIModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uplion.v1.AdminService/UpdateAIModel',
+            uplion_dot_v1_dot_aimodel__pb2.UpdateAIModelRequest.SerializeToString,
+            uplion_dot_v1_dot_aimodel__pb2.AIModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAIModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uplion.v1.AdminService/DeleteAIModel',
+            uplion_dot_v1_dot_aimodel__pb2.DeleteAIModelRequest.SerializeToString,
+            uplion_dot_v1_dot_aimodel__pb2.DeleteAIModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAIModelEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uplion.v1.AdminService/ListAIModelEvents',
+            uplion_dot_v1_dot_aimodel__pb2.ListAIModelEventsRequest.SerializeToString,
+            uplion_dot_v1_dot_aimodel__pb2.ListAIModelEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from grpc import aio as _aio
 from uplion.v1 import admin_pb2 as _admin_pb2
+from uplion.v1 import aimodel_pb2 as _aimodel_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -60,6 +61,17 @@ class AdminServiceStub:
     TopUpQuota: _grpc.UnaryUnaryMultiCallable[_admin_pb2.TopUpQuotaRequest, _admin_pb2.Quota]
     QueryUsage: _grpc.UnaryUnaryMultiCallable[_admin_pb2.QueryUsageRequest, _admin_pb2.QueryUsageResponse]
     ListAuditLog: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAuditLogRequest, _admin_pb2.ListAuditLogResponse]
+    ListAIModels: _grpc.UnaryUnaryMultiCallable[_aimodel_pb2.ListAIModelsRequest, _aimodel_pb2.ListAIModelsResponse]
+    """Models as AIModel resources (admins only; members see models through /v1/models): in a
+    cluster the Kubernetes API of the accounts service's namespace, in the local stack the
+    models/ folder the local runner watches. Create, update and delete write the resource; the
+    operator (or the local runner) starts, reconfigures or stops workers and reports status.
+    """
+    GetAIModel: _grpc.UnaryUnaryMultiCallable[_aimodel_pb2.GetAIModelRequest, _aimodel_pb2.AIModel]
+    CreateAIModel: _grpc.UnaryUnaryMultiCallable[_aimodel_pb2.CreateAIModelRequest, _aimodel_pb2.AIModel]
+    UpdateAIModel: _grpc.UnaryUnaryMultiCallable[_aimodel_pb2.UpdateAIModelRequest, _aimodel_pb2.AIModel]
+    DeleteAIModel: _grpc.UnaryUnaryMultiCallable[_aimodel_pb2.DeleteAIModelRequest, _aimodel_pb2.DeleteAIModelResponse]
+    ListAIModelEvents: _grpc.UnaryUnaryMultiCallable[_aimodel_pb2.ListAIModelEventsRequest, _aimodel_pb2.ListAIModelEventsResponse]
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -93,6 +105,17 @@ class AdminServiceAsyncStub(AdminServiceStub):
     TopUpQuota: _aio.UnaryUnaryMultiCallable[_admin_pb2.TopUpQuotaRequest, _admin_pb2.Quota]  # type: ignore[assignment]
     QueryUsage: _aio.UnaryUnaryMultiCallable[_admin_pb2.QueryUsageRequest, _admin_pb2.QueryUsageResponse]  # type: ignore[assignment]
     ListAuditLog: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditLogRequest, _admin_pb2.ListAuditLogResponse]  # type: ignore[assignment]
+    ListAIModels: _aio.UnaryUnaryMultiCallable[_aimodel_pb2.ListAIModelsRequest, _aimodel_pb2.ListAIModelsResponse]  # type: ignore[assignment]
+    """Models as AIModel resources (admins only; members see models through /v1/models): in a
+    cluster the Kubernetes API of the accounts service's namespace, in the local stack the
+    models/ folder the local runner watches. Create, update and delete write the resource; the
+    operator (or the local runner) starts, reconfigures or stops workers and reports status.
+    """
+    GetAIModel: _aio.UnaryUnaryMultiCallable[_aimodel_pb2.GetAIModelRequest, _aimodel_pb2.AIModel]  # type: ignore[assignment]
+    CreateAIModel: _aio.UnaryUnaryMultiCallable[_aimodel_pb2.CreateAIModelRequest, _aimodel_pb2.AIModel]  # type: ignore[assignment]
+    UpdateAIModel: _aio.UnaryUnaryMultiCallable[_aimodel_pb2.UpdateAIModelRequest, _aimodel_pb2.AIModel]  # type: ignore[assignment]
+    DeleteAIModel: _aio.UnaryUnaryMultiCallable[_aimodel_pb2.DeleteAIModelRequest, _aimodel_pb2.DeleteAIModelResponse]  # type: ignore[assignment]
+    ListAIModelEvents: _aio.UnaryUnaryMultiCallable[_aimodel_pb2.ListAIModelEventsRequest, _aimodel_pb2.ListAIModelEventsResponse]  # type: ignore[assignment]
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Accounts, API tokens, model prices, quotas and usage. Every call but Login needs a credential in
@@ -231,5 +254,52 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ListAuditLogRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListAuditLogResponse, _abc.Awaitable[_admin_pb2.ListAuditLogResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAIModels(
+        self,
+        request: _aimodel_pb2.ListAIModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aimodel_pb2.ListAIModelsResponse, _abc.Awaitable[_aimodel_pb2.ListAIModelsResponse]]:
+        """Models as AIModel resources (admins only; members see models through /v1/models): in a
+        cluster the Kubernetes API of the accounts service's namespace, in the local stack the
+        models/ folder the local runner watches. Create, update and delete write the resource; the
+        operator (or the local runner) starts, reconfigures or stops workers and reports status.
+        """
+
+    @_abc_1.abstractmethod
+    def GetAIModel(
+        self,
+        request: _aimodel_pb2.GetAIModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aimodel_pb2.AIModel, _abc.Awaitable[_aimodel_pb2.AIModel]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateAIModel(
+        self,
+        request: _aimodel_pb2.CreateAIModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aimodel_pb2.AIModel, _abc.Awaitable[_aimodel_pb2.AIModel]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateAIModel(
+        self,
+        request: _aimodel_pb2.UpdateAIModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aimodel_pb2.AIModel, _abc.Awaitable[_aimodel_pb2.AIModel]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteAIModel(
+        self,
+        request: _aimodel_pb2.DeleteAIModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aimodel_pb2.DeleteAIModelResponse, _abc.Awaitable[_aimodel_pb2.DeleteAIModelResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAIModelEvents(
+        self,
+        request: _aimodel_pb2.ListAIModelEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aimodel_pb2.ListAIModelEventsResponse, _abc.Awaitable[_aimodel_pb2.ListAIModelEventsResponse]]: ...
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
