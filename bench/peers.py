@@ -66,6 +66,8 @@ import psutil
 import yaml
 
 from uplion.accounts.cli import Client
+from uplion.core.aimodels import local_secret_variable
+from uplion.core.model_folder import write_model
 from uplion.devstack.cache import Recipe, build
 from uplion.devstack.envoy import Envoy, start_envoy
 from uplion.devstack.procs import Proc, free_port, http_status, spawn, wait_until
@@ -227,9 +229,13 @@ def spawned_workers(pid: int) -> list[psutil.Process]:
 
 def start_uplion(work: Path, upstream: str, upstream_key: str) -> tuple[Stack, str]:
     """run.sh's stack serving one remote model; a member's API key with limits far above the load."""
-    worker = {"UPLION_MODEL_TYPE": "remote", "UPLION_BASE_URL": upstream, "UPLION_API_KEYS": upstream_key,
-              "UPLION_MAX_PROCESS_NUM": "64"}  # fmt: skip
-    stack = Stack(work / "uplion", workers={MODEL: worker})
+    models = work / "models"
+    spec = {"type": "remote", "model": MODEL, "baseURL": upstream, "maxProcessNum": 64,
+            "apiKeys": [{"secretName": "upstream", "key": "api-key"}]}  # fmt: skip
+    write_model(models, MODEL, spec)
+    stack = Stack(
+        work / "uplion", models_dir=models, secrets={local_secret_variable("upstream", "api-key"): upstream_key}
+    )
     try:
         stack.start()
         assert stack.accounts is not None

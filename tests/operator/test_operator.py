@@ -265,7 +265,8 @@ def test_restart_converges_without_duplicates(operator_proc: OperatorProc, names
 def test_backlog_keda_reads_exists_and_grows(broker: Pulsar, kube: Any) -> None:
     """The number KEDA's pulsar scaler reads, where it reads it, on the real broker, while nothing
     consumes: /admin/v2/persistent/<tenant>/<ns>/<topic>/stats → subscriptions[<sub>].msgBacklog."""
-    from uplion.operator.children import Platform, scaled_object
+    from uplion.core.aimodels import Platform
+    from uplion.operator.children import scaled_object
 
     body = {"metadata": {"name": "backlog", "namespace": "x", "uid": "u"},
             "spec": {"type": "local", "model": "backlog-probe", "msgBacklogThreshold": 5}}  # fmt: skip

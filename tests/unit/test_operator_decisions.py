@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from uplion.operator.children import Platform, deployment, scaled_object, secret_versions, worker_env
+from uplion.core.aimodels import Platform, worker_env
+from uplion.operator.children import deployment, scaled_object, secret_versions
 from uplion.operator.status import Observed, compute, failure_from_event, failure_still_holds, spec_digest
 
 PLATFORM = Platform("pulsar://p:6650", "http://p:8080")

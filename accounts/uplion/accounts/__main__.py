@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -19,6 +20,7 @@ from uplion.core.observability import Health, start_metrics
 from uplion.v1 import admin_pb2, admin_pb2_grpc
 
 from . import tokens
+from .aimodels import FolderStore, KubeStore, ModelStore
 from .config import AccountsConfig
 from .publisher import Publisher
 from .service import AdminService
@@ -35,6 +37,14 @@ async def apply_migrations(conn: Conn) -> None:
             log.info("migrations applied", extra={"component": component, "versions": applied})
 
 
+def model_store(cfg: AccountsConfig) -> ModelStore | None:
+    if cfg.model_store == "folder":
+        return FolderStore(Path(cfg.models_dir), Path(cfg.models_status_file) if cfg.models_status_file else None)
+    if cfg.model_store == "kubernetes":
+        return KubeStore(cfg.models_namespace)
+    return None
+
+
 async def serve(cfg: AccountsConfig) -> None:
     stop = install_stop_signals()
     start_metrics(cfg.metrics_port)
@@ -49,7 +59,8 @@ async def serve(cfg: AccountsConfig) -> None:
     for hash_, version in revoked:  # admin-scoped tokens are never inference keys at the edge
         await publisher.token_gone(hash_, version)
     server = grpc.aio.server()
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(cfg, pool, redis, publisher), server)
+    service = AdminService(cfg, pool, redis, publisher, model_store(cfg))
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(service, server)
     health = Health(server, [SERVICE_NAME])
     reflection.enable_server_reflection([SERVICE_NAME, reflection.SERVICE_NAME], server)
     port = server.add_insecure_port(cfg.listen)

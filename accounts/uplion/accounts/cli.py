@@ -48,6 +48,7 @@ class Client:
     """The admin API with one credential; every call returns the response message."""
 
     def __init__(self, target: str, credential: str) -> None:
+        self.target = target
         self.channel = grpc.insecure_channel(target)
         self.stub = admin_pb2_grpc.AdminServiceStub(self.channel)
         self.metadata = [("authorization", f"Bearer {credential}")] if credential else []

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from uplion.core.config import ConfigError, env_float, env_int, env_str
+from uplion.core.pulsar import PulsarSettings
 
 from .logins import DEFAULT_TRUSTED_PROXIES, IPNetwork, parse_networks
 
@@ -16,6 +17,12 @@ def _networks(text: str) -> tuple[IPNetwork, ...]:
         return parse_networks(text)
     except ValueError as e:
         raise ConfigError(f"UPLION_TRUSTED_PROXIES: {e}") from None
+
+
+def _default_store(env: Mapping[str, str]) -> str:
+    if env.get("UPLION_MODELS_DIR"):
+        return "folder"
+    return "kubernetes" if env.get("KUBERNETES_SERVICE_HOST") else ""
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,12 @@ class AccountsConfig:
     trusted_proxies: tuple[IPNetwork, ...]  # peers whose x-envoy-external-address / x-forwarded-for count
     metrics_port: int
     drain_timeout_s: float
+    model_store: str  # where AIModels live for the admin API: "folder", "kubernetes" or "" (not managed)
+    models_dir: str  # folder: the local stack's AIModel manifests
+    models_status_file: str  # folder: the local runner's status file
+    models_namespace: str  # kubernetes: the models' namespace ("" = the service's own)
+    pulsar: PulsarSettings  # tenant and namespace of the models' topics (their backlog)
+    pulsar_admin_url: str  # "" = backlog unknown (-1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AccountsConfig:
@@ -47,7 +60,17 @@ class AccountsConfig:
             trusted_proxies=_networks(env.get("UPLION_TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES)),
             metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),
             drain_timeout_s=env_float(env, "UPLION_DRAIN_TIMEOUT_S", 10.0, minimum=0),
+            model_store=env.get("UPLION_MODEL_STORE", _default_store(env)),
+            models_dir=env.get("UPLION_MODELS_DIR", ""),
+            models_status_file=env.get("UPLION_MODELS_STATUS_FILE", ""),
+            models_namespace=env.get("UPLION_MODELS_NAMESPACE", ""),
+            pulsar=PulsarSettings.from_env(env),
+            pulsar_admin_url=env.get("UPLION_PULSAR_ADMIN_URL", ""),
         )
+        if cfg.model_store not in ("", "folder", "kubernetes"):
+            raise ConfigError("UPLION_MODEL_STORE must be folder, kubernetes or empty")
+        if cfg.model_store == "folder" and not cfg.models_dir:
+            raise ConfigError("UPLION_MODEL_STORE=folder needs UPLION_MODELS_DIR")
         if len(cfg.session_secret) < 32:
             raise ConfigError("UPLION_SESSION_SECRET must be at least 32 characters (it signs session tokens)")
         return cfg

@@ -16,11 +16,13 @@ import redis.asyncio as aioredis
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from uplion.core.aimodels import name_problem, spec_problems
 from uplion.core.credentials import well_formed
 from uplion.core.errors import ApiError, abort
-from uplion.v1 import admin_pb2, admin_pb2_grpc
+from uplion.v1 import admin_pb2, admin_pb2_grpc, aimodel_pb2
 
 from . import audit, quotas, sessions, tokens, usage, users
+from .aimodels import Backlog, ModelStore, StoreError, event_message, page, spec_to_dict, to_message
 from .config import AccountsConfig
 from .convert import from_ts
 from .convert import token as token_msg
@@ -54,6 +56,8 @@ MAX_PASSWORD = 1024  # argon2 hashes whatever it is given: bound the work a requ
 MAX_EMAIL = 320
 MAX_MODELS = 100
 MAX_MODEL_NAME = 200
+STORE_CODES = {"not_found": grpc.StatusCode.NOT_FOUND, "exists": grpc.StatusCode.ALREADY_EXISTS,
+               "invalid": grpc.StatusCode.INVALID_ARGUMENT}  # fmt: skip
 ANONYMOUS = "anonymous"  # the audit actor of a login that names no known user
 
 
@@ -118,9 +122,16 @@ def bearer(context: Ctx) -> str | None:
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
     def __init__(
-        self, cfg: AccountsConfig, pool: asyncpg.Pool, redis: aioredis.Redis | None, publisher: Publisher
+        self,
+        cfg: AccountsConfig,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis | None,
+        publisher: Publisher,
+        models: ModelStore | None = None,
     ) -> None:
         self.cfg = cfg
+        self.models = models
+        self.backlog = Backlog(cfg.pulsar_admin_url, cfg.pulsar.topics)
         self.pool = pool
         self.redis = redis
         self.publish = publisher
@@ -530,3 +541,95 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 return await audit.page(conn, request.page_size, request.page_token)
 
         return await self._run(context, body)
+
+    # --- models (AIModel resources) ---------------------------------------------------------------
+
+    def _store(self, p: Principal, what: str) -> ModelStore:
+        if not p.is_admin:
+            raise forbidden(what)
+        if self.models is None:
+            raise _err(grpc.StatusCode.FAILED_PRECONDITION, "Model management is not configured on this"
+                       " accounts service (UPLION_MODEL_STORE: folder or kubernetes).", None,
+                       "models_not_managed")  # fmt: skip
+        return self.models
+
+    async def _model_call(self, context: Ctx, what: str, call: Callable[[ModelStore, Principal], Awaitable[T]]) -> T:
+        async def body(p: Principal) -> T:
+            store = self._store(p, what)
+            try:
+                return await call(store, p)
+            except StoreError as e:
+                code = STORE_CODES.get(e.kind, grpc.StatusCode.UNAVAILABLE)
+                raise _err(code, str(e), "spec" if e.kind == "invalid" else None, e.kind) from None
+
+        return await self._run(context, body)
+
+    async def _with_backlog(self, bodies: list[dict[str, Any]]) -> list[aimodel_pb2.AIModel]:
+        models = [b.get("spec", {}).get("model", "") for b in bodies]
+        backlog = await self.backlog.many([m for m in models if m])
+        return [to_message(b, backlog.get(m, -1)) for b, m in zip(bodies, models, strict=True)]
+
+    @staticmethod
+    def _checked_spec(name: str, spec: aimodel_pb2.AIModelSpec) -> dict[str, Any]:
+        problem = name_problem(name)
+        if problem:
+            raise invalid(problem, "name")
+        out = spec_to_dict(spec)
+        problems = spec_problems(out)
+        if problems:
+            raise invalid("; ".join(problems), "spec")
+        return out
+
+    async def ListAIModels(
+        self, request: aimodel_pb2.ListAIModelsRequest, context: Ctx
+    ) -> aimodel_pb2.ListAIModelsResponse:
+        async def call(store: ModelStore, p: Principal) -> aimodel_pb2.ListAIModelsResponse:
+            bodies = {b["metadata"]["name"]: b for b in await store.resources()}
+            names, token = page(list(bodies), request.page_size, request.page_token)
+            return aimodel_pb2.ListAIModelsResponse(models=await self._with_backlog([bodies[n] for n in names]),
+                                                    next_page_token=token)  # fmt: skip
+
+        return await self._model_call(context, "manage models", call)
+
+    async def GetAIModel(self, request: aimodel_pb2.GetAIModelRequest, context: Ctx) -> aimodel_pb2.AIModel:
+        async def call(store: ModelStore, p: Principal) -> aimodel_pb2.AIModel:
+            return (await self._with_backlog([await store.get(request.name)]))[0]
+
+        return await self._model_call(context, "manage models", call)
+
+    async def CreateAIModel(self, request: aimodel_pb2.CreateAIModelRequest, context: Ctx) -> aimodel_pb2.AIModel:
+        async def call(store: ModelStore, p: Principal) -> aimodel_pb2.AIModel:
+            spec = self._checked_spec(request.model.name, request.model.spec)
+            body = await store.create(request.model.name, spec)
+            await self._audit(p.user_id, "aimodel.create", request.model.name, {"spec": spec})
+            return to_message(body)
+
+        return await self._model_call(context, "manage models", call)
+
+    async def UpdateAIModel(self, request: aimodel_pb2.UpdateAIModelRequest, context: Ctx) -> aimodel_pb2.AIModel:
+        async def call(store: ModelStore, p: Principal) -> aimodel_pb2.AIModel:
+            spec = self._checked_spec(request.name, request.spec)
+            body = await store.replace(request.name, spec)
+            await self._audit(p.user_id, "aimodel.update", request.name, {"spec": spec})
+            return to_message(body)
+
+        return await self._model_call(context, "manage models", call)
+
+    async def DeleteAIModel(
+        self, request: aimodel_pb2.DeleteAIModelRequest, context: Ctx
+    ) -> aimodel_pb2.DeleteAIModelResponse:
+        async def call(store: ModelStore, p: Principal) -> aimodel_pb2.DeleteAIModelResponse:
+            await store.delete(request.name)
+            await self._audit(p.user_id, "aimodel.delete", request.name, {})
+            return aimodel_pb2.DeleteAIModelResponse()
+
+        return await self._model_call(context, "manage models", call)
+
+    async def ListAIModelEvents(
+        self, request: aimodel_pb2.ListAIModelEventsRequest, context: Ctx
+    ) -> aimodel_pb2.ListAIModelEventsResponse:
+        async def call(store: ModelStore, p: Principal) -> aimodel_pb2.ListAIModelEventsResponse:
+            events = await store.events(request.name)
+            return aimodel_pb2.ListAIModelEventsResponse(events=[event_message(e) for e in events])
+
+        return await self._model_call(context, "manage models", call)

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .stack import Stack
+from .stack import MODELS_DIR, Stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--gateway-port", type=int, default=50051, help="gRPC port of the gateway (0: any free port)")
     up.add_argument("--http-port", type=int, default=8080, help="OpenAI-compatible HTTP port of Envoy (0: any)")
     up.add_argument("--accounts-port", type=int, default=50061, help="gRPC port of the accounts service (0: any)")
+    up.add_argument("--models", type=Path, default=MODELS_DIR, help="the AIModel manifests to serve (default: models/)")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -28,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
 
     stack = Stack(
-        args.dir.resolve(), gateway_port=args.gateway_port, http_port=args.http_port, accounts_port=args.accounts_port
+        args.dir.resolve(),
+        gateway_port=args.gateway_port,
+        http_port=args.http_port,
+        accounts_port=args.accounts_port,
+        models_dir=args.models,
     )
     try:
         stack.start()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+from uplion.core.aimodels import Platform
 
 from .envoy import Envoy
+from .local_models import LocalModels
 from .platform import (
     Service,
     bootstrap_admin,
@@ -18,7 +21,6 @@ from .platform import (
     start_billing,
     start_edge,
     start_gateway,
-    start_worker,
 )
 from .postgres import Postgres, start_postgres
 from .pulsar import Pulsar, start_pulsar
@@ -30,15 +32,32 @@ class Stoppable(Protocol):
     def stop(self) -> None: ...
 
 
-# The models the local platform serves out of the box: no cloud account, no download at run time.
-DEFAULT_WORKERS: dict[str, dict[str, str]] = {
-    "echo": {"UPLION_MODEL_TYPE": "echo", "UPLION_MAX_PROCESS_NUM": "16"},
-    "minilm": {"UPLION_MODEL_TYPE": "local", "UPLION_LOCAL_MODEL_PATH": "package:all-MiniLM-L6-v2"},
-}
+# The models the local platform serves: AIModel manifests, as `kubectl apply` takes them (the
+# repository's models/ folder ships echo and minilm; no cloud account, no download at run time).
+MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 
 
-async def _seed_prices(dsn: str, models: Iterable[str] = DEFAULT_WORKERS) -> None:
-    """Billing's schema, and a price (free) for each model served so their usage is billed."""
+def seed_price(dsn: str, model: str, body: dict[str, Any]) -> None:
+    """A price for a model the local stack starts serving (its spec.prices, else free), so its usage
+    is billed; an admin's later SetModelPrice wins (an existing price is kept)."""
+    import asyncpg
+
+    prices = body.get("spec", {}).get("prices") or {}
+    row = (model, int(prices.get("promptPer1k", 0)), int(prices.get("completionPer1k", 0)))
+
+    async def insert() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(
+                "INSERT INTO model_prices VALUES ($1, to_timestamp(0), $2, $3) ON CONFLICT DO NOTHING", *row
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(insert())
+
+
+async def _billing_schema(dsn: str) -> None:
     import asyncpg
 
     from uplion.core.migrations import migrate
@@ -46,10 +65,6 @@ async def _seed_prices(dsn: str, models: Iterable[str] = DEFAULT_WORKERS) -> Non
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn, "uplion.billing", "billing")
-        for model in models:
-            await conn.execute(
-                "INSERT INTO model_prices VALUES ($1, to_timestamp(0), 0, 0) ON CONFLICT DO NOTHING", model
-            )
     finally:
         await conn.close()
 
@@ -69,8 +84,11 @@ class Stack:
     admin_token: str = ""
     api_key: str = ""
     _started: list[tuple[str, Stoppable]] = field(default_factory=list)
-    # model -> the worker's environment (UPLION_MODEL_TYPE, ...): what the gateway routes and runs
-    workers: dict[str, dict[str, str]] = field(default_factory=lambda: dict(DEFAULT_WORKERS))
+    # the AIModel manifests the local runner serves (and the admin API writes)
+    models_dir: Path = MODELS_DIR
+    # provider keys for remote models (UPLION_SECRET_<SECRET>_<KEY>), beside the process environment
+    secrets: dict[str, str] = field(default_factory=dict)
+    models: LocalModels | None = None
 
     def start(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -84,13 +102,24 @@ class Stack:
         self._started.append(("redis", self.redis))
         logs = self.workdir / "logs"
         logs.mkdir()
-        self.gateway = start_gateway(logs, self.pulsar.service_url, list(self.workers), port=self.gateway_port)
+        models_dir = str(self.models_dir.resolve())
+        self.gateway = start_gateway(logs, self.pulsar.service_url, [], port=self.gateway_port,
+                                     UPLION_MODELS_DIR=models_dir)  # fmt: skip
         self._started.append(("gateway", self.gateway))
-        for model, env in self.workers.items():
-            worker = start_worker(logs, self.pulsar.service_url, model, **env)
-            self._started.append((f"worker {model}", worker))
-        asyncio.run(_seed_prices(self.postgres.dsn, self.workers))
-        self.accounts = start_accounts(logs, self.postgres.dsn, self.redis.url, port=self.accounts_port)
+        asyncio.run(_billing_schema(self.postgres.dsn))
+        dsn = self.postgres.dsn
+        self.models = LocalModels(
+            self.models_dir.resolve(), logs, Platform(self.pulsar.service_url, self.pulsar.admin_url),
+            self.workdir / "models-status.json", {**os.environ, **self.secrets},
+            on_model=lambda model, body: seed_price(dsn, model, body),
+        )  # fmt: skip
+        self.models.start(wait_ready=120)
+        self._started.append(("models", self.models))
+        self.accounts = start_accounts(
+            logs, self.postgres.dsn, self.redis.url, port=self.accounts_port, UPLION_MODELS_DIR=models_dir,
+            UPLION_MODELS_STATUS_FILE=str(self.workdir / "models-status.json"),
+            UPLION_PULSAR_ADMIN_URL=self.pulsar.admin_url,
+        )  # fmt: skip
         self._started.append(("accounts", self.accounts))
         authz = start_authz(logs, self.postgres.dsn, self.redis.url)
         self._started.append(("authz", authz))
@@ -116,6 +145,12 @@ class Stack:
         _, token = client.create_user_with_token("demo@uplion.local", token_name="quickstart")  # noqa: S106
         self.api_key = token.secret
         client.channel.close()
+
+    def serving(self) -> list[str]:
+        """The AIModels the local runner reports Running."""
+        if self.models is None:
+            return []
+        return sorted(n for n, st in self.models.statuses().items() if st["state"] == "Running")
 
     def processes(self) -> list[tuple[str, int]]:
         """(name, pid) of every process started so far, in start order; the rate limiter's
@@ -153,7 +188,7 @@ class Stack:
             "gateway_grpc_internal": f"127.0.0.1:{self.gateway.port}",
             "accounts_grpc": f"127.0.0.1:{self.accounts.port if self.accounts else 0}",
             "admin_token": self.admin_token,
-            "models": ", ".join(self.workers),
+            "models": f"{self.models_dir} ({', '.join(self.serving())})",
             "pulsar_url": self.pulsar.service_url,
             "pulsar_admin_url": self.pulsar.admin_url,
             "postgres_dsn": self.postgres.dsn,

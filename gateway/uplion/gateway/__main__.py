@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 import grpc
 import pulsar.asyncio as pa
@@ -17,7 +18,7 @@ from uplion.v1 import inference_pb2, inference_pb2_grpc
 
 from .config import GatewayConfig
 from .dispatcher import Dispatcher
-from .model_watch import AIModelWatch
+from .model_watch import AIModelWatch, FolderWatch
 from .registry import ModelRegistry
 from .service import InferenceService
 
@@ -38,9 +39,12 @@ async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
     ]
     server = grpc.aio.server(options=options)
     registry = ModelRegistry.static(cfg.models)
-    watcher = None
+    watcher: AIModelWatch | FolderWatch | None = None
     if cfg.watch_aimodels:
         watcher = AIModelWatch(registry, cfg.aimodel_namespace)
+    elif cfg.models_dir:
+        watcher = FolderWatch(registry, Path(cfg.models_dir))
+    if watcher is not None:
         watcher.start()
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceService(cfg, dispatcher, registry), server)
     health = Health(server, [SERVICE_NAME])

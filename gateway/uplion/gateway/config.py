@@ -25,6 +25,7 @@ class GatewayConfig:
     metrics_port: int
     watch_aimodels: bool  # serve the models AIModel resources declare (in a cluster)
     aimodel_namespace: str  # "" = all namespaces
+    models_dir: str  # the local stack: serve the models of the AIModel manifests in this folder
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -42,6 +43,7 @@ class GatewayConfig:
             metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),
             watch_aimodels=env_bool(env, "UPLION_WATCH_AIMODELS", bool(env.get("KUBERNETES_SERVICE_HOST"))),
             aimodel_namespace=env.get("UPLION_AIMODEL_NAMESPACE", ""),
+            models_dir=env.get("UPLION_MODELS_DIR", ""),
         )
         if cfg.default_timeout_s > cfg.max_timeout_s:
             raise ConfigError("UPLION_DEFAULT_TIMEOUT_S must not exceed UPLION_MAX_TIMEOUT_S")

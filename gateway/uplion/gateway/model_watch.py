@@ -1,6 +1,7 @@
-"""In a cluster, the gateway serves the models AIModel resources declare: a thread lists and then
+"""The gateway serves the models AIModel resources declare. In a cluster a thread lists and then
 watches them (all namespaces, or UPLION_AIMODEL_NAMESPACE) with the kubernetes client, restarting the
-watch when it ends or fails, and hands each change to the event loop's registry."""
+watch when it ends or fails, and hands each change to the event loop's registry. In the local stack
+(UPLION_MODELS_DIR) a task re-reads the folder of AIModel manifests every second instead."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
+
+from uplion.core.model_folder import read_folder
 
 from .registry import ModelRegistry
 
@@ -75,3 +79,43 @@ class AIModelWatch:
             except Exception as e:  # noqa: BLE001 (API server gone, 410 Gone, ...: list again)
                 log.warning("AIModel watch restarting: %s", e)
                 time.sleep(1.0)
+
+
+def folder_models(folder: Path) -> dict[str, str]:
+    """resource key -> model of each valid manifest in the folder."""
+    return {f"local/{name}": e.body["spec"]["model"] for name, e in read_folder(folder).items()
+            if e.valid and e.body is not None}  # fmt: skip
+
+
+class FolderWatch:
+    """The local stack's AIModel folder, polled: a file added, changed or removed shows in the model
+    list within `interval` seconds (one stat per file when nothing changed is cheap enough)."""
+
+    def __init__(self, registry: ModelRegistry, folder: Path, interval: float = 1.0) -> None:
+        self.registry, self.folder, self.interval = registry, folder, interval
+        self._task: asyncio.Task[None] | None = None
+        self.current: dict[str, str] = {}
+
+    def apply(self, seen: dict[str, str]) -> None:
+        for key in set(self.current) - set(seen):
+            self.registry.declare(key, None)
+        for key, model in seen.items():
+            if self.current.get(key) != model:
+                self.registry.declare(key, model)
+        self.current = seen
+
+    def start(self) -> None:
+        self.apply(folder_models(self.folder))
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                self.apply(await asyncio.to_thread(folder_models, self.folder))
+            except Exception as e:  # noqa: BLE001 (an unreadable moment: try again next tick)
+                log.warning("model folder unreadable: %s", e)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()

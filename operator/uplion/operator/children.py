@@ -7,31 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
-from uplion.core.topics import Topics
+from uplion.core.aimodels import API_VERSION, KIND, Platform, worker_env
 
-GROUP, VERSION, KIND, PLURAL = "uplion.io", "v1alpha1", "AIModel", "aimodels"
-API_VERSION = f"{GROUP}/{VERSION}"
 MODEL_LABEL = "uplion.io/aimodel"
 SECRETS_ANNOTATION = "uplion.io/secret-versions"
 DEFAULT_MAX_REPLICAS = 10
 Manifest = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Platform:
-    """Where the workers find the platform (the operator's own settings)."""
-
-    pulsar_url: str
-    pulsar_admin_url: str
-    tenant: str = "public"
-    namespace: str = "default"
-
-    @property
-    def topics(self) -> Topics:
-        return Topics(self.tenant, self.namespace)
 
 
 def child_name(name: str) -> str:
@@ -89,35 +72,6 @@ def secret_versions(body: Manifest, versions: dict[str, str]) -> str:
     names = sorted({k["secretName"] for k in body["spec"].get("apiKeys", [])})
     data = json.dumps({n: versions.get(n, "") for n in names}, sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
-
-
-def worker_env(body: Manifest, platform: Platform) -> list[Manifest]:
-    spec, meta = body["spec"], body["metadata"]
-    env: list[Manifest] = [
-        {"name": "UPLION_MODEL", "value": spec["model"]},
-        {"name": "UPLION_MODEL_TYPE", "value": spec["type"]},
-        {"name": "UPLION_MAX_PROCESS_NUM", "value": str(spec.get("maxProcessNum", 1))},
-        {"name": "UPLION_PULSAR_URL", "value": platform.pulsar_url},
-        {"name": "UPLION_PULSAR_TENANT", "value": platform.tenant},
-        {"name": "UPLION_PULSAR_NAMESPACE", "value": platform.namespace},
-        {"name": "UPLION_WORKER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        # what the worker's Events are about
-        {"name": "UPLION_AIMODEL_NAME", "value": meta["name"]},
-        {"name": "UPLION_AIMODEL_UID", "value": meta["uid"]},
-        {"name": "UPLION_AIMODEL_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-    ]
-    if spec["type"] == "remote":
-        env.append({"name": "UPLION_BASE_URL", "value": spec["baseURL"]})
-        if spec.get("upstreamModel"):
-            env.append({"name": "UPLION_UPSTREAM_MODEL", "value": spec["upstreamModel"]})
-        for i, ref in enumerate(spec.get("apiKeys", [])):
-            env.append({"name": f"UPLION_API_KEY_{i}",
-                        "valueFrom": {"secretKeyRef": {"name": ref["secretName"], "key": ref["key"]}}})  # fmt: skip
-    if spec.get("modelPath"):
-        env.append({"name": "UPLION_LOCAL_MODEL_PATH", "value": spec["modelPath"]})
-    reserved = {e["name"] for e in env}
-    env += [e for e in spec.get("env", []) if e["name"] not in reserved]  # the operator's settings win
-    return env
 
 
 def deployment(body: Manifest, platform: Platform, secret_digest: str) -> Manifest:

@@ -10,8 +10,9 @@ from typing import Any
 
 import kopf
 
+from uplion.core.aimodels import API_VERSION, GROUP, KIND, PLURAL, VERSION, Platform
+
 from . import children, ownership, status
-from .children import API_VERSION, GROUP, KIND, PLURAL, VERSION, Platform
 from .kube import Kube
 
 log = logging.getLogger("uplion.operator")

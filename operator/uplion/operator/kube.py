@@ -9,7 +9,7 @@ from typing import Any
 from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
 
-from .children import API_VERSION, KIND, Manifest
+from uplion.core.aimodels import API_VERSION, KIND, Manifest
 
 FIELD_MANAGER = "uplion-operator"
 MERGE_PATCH = "application/merge-patch+json"

@@ -22,9 +22,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class AIModel(_message.Message):
-    """An AIModel resource as the admin API shows and takes it. Its JSON form is exactly the AIModel
-    custom resource's (deploy/crds/aimodels.uplion.io.yaml): `spec` is what `kubectl apply` takes,
-    in a cluster and in the local stack's models/ folder alike.
+    """An AIModel resource as the admin API shows and takes it: the AIModel custom resource
+    (deploy/crds/aimodels.uplion.io.yaml), in a cluster and in the local stack's models/ folder alike.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -71,7 +70,10 @@ Global___AIModel: _TypeAlias = AIModel  # noqa: Y015
 
 @_typing.final
 class AIModelSpec(_message.Message):
-    """The AIModel custom resource's spec, field for field (JSON names as in the CRD)."""
+    """The AIModel custom resource's spec, field for field. Over REST the edge prints the proto names
+    (snake_case: max_process_num) and accepts those or the CRD's camelCase names (maxProcessNum, baseURL);
+    the protobuf JSON names are the CRD's, so a spec converts to and from the resource's YAML unchanged.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -93,7 +95,9 @@ class AIModelSpec(_message.Message):
     PRICES_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
     type: _builtins.str
-    """"local" (the worker runs the model) or "remote" (it calls an OpenAI-compatible provider)."""
+    """"local" (the worker runs the model), "remote" (it calls an OpenAI-compatible provider) or "echo"
+    (a built-in test model that streams the prompt back).
+    """
     model: _builtins.str
     """The model name clients send; also names the Pulsar topic model-<model>."""
     replicas: _builtins.int
