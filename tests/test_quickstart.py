@@ -65,7 +65,8 @@ def test_run_command_serves_the_quickstart_example(tmp_path: Path) -> None:
         assert "embedding: 384 dimensions" in out
         # the README's one-command user + key, then the SDK example with that new key
         created = subprocess.run(
-            [str(Path(sys.executable).parent / "uplion"), "users", "create", "alice@example.com", "--token", "laptop"],
+            [str(Path(sys.executable).parent / "uplion"), "--json", "users", "create", "alice@example.com", "--token",
+             "laptop"],
             env={**os.environ, "UPLION_ACCOUNTS": state["accounts_grpc"], "UPLION_ADMIN_TOKEN": state["admin_token"]},
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
@@ -83,6 +84,17 @@ def test_run_command_serves_the_quickstart_example(tmp_path: Path) -> None:
         )  # fmt: skip
         assert as_key.returncode == 1
         assert json.loads(as_key.stderr)["error"]["code"] == "insufficient_scope"
+        # the CLI's tables: the models the run command serves from models/, Running
+        listed = subprocess.run(
+            [str(Path(sys.executable).parent / "uplion"), "models", "list"],
+            env={**os.environ, "UPLION_ACCOUNTS": state["accounts_grpc"], "UPLION_ADMIN_TOKEN": state["admin_token"]},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        header, *rows = listed.stdout.splitlines()
+        assert header.split()[:4] == ["NAME", "SPEC.MODEL", "SPEC.TYPE", "STATUS.STATE"]
+        assert {tuple(r.split()[:4]) for r in rows} >= {("echo", "echo", "echo", "Running"),
+                                                         ("minilm", "minilm", "local", "Running")}  # fmt: skip
         out = _example("openai_sdk.py", OPENAI_BASE_URL=f"http://127.0.0.1:{http_port}/v1", OPENAI_API_KEY=alice_key)
         assert "chat: hello over HTTP" in out
         assert "stream: streamed |over |HTTP" in out

@@ -3,6 +3,7 @@
     uplion users create alice@example.com --token laptop     # a user and an API key in one step
     uplion tokens list <user_id> | uplion tokens disable <token_id>
     uplion tokens create <user_id> --name ci --scope admin   # a token for the admin API, not for inference
+    uplion models list | uplion models apply models/echo.yaml | uplion models events echo
     uplion models set-price echo --prompt 100 --completion 200
     uplion quota topup --user <user_id> --credits 5000000
     uplion usage --by model,day
@@ -11,7 +12,7 @@
 Settings: UPLION_ACCOUNTS (host:port of the accounts service, default 127.0.0.1:50061) and
 UPLION_ADMIN_TOKEN: a session token from `uplion login` or an admin-scoped API token (such as the
 one `python -m uplion.accounts bootstrap-admin` prints); inference API keys are refused by the
-admin API. Output is JSON."""
+admin API. Output is a table (or `key  value` lines); `uplion --json ...` prints the API's JSON."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from uplion.v1 import admin_pb2, admin_pb2_grpc
+from uplion.v1 import admin_pb2, admin_pb2_grpc, aimodel_pb2
+
+from .tables import render
 
 ROLES: dict[str, admin_pb2.Role.ValueType] = {"admin": admin_pb2.ROLE_ADMIN, "member": admin_pb2.ROLE_MEMBER}
 SCOPES: dict[str, admin_pb2.TokenScope.ValueType] = {
@@ -137,7 +140,40 @@ def _tokens(c: Client, a: argparse.Namespace) -> Any:
     return c.call("DeleteToken", admin_pb2.DeleteTokenRequest(token_id=a.id))
 
 
+def _manifest(path: str) -> tuple[str, aimodel_pb2.AIModelSpec]:
+    """An AIModel manifest file (as `kubectl apply -f` takes it): its name and spec."""
+    import yaml
+    from google.protobuf.json_format import ParseDict
+
+    from uplion.core.aimodels import manifest_problems
+
+    with open(path) as f:
+        doc = yaml.safe_load(f)
+    problems = manifest_problems(doc)
+    if problems:
+        raise SystemExit(f"{path}: " + "; ".join(problems))
+    return doc["metadata"]["name"], ParseDict(doc["spec"], aimodel_pb2.AIModelSpec())
+
+
 def _models(c: Client, a: argparse.Namespace) -> Any:
+    if a.action == "list":
+        return c.call("ListAIModels", aimodel_pb2.ListAIModelsRequest(page_size=a.limit))
+    if a.action == "get":
+        return c.call("GetAIModel", aimodel_pb2.GetAIModelRequest(name=a.name))
+    if a.action == "events":
+        return c.call("ListAIModelEvents", aimodel_pb2.ListAIModelEventsRequest(name=a.name))
+    if a.action == "delete":
+        return c.call("DeleteAIModel", aimodel_pb2.DeleteAIModelRequest(name=a.name))
+    if a.action == "apply":
+        name, spec = _manifest(a.file)
+        try:
+            return c.call("UpdateAIModel", aimodel_pb2.UpdateAIModelRequest(name=name, spec=spec))
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        return c.call(
+            "CreateAIModel", aimodel_pb2.CreateAIModelRequest(model=aimodel_pb2.AIModel(name=name, spec=spec))
+        )
     if a.action == "set-price":
         req = admin_pb2.SetModelPriceRequest(model=a.model, prompt_micro_credits_per_1k=a.prompt,
                                              completion_micro_credits_per_1k=a.completion)  # fmt: skip
@@ -179,6 +215,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="uplion", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.add_argument("--json", action="store_true", help="print the API's JSON instead of tables")
     sub = p.add_subparsers(dest="group", required=True)
 
     u = sub.add_parser("users", help="create, list, disable users").add_subparsers(dest="action", required=True)
@@ -210,7 +247,13 @@ def parser() -> argparse.ArgumentParser:
     for action in ("disable", "enable", "roll", "delete"):
         t.add_parser(action).add_argument("id", metavar="token_id")
 
-    m = sub.add_parser("models", help="prices").add_subparsers(dest="action", required=True)
+    m = sub.add_parser("models", help="AIModels and prices").add_subparsers(dest="action", required=True)
+    m.add_parser("list", help="AIModels with status, replicas and backlog").add_argument(
+        "--limit", type=int, default=100
+    )
+    for action in ("get", "events", "delete"):
+        m.add_parser(action).add_argument("name", help="the AIModel's name")
+    m.add_parser("apply", help="create or replace an AIModel from its manifest file").add_argument("file")
     sp = m.add_parser("set-price")
     sp.add_argument("model")
     sp.add_argument("--prompt", type=int, required=True, help="micro-credits per 1k prompt tokens")
@@ -266,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as e:
         print(error_text(e), file=sys.stderr)
         return 1
-    print(json.dumps(result if isinstance(result, dict) else _show(result), indent=2))
+    shown = result if isinstance(result, dict) else _show(result)
+    print(json.dumps(shown, indent=2) if args.json else render(shown))
     return 0
 
 
