@@ -10,6 +10,9 @@ TRANSCODED_SERVICES = ["uplion.v1.InferenceService", "uplion.v1.AdminService"]
 # Requests under these prefixes go to the accounts service, which authenticates them itself
 # (sessions or API tokens, with roles); everything else needs an API key checked by ext_authz.
 ADMIN_PREFIXES = ["/admin/", "/uplion.v1.AdminService/"]
+# what the gateway serves (REST, native gRPC, health and reflection); every other path is the web
+# console's when one is deployed
+API_PREFIXES = ["/v1/", "/uplion.", "/grpc."]
 AUTHZ_TIMEOUT = "1s"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 # Request headers under this prefix are uplion's own: set by the edge (the Lua filter) and by

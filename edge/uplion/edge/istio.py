@@ -16,6 +16,7 @@ import yaml
 
 from .filters import (
     ADMIN_PREFIXES,
+    API_PREFIXES,
     Descriptor,
     connection_manager_settings,
     lua_filter,
@@ -29,6 +30,8 @@ GATEWAY_SERVICE = "uplion-gateway"
 GATEWAY_PORT = 50051
 ACCOUNTS_SERVICE = "uplion-accounts"
 ACCOUNTS_PORT = 50061
+CONSOLE_SERVICE = "uplion-console"
+CONSOLE_PORT = 8090
 AUTHZ_PROVIDER = "uplion-ext-authz"
 AUTHZ_SERVICE = "uplion-authz"
 AUTHZ_PORT = 9001
@@ -40,6 +43,7 @@ RATELIMIT_CLUSTER = f"outbound|{RATELIMIT_PORT}||{RATELIMIT_SERVICE}.{NAMESPACE}
 
 def _gateway_and_routes() -> list[dict[str, Any]]:
     host = f"{GATEWAY_SERVICE}.{NAMESPACE}.svc.cluster.local"
+    console = f"{CONSOLE_SERVICE}.{NAMESPACE}.svc.cluster.local"
     accounts = f"{ACCOUNTS_SERVICE}.{NAMESPACE}.svc.cluster.local"
     admin_routes = [
         {
@@ -67,10 +71,14 @@ def _gateway_and_routes() -> list[dict[str, Any]]:
                 "http": [
                     *admin_routes,
                     {
-                        "match": [{"uri": {"prefix": "/"}}],
+                        "match": [{"uri": {"prefix": p}} for p in API_PREFIXES],
                         "route": [{"destination": {"host": host, "port": {"number": GATEWAY_PORT}}}],
                         # streams must not be cut; the gateway bounds every request's deadline
                         "timeout": "0s",
+                    },
+                    {  # the web console: every other path (public assets; it calls the APIs above)
+                        "match": [{"uri": {"prefix": "/"}}],
+                        "route": [{"destination": {"host": console, "port": {"number": CONSOLE_PORT}}}],
                     },
                 ],
             },

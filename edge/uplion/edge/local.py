@@ -9,6 +9,7 @@ import yaml
 
 from .filters import (
     ADMIN_PREFIXES,
+    API_PREFIXES,
     MAX_BODY_BYTES,
     Descriptor,
     connection_manager_settings,
@@ -26,19 +27,21 @@ H2_OPTIONS = {
 }
 
 
-def _cluster(name: str, *ports: int) -> dict[str, Any]:
-    """A loopback gRPC (HTTP/2) upstream, round robin over its ports."""
+def _cluster(name: str, *ports: int, http2: bool = True) -> dict[str, Any]:
+    """A loopback upstream (gRPC over HTTP/2 unless `http2` is False), round robin over its ports."""
     endpoints = [
         {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}} for port in ports
     ]
-    return {
+    cluster = {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "2s",
         "per_connection_buffer_limit_bytes": 2 * MAX_BODY_BYTES,
-        "typed_extension_protocol_options": H2_OPTIONS,
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
     }
+    if http2:
+        cluster["typed_extension_protocol_options"] = H2_OPTIONS
+    return cluster
 
 
 def local_envoy_config(
@@ -48,8 +51,10 @@ def local_envoy_config(
     authz_port: int | None = None,
     accounts_port: int | None = None,
     ratelimit_ports: tuple[int, ...] = (),
+    console_port: int | None = None,
 ) -> str:
-    """Without `authz_port` no key is checked (benchmarks of the bare transcoding path)."""
+    """Without `authz_port` no key is checked (benchmarks of the bare transcoding path). With
+    `console_port` every path outside the APIs goes to the web console (public assets: no key)."""
     routes: list[dict[str, Any]] = []
     clusters = [_cluster("gateway", gateway_port)]
     if accounts_port:
@@ -64,7 +69,14 @@ def local_envoy_config(
         clusters.append(_cluster("ratelimit", *ratelimit_ports))
     # streams must not be cut by the default 15 s route timeout; the gateway enforces each
     # request's deadline itself
-    routes.append({"match": {"prefix": "/"}, "route": {"cluster": "gateway", "timeout": "0s"}})
+    to_gateway = {"cluster": "gateway", "timeout": "0s"}
+    if console_port:
+        clusters.append(_cluster("console", console_port, http2=False))
+        routes += [{"match": {"prefix": p}, "route": to_gateway} for p in API_PREFIXES]
+        routes.append({"match": {"prefix": "/"}, "route": {"cluster": "console"},
+                       "typed_per_filter_config": ext_authz_disabled()})  # fmt: skip
+    else:
+        routes.append({"match": {"prefix": "/"}, "route": to_gateway})
     filters = edge_filters(
         Descriptor(path=descriptor_path), "authz" if authz_port else None, "ratelimit" if ratelimit_ports else None
     )
