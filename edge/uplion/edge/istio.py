@@ -37,6 +37,11 @@ AUTHZ_SERVICE = "uplion-authz"
 AUTHZ_PORT = 9001
 RATELIMIT_SERVICE = "uplion-ratelimit"
 RATELIMIT_PORT = 8081
+METRICS_PORT = 9090  # every service's Prometheus /metrics (UPLION_METRICS_PORT in the chart)
+TLS_SECRET = "uplion-tls"  # noqa: S105 (a Secret's name) kubernetes.io/tls Secret in istio-system: the ingress's certificate
+# the identity of Istio's ingress gateway (istioctl's default profile; the `gateway` Helm chart
+# names the ServiceAccount after its release)
+INGRESS_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
 # the cluster Istio makes for a Kubernetes service
 RATELIMIT_CLUSTER = f"outbound|{RATELIMIT_PORT}||{RATELIMIT_SERVICE}.{NAMESPACE}.svc.cluster.local"
 
@@ -58,7 +63,19 @@ def _gateway_and_routes() -> list[dict[str, Any]]:
             "metadata": {"name": "uplion", "namespace": NAMESPACE},
             "spec": {
                 "selector": {"istio": "ingressgateway"},
-                "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}],
+                "servers": [
+                    {
+                        "port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+                        "hosts": ["*"],
+                        "tls": {"mode": "SIMPLE", "credentialName": TLS_SECRET, "minProtocolVersion": "TLSV1_2"},
+                    },
+                    # plain HTTP only redirects: keys never cross the network in clear text
+                    {
+                        "port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                        "hosts": ["*"],
+                        "tls": {"httpsRedirect": True},
+                    },
+                ],
             },
         },
         {
@@ -145,6 +162,61 @@ def _authorization() -> list[dict[str, Any]]:
     ]
 
 
+def _allow(name: str, callers: list[str], port: int) -> dict[str, Any]:
+    """An ALLOW policy on one service's pods: its API port only from `callers` (mTLS identities),
+    its metrics port from any peer in the mesh; any other request to those pods is denied."""
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "action": "ALLOW",
+            "rules": [
+                {"from": [{"source": {"principals": callers}}], "to": [{"operation": {"ports": [str(port)]}}]},
+                {"to": [{"operation": {"ports": [str(METRICS_PORT)]}}]},
+            ],
+        },
+    }
+
+
+def _mesh_security() -> list[dict[str, Any]]:
+    """Inside the cluster nothing may act as a user: mTLS is required between uplion's pods, and only
+    the ingress gateway reaches the gateway, the accounts service and the console; only the ingress
+    and the gateway reach authz and the rate limiter. The services that serve nothing (billing, the
+    settler, the operator, workers) accept only metrics scrapes."""
+    gateway = f"cluster.local/ns/{NAMESPACE}/sa/{GATEWAY_SERVICE}"
+    peer = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": "default", "namespace": NAMESPACE}, "spec": {"mtls": {"mode": "STRICT"}}}  # fmt: skip
+    quiet = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "uplion-metrics-only", "namespace": NAMESPACE},
+        "spec": {
+            "selector": {
+                "matchExpressions": [
+                    {
+                        "key": "app.kubernetes.io/name",
+                        "operator": "In",
+                        "values": ["uplion-billing", "uplion-ratelimit-settler", "uplion-operator"],
+                    }
+                ]
+            },
+            "action": "ALLOW",
+            "rules": [{"to": [{"operation": {"ports": [str(METRICS_PORT)]}}]}],
+        },
+    }
+    return [
+        peer,
+        _allow(GATEWAY_SERVICE, [INGRESS_PRINCIPAL], GATEWAY_PORT),
+        _allow(ACCOUNTS_SERVICE, [INGRESS_PRINCIPAL], ACCOUNTS_PORT),
+        _allow(CONSOLE_SERVICE, [INGRESS_PRINCIPAL], CONSOLE_PORT),
+        _allow(AUTHZ_SERVICE, [INGRESS_PRINCIPAL, gateway], AUTHZ_PORT),
+        _allow(RATELIMIT_SERVICE, [INGRESS_PRINCIPAL, gateway], RATELIMIT_PORT),
+        quiet,
+    ]
+
+
 def mesh_config_snippet() -> dict[str, Any]:
     """The MeshConfig `extensionProviders` entry naming uplion's ext_authz service (gRPC)."""
     return {
@@ -174,6 +246,7 @@ def render(descriptor: bytes) -> dict[str, str]:
         "gateway.yaml": docs(_gateway_and_routes()),
         "envoyfilter-openai-edge.yaml": docs([_edge_envoyfilter(b64)]),
         "authorization-policy.yaml": docs(_authorization()),
+        "mesh-security.yaml": docs(_mesh_security()),
         "meshconfig-extension-providers.yaml": header + yaml.safe_dump({"meshConfig": mesh_config_snippet()}),
     }
 
