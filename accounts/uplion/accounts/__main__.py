@@ -59,7 +59,8 @@ async def serve(cfg: AccountsConfig) -> None:
     for hash_, version in revoked:  # admin-scoped tokens are never inference keys at the edge
         await publisher.token_gone(hash_, version)
     server = grpc.aio.server()
-    service = AdminService(cfg, pool, redis, publisher, model_store(cfg))
+    reads = await asyncpg.create_pool(cfg.database_read_url, min_size=1, max_size=4) if cfg.database_read_url else pool
+    service = AdminService(cfg, pool, redis, publisher, model_store(cfg), reads)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(service, server)
     health = Health(server, [SERVICE_NAME])
     reflection.enable_server_reflection([SERVICE_NAME, reflection.SERVICE_NAME], server)
@@ -71,6 +72,8 @@ async def serve(cfg: AccountsConfig) -> None:
     await health.set_serving(False)
     await server.stop(cfg.drain_timeout_s)
     await publisher.close()
+    if reads is not pool:
+        await reads.close()
     await pool.close()
     if redis is not None:
         await redis.aclose()

@@ -29,6 +29,7 @@ def _default_store(env: Mapping[str, str]) -> str:
 class AccountsConfig:
     listen: str
     database_url: str
+    database_read_url: str  # usage queries read here (a streaming replica); empty: database_url
     redis_url: str  # empty: no Redis (authz then refills from PostgreSQL alone)
     session_secret: str
     session_ttl_s: int
@@ -50,6 +51,7 @@ class AccountsConfig:
         cfg = cls(
             listen=env_str(env, "UPLION_ACCOUNTS_LISTEN", "0.0.0.0:50061"),
             database_url=env_str(env, "UPLION_DATABASE_URL"),
+            database_read_url=env.get("UPLION_DATABASE_READ_URL", ""),
             redis_url=env.get("UPLION_REDIS_URL", ""),
             session_secret=env_str(env, "UPLION_SESSION_SECRET"),
             session_ttl_s=env_int(env, "UPLION_SESSION_TTL_S", 3600, minimum=60),

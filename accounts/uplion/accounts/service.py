@@ -128,8 +128,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         redis: aioredis.Redis | None,
         publisher: Publisher,
         models: ModelStore | None = None,
+        reads: asyncpg.Pool | None = None,
     ) -> None:
         self.cfg = cfg
+        self.reads = reads or pool  # usage queries: a read replica when configured
         self.models = models
         self.backlog = Backlog(cfg.pulsar_admin_url, cfg.pulsar.topics)
         self.pool = pool
@@ -526,7 +528,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 if request.HasField("user_id") and request.user_id != p.user_id:
                     raise forbidden("query other users' usage")
                 request.user_id = p.user_id
-            async with self.pool.acquire() as conn:
+            async with self.reads.acquire() as conn:
                 return await usage.query(conn, request)
 
         return await self._run(context, body)

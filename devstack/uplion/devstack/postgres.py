@@ -110,3 +110,20 @@ def _accepts(bins: Path, port: int, user: str | None) -> bool:
         user=user,
     )
     return r.returncode == 0
+
+
+def start_replica(primary: Postgres, workdir: Path, timeout: float = 120.0) -> Postgres:
+    """A streaming replica of `primary` (pg_basebackup -R: a hot standby that replays the primary's
+    WAL as it comes), read-only, on its own free port."""
+    bins, user = _bin_dir(), _run_as()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if user:
+        _chown_tree(workdir, user)
+    data = workdir / "pgdata"
+    if not (data / "PG_VERSION").exists():
+        subprocess.run(
+            [str(bins / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", primary.user,
+             "-D", str(data), "-R", "-X", "stream", "--checkpoint=fast"],
+            check=True, capture_output=True, user=user, timeout=timeout,
+        )  # fmt: skip
+    return start_postgres(workdir, timeout)
