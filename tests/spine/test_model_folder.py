@@ -205,3 +205,19 @@ def test_admins_manage_models_through_the_api(folder: Folder, admin: Client) -> 
     with pytest.raises(grpc.RpcError) as e:
         admin.call("GetAIModel", aimodel_pb2.GetAIModelRequest(name="api-echo"))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_request_may_not_ask_more_output_than_its_model_allows(folder: Folder) -> None:
+    write_model(folder.root, "capped", {"type": "echo", "model": "capped", "maxOutputTokens": 5})
+    folder.wait_state("capped", "Running")
+    eventually(lambda: "capped" in folder.listed(), 10)
+    with grpc.insecure_channel(f"127.0.0.1:{folder.gateway.port}") as ch:
+        stub = inference_pb2_grpc.InferenceServiceStub(ch)
+        for field in ("max_tokens", "max_completion_tokens"):
+            with pytest.raises(grpc.RpcError) as e:
+                stub.CreateChatCompletion(chat("capped", "one two three", **{field: 6}), timeout=30)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert f"'{field}' is 6, more than model 'capped' allows (5)" in (e.value.details() or "")
+        reply = stub.CreateChatCompletion(chat("capped", "one two three", max_tokens=5), timeout=30)
+        assert reply.choices[0].message.content == "one two three"
+    (folder.root / "capped.yaml").unlink()

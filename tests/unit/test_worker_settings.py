@@ -62,3 +62,11 @@ def test_operator_and_local_runner_give_workers_the_same_settings(spec: dict[str
 def test_specs_the_crd_refuses_are_refused_locally(spec: dict[str, Any], problem: str) -> None:
     assert any(problem in p for p in spec_problems(spec))
     assert spec_problems({"type": "echo", "model": "fine"}) == []
+
+
+def test_output_caps_come_from_the_spec_with_the_crds_default() -> None:
+    from uplion.core.aimodels import DEFAULT_MAX_OUTPUT_TOKENS, limits_of
+
+    assert limits_of({"type": "echo", "model": "m"}).max_output_tokens == DEFAULT_MAX_OUTPUT_TOKENS == 4096
+    assert limits_of({"type": "echo", "model": "m", "maxOutputTokens": 7}).max_output_tokens == 7
+    assert any("maxOutputTokens" in p for p in spec_problems({"type": "echo", "model": "m", "maxOutputTokens": 0}))

@@ -23,7 +23,10 @@ _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TYPES = ("local", "remote", "echo")
 _INT_FIELDS = {"replicas": 0, "minReplicas": 0, "maxReplicas": 1, "maxProcessNum": 1, "msgBacklogThreshold": 1,
-               "activationMsgBacklogThreshold": 0}  # fmt: skip
+               "activationMsgBacklogThreshold": 0, "maxOutputTokens": 1}  # fmt: skip
+# what a request may ask of a model when its AIModel does not say (the CRD's defaults too): every
+# request's cost is bounded by its output cap, so a quota is never overshot by more than that
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,17 @@ class Platform:
     @property
     def topics(self) -> Topics:
         return Topics(self.tenant, self.namespace)
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """What one request may ask of a model."""
+
+    max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
+
+
+def limits_of(spec: Manifest) -> ModelLimits:
+    return ModelLimits(int(spec.get("maxOutputTokens") or DEFAULT_MAX_OUTPUT_TOKENS))
 
 
 def name_problem(name: str) -> str | None:

@@ -13,12 +13,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from uplion.core.aimodels import ModelLimits, limits_of
 from uplion.core.model_folder import read_folder
 
 from .registry import ModelRegistry
 
 log = logging.getLogger("uplion.gateway")
 GROUP, VERSION, PLURAL = "uplion.io", "v1alpha1", "aimodels"
+
+
+Served = tuple[str | None, ModelLimits]  # what an AIModel declares: its model and its limits
+
+
+def served(spec: dict[str, Any]) -> Served:
+    return spec.get("model"), limits_of(spec)
 
 
 def resource_key(obj: dict[str, Any]) -> str:
@@ -41,9 +49,10 @@ class AIModelWatch:
     def stop(self) -> None:
         self._stop.set()
 
-    def _apply(self, key: str, model: str | None) -> None:
+    def _apply(self, key: str, served: Served | None) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self.registry.declare, key, model)
+        model, limits = served if served is not None else (None, None)
+        self._loop.call_soon_threadsafe(self.registry.declare, key, model, limits)
 
     def _run(self) -> None:
         from kubernetes import client, config, watch
@@ -62,11 +71,11 @@ class AIModelWatch:
         while not self._stop.is_set():
             try:
                 listed = listing()
-                seen = {resource_key(o): o["spec"].get("model") for o in listed.get("items", [])}
+                seen = {resource_key(o): served(o.get("spec") or {}) for o in listed.get("items", [])}
                 for key in list({k for owners in self.registry.declared.values() for k in owners} - set(seen)):
                     self._apply(key, None)
-                for key, model in seen.items():
-                    self._apply(key, model)
+                for key, what in seen.items():
+                    self._apply(key, what)
                 self.synced.set()
                 stream = watch.Watch().stream(listing, resource_version=listed["metadata"]["resourceVersion"],
                                               timeout_seconds=300)  # fmt: skip
@@ -75,15 +84,15 @@ class AIModelWatch:
                         return
                     obj = event["object"]
                     deleted = event["type"] == "DELETED"
-                    self._apply(resource_key(obj), None if deleted else (obj.get("spec") or {}).get("model"))
+                    self._apply(resource_key(obj), None if deleted else served(obj.get("spec") or {}))
             except Exception as e:  # noqa: BLE001 (API server gone, 410 Gone, ...: list again)
                 log.warning("AIModel watch restarting: %s", e)
                 time.sleep(1.0)
 
 
-def folder_models(folder: Path) -> dict[str, str]:
-    """resource key -> model of each valid manifest in the folder."""
-    return {f"local/{name}": e.body["spec"]["model"] for name, e in read_folder(folder).items()
+def folder_models(folder: Path) -> dict[str, Served]:
+    """resource key -> (model, limits) of each valid manifest in the folder."""
+    return {f"local/{name}": served(e.body["spec"]) for name, e in read_folder(folder).items()
             if e.valid and e.body is not None}  # fmt: skip
 
 
@@ -94,14 +103,14 @@ class FolderWatch:
     def __init__(self, registry: ModelRegistry, folder: Path, interval: float = 1.0) -> None:
         self.registry, self.folder, self.interval = registry, folder, interval
         self._task: asyncio.Task[None] | None = None
-        self.current: dict[str, str] = {}
+        self.current: dict[str, Served] = {}
 
-    def apply(self, seen: dict[str, str]) -> None:
+    def apply(self, seen: dict[str, Served]) -> None:
         for key in set(self.current) - set(seen):
             self.registry.declare(key, None)
-        for key, model in seen.items():
-            if self.current.get(key) != model:
-                self.registry.declare(key, model)
+        for key, (model, limits) in seen.items():
+            if self.current.get(key) != (model, limits):
+                self.registry.declare(key, model, limits)
         self.current = seen
 
     def start(self) -> None:

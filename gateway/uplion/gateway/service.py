@@ -26,7 +26,7 @@ from .dispatcher import Dispatcher
 from .errors import ApiError, invalid, model_not_allowed, model_not_found
 from .metadata import RequestMeta
 from .registry import ModelRegistry
-from .validation import validate_chat, validate_completion, validate_embedding
+from .validation import bound_output, validate_chat, validate_completion, validate_embedding
 
 log = logging.getLogger("uplion.gateway")
 # by kind only: a refused request's model may be anything a client typed
@@ -110,6 +110,8 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                 raise model_not_found(model)
             if not meta.allows(model):
                 raise model_not_allowed(model)
+            if isinstance(request, chat_pb2.ChatCompletionRequest | completions_pb2.CompletionRequest):
+                bound_output(request, self.registry.limits_for(model))
         except ApiError:
             event = rejected(meta, model, kind, stream, self.cfg.gateway_id)
             self.dispatcher.in_background(self.dispatcher.publish_usage(event))

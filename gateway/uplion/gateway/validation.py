@@ -6,6 +6,7 @@ import re
 
 from google.protobuf import struct_pb2
 
+from uplion.core.aimodels import ModelLimits
 from uplion.v1 import chat_pb2, completions_pb2, embeddings_pb2
 
 from .errors import ApiError, invalid
@@ -185,3 +186,16 @@ def validate_embedding(req: embeddings_pb2.EmbeddingRequest) -> None:
 
 
 __all__ = ["ApiError", "validate_chat", "validate_completion", "validate_embedding"]
+
+
+def bound_output(req: chat_pb2.ChatCompletionRequest | completions_pb2.CompletionRequest,
+                 limits: ModelLimits) -> None:  # fmt: skip
+    """A request may not ask for more output than its model allows: a 400 naming the field."""
+    asked: list[tuple[str, int]] = []
+    if isinstance(req, chat_pb2.ChatCompletionRequest) and req.HasField("max_completion_tokens"):
+        asked.append(("max_completion_tokens", req.max_completion_tokens))
+    if req.HasField("max_tokens"):
+        asked.append(("max_tokens", req.max_tokens))
+    for name, n in asked:
+        if n > limits.max_output_tokens:
+            raise invalid(f"'{name}' is {n}, more than model '{req.model}' allows ({limits.max_output_tokens})", name)

@@ -94,6 +94,7 @@ class AIModelSpec(_message.Message):
     RESOURCES_FIELD_NUMBER: _builtins.int
     PRICES_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """"local" (the worker runs the model), "remote" (it calls an OpenAI-compatible provider) or "echo"
     (a built-in test model that streams the prompt back).
@@ -112,6 +113,8 @@ class AIModelSpec(_message.Message):
     max_process_num: _builtins.int
     msg_backlog_threshold: _builtins.int
     activation_msg_backlog_threshold: _builtins.int
+    max_output_tokens: _builtins.int
+    """Most output tokens one request may ask for (default 4096); a request naming none gets this cap."""
     @_builtins.property
     def api_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecretKeyRef]:
         """Provider accounts: each names a key of a Secret (in a cluster: of the model's namespace; in the
@@ -149,13 +152,16 @@ class AIModelSpec(_message.Message):
         resources: _struct_pb2.Struct | None = ...,
         prices: Global___AIModelPrices | None = ...,
         env: _abc.Iterable[_struct_pb2.Struct] | None = ...,
+        max_output_tokens: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_activation_msg_backlog_threshold", b"_activation_msg_backlog_threshold", "_max_process_num", b"_max_process_num", "_max_replicas", b"_max_replicas", "_min_replicas", b"_min_replicas", "_msg_backlog_threshold", b"_msg_backlog_threshold", "_replicas", b"_replicas", "activation_msg_backlog_threshold", b"activation_msg_backlog_threshold", "max_process_num", b"max_process_num", "max_replicas", b"max_replicas", "min_replicas", b"min_replicas", "msg_backlog_threshold", b"msg_backlog_threshold", "prices", b"prices", "replicas", b"replicas", "resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_activation_msg_backlog_threshold", b"_activation_msg_backlog_threshold", "_max_output_tokens", b"_max_output_tokens", "_max_process_num", b"_max_process_num", "_max_replicas", b"_max_replicas", "_min_replicas", b"_min_replicas", "_msg_backlog_threshold", b"_msg_backlog_threshold", "_replicas", b"_replicas", "activation_msg_backlog_threshold", b"activation_msg_backlog_threshold", "max_output_tokens", b"max_output_tokens", "max_process_num", b"max_process_num", "max_replicas", b"max_replicas", "min_replicas", b"min_replicas", "msg_backlog_threshold", b"msg_backlog_threshold", "prices", b"prices", "replicas", b"replicas", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_activation_msg_backlog_threshold", b"_activation_msg_backlog_threshold", "_max_process_num", b"_max_process_num", "_max_replicas", b"_max_replicas", "_min_replicas", b"_min_replicas", "_msg_backlog_threshold", b"_msg_backlog_threshold", "_replicas", b"_replicas", "activation_msg_backlog_threshold", b"activation_msg_backlog_threshold", "api_keys", b"api_keys", "base_url", b"base_url", "env", b"env", "image", b"image", "image_pull_policy", b"image_pull_policy", "max_process_num", b"max_process_num", "max_replicas", b"max_replicas", "min_replicas", b"min_replicas", "model", b"model", "model_path", b"model_path", "msg_backlog_threshold", b"msg_backlog_threshold", "prices", b"prices", "replicas", b"replicas", "resources", b"resources", "type", b"type", "upstream_model", b"upstream_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_activation_msg_backlog_threshold", b"_activation_msg_backlog_threshold", "_max_output_tokens", b"_max_output_tokens", "_max_process_num", b"_max_process_num", "_max_replicas", b"_max_replicas", "_min_replicas", b"_min_replicas", "_msg_backlog_threshold", b"_msg_backlog_threshold", "_replicas", b"_replicas", "activation_msg_backlog_threshold", b"activation_msg_backlog_threshold", "api_keys", b"api_keys", "base_url", b"base_url", "env", b"env", "image", b"image", "image_pull_policy", b"image_pull_policy", "max_output_tokens", b"max_output_tokens", "max_process_num", b"max_process_num", "max_replicas", b"max_replicas", "min_replicas", b"min_replicas", "model", b"model", "model_path", b"model_path", "msg_backlog_threshold", b"msg_backlog_threshold", "prices", b"prices", "replicas", b"replicas", "resources", b"resources", "type", b"type", "upstream_model", b"upstream_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__activation_msg_backlog_threshold: _TypeAlias = _typing.Literal["activation_msg_backlog_threshold"]  # noqa: Y015
     _WhichOneofArgType__activation_msg_backlog_threshold: _TypeAlias = _typing.Literal["_activation_msg_backlog_threshold", b"_activation_msg_backlog_threshold"]  # noqa: Y015
+    _WhichOneofReturnType__max_output_tokens: _TypeAlias = _typing.Literal["max_output_tokens"]  # noqa: Y015
+    _WhichOneofArgType__max_output_tokens: _TypeAlias = _typing.Literal["_max_output_tokens", b"_max_output_tokens"]  # noqa: Y015
     _WhichOneofReturnType__max_process_num: _TypeAlias = _typing.Literal["max_process_num"]  # noqa: Y015
     _WhichOneofArgType__max_process_num: _TypeAlias = _typing.Literal["_max_process_num", b"_max_process_num"]  # noqa: Y015
     _WhichOneofReturnType__max_replicas: _TypeAlias = _typing.Literal["max_replicas"]  # noqa: Y015
@@ -168,6 +174,8 @@ class AIModelSpec(_message.Message):
     _WhichOneofArgType__replicas: _TypeAlias = _typing.Literal["_replicas", b"_replicas"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__activation_msg_backlog_threshold) -> _WhichOneofReturnType__activation_msg_backlog_threshold | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_output_tokens) -> _WhichOneofReturnType__max_output_tokens | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_process_num) -> _WhichOneofReturnType__max_process_num | None: ...
     @_typing.overload
