@@ -66,7 +66,27 @@ func setupLogging(level string) {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		l = slog.LevelInfo
 	}
-	slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})).With("service", "ratelimit"))
+	opts := &slog.HandlerOptions{Level: l, ReplaceAttr: pythonSchema}
+	slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, opts)).With("service", "ratelimit", "logger", "uplion.ratelimit"))
+}
+
+// pythonSchema gives slog's records the keys every uplion service logs (uplion.core.logs): ts (UTC,
+// milliseconds, Z), level in lower case ("warning", not "WARN"), msg.
+func pythonSchema(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) > 0 {
+		return a
+	}
+	switch a.Key {
+	case slog.TimeKey:
+		return slog.String("ts", a.Value.Time().UTC().Format("2006-01-02T15:04:05.000Z"))
+	case slog.LevelKey:
+		level := strings.ToLower(a.Value.String())
+		if level == "warn" {
+			level = "warning"
+		}
+		return slog.String("level", level)
+	}
+	return a
 }
 
 func serve(cfg config.Settings) error {
