@@ -46,3 +46,9 @@ fi
 if [ "${1:-}" != "--check" ]; then
   PYTHONPATH="$root/edge${PYTHONPATH:+:$PYTHONPATH}" "$py" -m uplion.edge.istio
 fi
+
+# the Helm chart carries copies of the CRD, the Istio manifests and the Envoy edge's configuration
+# (with the descriptor set): regenerate them too (tests/deploy/test_helm.py fails when they are stale)
+if [ "${1:-}" != "--check" ]; then
+  "$py" deploy/helm/generate.py
+fi

@@ -37,6 +37,8 @@ class Platform:
     pulsar_admin_url: str
     tenant: str = "public"
     namespace: str = "default"
+    worker_image: str = "ghcr.io/uplion/worker:0.1.0"  # AIModels without spec.image
+    worker_local_image: str = "ghcr.io/uplion/worker-local:0.1.0"  # the same, for type local (torch, weights)
 
     @property
     def topics(self) -> Topics:

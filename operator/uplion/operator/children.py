@@ -77,9 +77,10 @@ def secret_versions(body: Manifest, versions: dict[str, str]) -> str:
 def deployment(body: Manifest, platform: Platform, secret_digest: str) -> Manifest:
     spec, name = body["spec"], body["metadata"]["name"]
     labels = {MODEL_LABEL: name, "app.kubernetes.io/name": "uplion-worker"}
+    default_image = platform.worker_local_image if spec["type"] == "local" else platform.worker_image
     container: Manifest = {
         "name": "worker",
-        "image": spec.get("image", "ghcr.io/uplion/worker:0.1.0"),
+        "image": spec.get("image") or default_image,
         "env": worker_env(body, platform),
         "ports": [{"name": "health", "containerPort": 8080}, {"name": "metrics", "containerPort": 9090}],
         "readinessProbe": {"grpc": {"port": 8080}, "periodSeconds": 5},

@@ -33,6 +33,8 @@ def platform() -> Platform:
         pulsar_admin_url=os.environ.get("UPLION_PULSAR_ADMIN_URL", "http://pulsar-broker.pulsar:8080"),
         tenant=os.environ.get("UPLION_PULSAR_TENANT", "public"),
         namespace=os.environ.get("UPLION_PULSAR_NAMESPACE", "default"),
+        worker_image=os.environ.get("UPLION_WORKER_IMAGE", Platform.worker_image),
+        worker_local_image=os.environ.get("UPLION_WORKER_LOCAL_IMAGE", Platform.worker_local_image),
     )
 
 
