@@ -3,8 +3,9 @@
 # UPLION_EXTRAS: run.sh takes only what the platform runs, test.sh adds the dev tools) and checks the
 # system tools the real services need: Java 17 and Maven for Apache Pulsar (installed with apt-get
 # when missing and root), Go 1.21+ for the rate-limit service (a go older than ratelimit/go.mod's
-# 1.25.6 fetches that toolchain through the Go module proxy), and for the tests (UPLION_TEST_TOOLS=1)
-# Node.js 20+ with npm and openssl. Idempotent and quick when done before.
+# 1.25.6 fetches that toolchain through the Go module proxy), Node.js 20.19+ with npm for the web
+# console's build, and for the tests (UPLION_TEST_TOOLS=1) openssl and the deploy and console
+# suites' Debian packages. Idempotent and quick when done before.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -26,13 +27,12 @@ if [ "${UPLION_TEST_TOOLS:-0}" = 1 ] && ! command -v openssl >/dev/null; then
   echo "the operator's tests need openssl on PATH (apt-get install openssl)" >&2; exit 1
 fi
 
-if [ "${UPLION_TEST_TOOLS:-0}" = 1 ]; then
-  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    echo "the test suite's Node suites need Node.js 20+ and npm on PATH (https://nodejs.org)" >&2; exit 1
-  fi
-  node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' \
-    || { echo "the test suite needs Node.js 20+, found $(node --version)" >&2; exit 1; }
+# the web console is built with Vite 7 (the platform serves it; the tests drive it and the Node SDK)
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "the web console's build needs Node.js 20.19+ and npm on PATH (https://nodejs.org)" >&2; exit 1
 fi
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' \
+  || { echo "the web console's build needs Node.js 20.19+, found $(node --version)" >&2; exit 1; }
 
 # The deploy and console suites: images built and run daemonless (buildah, podman, skopeo, umoci; a
 # Debian base made by debootstrap) and the console driven in Debian's Chromium. Installed with apt-get

@@ -11,18 +11,17 @@ from pathlib import Path
 
 from .cache import Recipe, build, tool_version
 
-NODE_MIN_MAJOR = 20
+NODE_MIN = (20, 19)  # Vite 7 (the web console) needs 20.19
 
 
 def check_node() -> None:
     """Fail with what to install when node/npm are missing or too old."""
+    need = ".".join(map(str, NODE_MIN))
     if shutil.which("node") is None or shutil.which("npm") is None:
-        raise RuntimeError(
-            f"the Node suites need Node.js {NODE_MIN_MAJOR}+ and npm on PATH (apt-get install nodejs npm)"
-        )
-    m = re.match(r"v(\d+)", tool_version("node"))
-    if not m or int(m.group(1)) < NODE_MIN_MAJOR:
-        raise RuntimeError(f"the Node suites need Node.js {NODE_MIN_MAJOR}+, found {tool_version('node')}")
+        raise RuntimeError(f"the Node suites need Node.js {need}+ and npm on PATH (apt-get install nodejs npm)")
+    m = re.match(r"v(\d+)\.(\d+)", tool_version("node"))
+    if not m or (int(m.group(1)), int(m.group(2))) < NODE_MIN:
+        raise RuntimeError(f"the Node suites need Node.js {need}+, found {tool_version('node')}")
 
 
 def node_recipe(project: Path) -> Recipe:
@@ -56,6 +55,18 @@ def link_project(project: Path, into: Path, timeout: float = 600.0) -> Path:
     for f in project.iterdir():
         if f.is_file():
             shutil.copy(f, into / f.name)
+    link = into / "node_modules"
+    if not link.exists():
+        link.symlink_to(node_modules(project, timeout))
+    return into
+
+
+def link_tree(project: Path, into: Path, skip: tuple[str, ...] = (), timeout: float = 600.0) -> Path:
+    """A copy of `project`'s whole tree (a web app's src/ and public/ too) in `into`, without
+    node_modules and the names in `skip` (glob patterns), beside a link to its cached node_modules."""
+    shutil.copytree(
+        project, into, ignore=shutil.ignore_patterns("node_modules", *skip), symlinks=True, dirs_exist_ok=True
+    )
     link = into / "node_modules"
     if not link.exists():
         link.symlink_to(node_modules(project, timeout))

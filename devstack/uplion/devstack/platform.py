@@ -104,6 +104,7 @@ def start_edge(
     authz_port: int | None = None,
     accounts_port: int | None = None,
     ratelimit_ports: tuple[int, ...] = (),
+    console_port: int | None = None,
 ) -> tuple[Envoy, int]:
     """Envoy with uplion's edge filters in front of a gateway (and, when given, the authz and
     accounts services); returns it and its HTTP/gRPC port."""
@@ -111,7 +112,8 @@ def start_edge(
 
     port = port or free_port()
     descriptor = Path(__file__).resolve().parents[3] / "gen" / "descriptor" / "uplion.pb"
-    config = local_envoy_config(port, gateway_port, str(descriptor), authz_port, accounts_port, ratelimit_ports)
+    config = local_envoy_config(port, gateway_port, str(descriptor), authz_port, accounts_port, ratelimit_ports,
+                                console_port)  # fmt: skip
     return start_envoy(workdir / f"envoy-{port}", config), port
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any, Protocol
 
 from uplion.core.aimodels import Platform
 
+from .console import console_assets, start_console
 from .envoy import Envoy
 from .local_models import LocalModels
 from .platform import (
@@ -83,6 +85,8 @@ class Stack:
     accounts: Service | None = None
     admin_token: str = ""
     api_key: str = ""
+    admin_password: str = ""  # the console's sign-in (admin@uplion.local, demo@uplion.local)
+    demo_password: str = ""
     _started: list[tuple[str, Stoppable]] = field(default_factory=list)
     # the AIModel manifests the local runner serves (and the admin API writes)
     models_dir: Path = MODELS_DIR
@@ -125,9 +129,11 @@ class Stack:
         self._started.append(("authz", authz))
         ratelimit = start_ratelimit(logs, self.redis.url, pulsar_url=self.pulsar.service_url)
         self._started.append(("ratelimit", ratelimit))
+        console = start_console(logs, console_assets())
+        self._started.append(("console", console))
         self.envoy, self.http_port = start_edge(
             logs, self.gateway.port, port=self.http_port, authz_port=authz.port, accounts_port=self.accounts.port,
-            ratelimit_ports=(ratelimit.port,),
+            ratelimit_ports=(ratelimit.port,), console_port=console.port,
         )  # fmt: skip
         self._started.append(("envoy", self.envoy))
         self._create_accounts()
@@ -135,14 +141,20 @@ class Stack:
         self._started.append(("billing", billing))
 
     def _create_accounts(self) -> None:
-        """An admin (its API token is the CLI's credential) and a demo member with an API key."""
+        """An admin (its API token is the CLI's credential) and a demo member with an API key, each
+        with a new random password for the console's sign-in."""
         from uplion.accounts.cli import Client
+        from uplion.v1 import admin_pb2
 
         assert self.postgres is not None
         assert self.accounts is not None
-        self.admin_token = bootstrap_admin(self.postgres.dsn)["secret"]
+        admin = bootstrap_admin(self.postgres.dsn)
+        self.admin_token = admin["secret"]
+        self.admin_password, self.demo_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
         client = Client(f"127.0.0.1:{self.accounts.port}", self.admin_token)
-        _, token = client.create_user_with_token("demo@uplion.local", token_name="quickstart")  # noqa: S106
+        client.call("UpdateUser", admin_pb2.UpdateUserRequest(user_id=admin["user_id"], password=self.admin_password))
+        _, token = client.create_user_with_token("demo@uplion.local", token_name="quickstart",  # noqa: S106
+                                                 password=self.demo_password)  # fmt: skip
         self.api_key = token.secret
         client.channel.close()
 
@@ -182,6 +194,9 @@ class Stack:
         if not (self.pulsar and self.postgres and self.redis and self.gateway):
             raise RuntimeError("stack not started")
         return {
+            "console": f"http://127.0.0.1:{self.http_port}/",
+            "console_admin": f"admin@uplion.local {self.admin_password}",
+            "console_member": f"demo@uplion.local {self.demo_password}",
             "openai_base_url": f"http://127.0.0.1:{self.http_port}/v1",
             "api_key": self.api_key,
             "edge_grpc": f"127.0.0.1:{self.http_port}",
