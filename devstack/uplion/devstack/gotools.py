@@ -14,6 +14,8 @@ from pathlib import Path
 from .cache import Recipe, build
 
 GHZ = ("github.com/bojand/ghz/cmd/ghz", "v0.93.0")
+# Prometheus's promtool (module versions v0.3xx.y are Prometheus 3.x releases)
+PROMTOOL = ("github.com/prometheus/prometheus/cmd/promtool", "v0.316.0")
 # The reference rate-limit service (envoyproxy/ratelimit), for conformance tests and benchmarks.
 REFERENCE_RATELIMIT = ("github.com/envoyproxy/ratelimit/src/service_cmd", "v1.4.1-0.20260122083618-3fb702589d36")
 
@@ -79,6 +81,11 @@ def ghz() -> Path:
 
 def reference_ratelimit() -> Path:
     return go_binary(*REFERENCE_RATELIMIT)
+
+
+def promtool() -> Path:
+    """Prometheus's rule checker (deploy/monitoring's alert rules and their unit tests)."""
+    return go_binary(*PROMTOOL, timeout=1800.0)
 
 
 # uplion's own rate-limit service (Go), built from this checkout: ratelimit/cmd/uplion-ratelimit.
