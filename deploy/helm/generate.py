@@ -98,6 +98,8 @@ def render_files(descriptor: bytes, crd: str) -> dict[str, str | bytes]:
         cluster_envoy_config(console=True), sort_keys=False
     )
     files["files/envoy/uplion.pb"] = descriptor
+    for name in ("alerts.yaml", "dashboard.json"):  # deploy/monitoring, shipped as they are
+        files[f"files/monitoring/{name}"] = (ROOT / "deploy" / "monitoring" / name).read_text()
     return files
 
 

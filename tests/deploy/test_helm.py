@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import json
 import secrets
 import shutil
 import subprocess
@@ -332,6 +333,14 @@ def test_all_options_render(all_options_docs: list[dict[str, Any]]) -> None:
     assert ratelimit["UPLION_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "trial-ratelimit-redis"
     roles = by_kind(all_options_docs, "Role")
     assert set(roles) == {"uplion-accounts", "uplion-operator"}  # the gateway reads nothing
+    # deploy/monitoring as it is: the alert rules (templates intact) and the dashboard
+    monitoring = ROOT / "deploy" / "monitoring"
+    rule = by_kind(all_options_docs, "PrometheusRule")["uplion"]
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    assert rule["spec"] == yaml.safe_load((monitoring / "alerts.yaml").read_text())
+    dashboard = by_kind(all_options_docs, "ConfigMap")["uplion-dashboard"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["uplion.json"]) == json.loads((monitoring / "dashboard.json").read_text())
     assert {r["metadata"]["namespace"] for r in roles.values()} == {"uplion-models"}
     assert by_kind(all_options_docs, "Namespace").keys() == {"uplion-models"}
     istio = [d for d in all_options_docs if d["kind"] in ISTIO_KINDS]
