@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tests.databases import new_database
 from uplion.accounts.cli import Client
 from uplion.devstack.platform import bootstrap_admin, start_accounts
 from uplion.devstack.postgres import Postgres, start_replica
@@ -35,8 +36,7 @@ async def _sql(dsn: str, sql: str, *args: object) -> object:
 
 @pytest.fixture(scope="module")
 def replica_setup(postgres: Postgres, run_dir: Path) -> Iterator[tuple[Client, str, str]]:
-    asyncio.run(_sql(postgres.dsn, f'CREATE DATABASE "{DB}"'))
-    primary = postgres.dsn.rsplit("/", 1)[0] + f"/{DB}"
+    primary = new_database(postgres, DB)
     replica = start_replica(postgres, run_dir / "postgres-replica")
     replica_dsn = replica.dsn.rsplit("/", 1)[0] + f"/{DB}"
     accounts = start_accounts(run_dir, primary, UPLION_DATABASE_READ_URL=replica_dsn)

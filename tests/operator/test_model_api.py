@@ -5,18 +5,17 @@ INVALID_ARGUMENT. Real kube-apiserver, operator, PostgreSQL and Pulsar."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import grpc
 import pytest
 import yaml
 from kubernetes import client
 
+from tests.databases import new_database
 from tests.kube_api import apply_documents, eventually
 from uplion.accounts.cli import Client
 from uplion.devstack.kube import Kube
@@ -47,13 +46,7 @@ def accounts_kubeconfig(kube: Kube, namespace: str, path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster_admin(kube: Kube, postgres: Postgres, broker: Pulsar, run_dir: Path) -> Iterator[tuple[Client, str]]:
-    async def database() -> str:
-        conn = await asyncpg.connect(postgres.dsn)
-        await conn.execute('CREATE DATABASE "cluster_models"')
-        await conn.close()
-        return postgres.dsn.rsplit("/", 1)[0] + "/cluster_models"
-
-    dsn = asyncio.run(database())
+    dsn = new_database(postgres, "cluster_models")
     ns = managed_namespace()
     kubeconfig = accounts_kubeconfig(kube, ns, run_dir / "accounts.kubeconfig")
     accounts = start_accounts(run_dir, dsn, UPLION_MODEL_STORE="kubernetes", UPLION_MODELS_NAMESPACE=ns,

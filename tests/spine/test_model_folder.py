@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 import pytest
 
+from tests.databases import new_database
 from uplion.accounts.cli import Client
 from uplion.core.aimodels import Platform
 from uplion.core.model_folder import write_model
@@ -139,15 +139,7 @@ def test_manifests_that_cannot_run_show_failed_with_the_reason(folder: Folder) -
 
 @pytest.fixture(scope="module")
 def admin(folder: Folder, postgres: Postgres, broker: Pulsar, run_dir: Path) -> Iterator[Client]:
-    import asyncio
-
-    async def database() -> str:
-        conn = await asyncpg.connect(postgres.dsn)
-        await conn.execute('CREATE DATABASE "model_admin"')
-        await conn.close()
-        return postgres.dsn.rsplit("/", 1)[0] + "/model_admin"
-
-    dsn = asyncio.run(database())
+    dsn = new_database(postgres, "model_admin")
     accounts = start_accounts(run_dir / "model-folder" / "logs", dsn, UPLION_MODELS_DIR=str(folder.root),
                               UPLION_MODELS_STATUS_FILE=str(folder.runner.status_file),
                               UPLION_PULSAR_ADMIN_URL=broker.admin_url)  # fmt: skip
