@@ -28,11 +28,19 @@ _TOOLS_GO = "//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n"
 _BUILD_MOD = "module uplionkube\n\ngo 1.25.0\n\nrequire k8s.io/kubernetes v{version}\n\nreplace (\n{replaces}\n)\n"
 
 
+def version_flags(version: str) -> list[str]:
+    """The version the binaries report (`/version`, what `helm` checks a chart's kubeVersion against):
+    without these stamps a build from the module says v0.0.0-master."""
+    major, minor = version.split(".")[:2]
+    stamps = {"gitVersion": f"v{version}", "gitMajor": major, "gitMinor": minor, "gitTreeState": "clean"}
+    return ["-ldflags", " ".join(f"-X k8s.io/component-base/version.{k}={v}" for k, v in stamps.items())]
+
+
 def kubernetes_recipe(version: str = KUBERNETES_VERSION) -> Recipe:
     """kube-apiserver and kube-controller-manager: the version, the throwaway module's templates (every
-    staging module pinned to v0.<minor>), the components and the Go toolchain."""
+    staging module pinned to v0.<minor>), the components, the version stamps and the Go toolchain."""
     return go_recipe(f"kubernetes-{version}", version=version, components=",".join(COMPONENTS),
-                     module=_BUILD_MOD, tools=_TOOLS_GO)  # fmt: skip
+                     module=_BUILD_MOD, tools=_TOOLS_GO, flags=" ".join(version_flags(version)))  # fmt: skip
 
 
 def kubernetes_binaries(version: str = KUBERNETES_VERSION, timeout: float = 3600.0) -> Path:
@@ -54,7 +62,8 @@ def kubernetes_binaries(version: str = KUBERNETES_VERSION, timeout: float = 3600
             imports = "\n".join(f'\t_ "k8s.io/kubernetes/cmd/{c}"' for c in COMPONENTS)
             (mod / "tools.go").write_text(_TOOLS_GO.format(imports=imports))
             subprocess.run([go, "mod", "tidy"], cwd=mod, env=env, check=True, timeout=timeout)
-            subprocess.run([go, "build", "-o", f"{out}/", *[f"k8s.io/kubernetes/cmd/{c}" for c in COMPONENTS]],
+            subprocess.run([go, "build", *version_flags(version), "-o", f"{out}/",
+                            *[f"k8s.io/kubernetes/cmd/{c}" for c in COMPONENTS]],
                            cwd=mod, env=env, check=True, timeout=timeout)  # fmt: skip
 
     return build(kubernetes_recipe(version), make)
