@@ -34,12 +34,12 @@ fi
 node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' \
   || { echo "the web console's build needs Node.js 20.19+, found $(node --version)" >&2; exit 1; }
 
-# The deploy and console suites: images built and run daemonless (buildah, podman, skopeo, umoci; a
+# The deploy and console suites: images built and run daemonless (buildah, podman with runc, skopeo, umoci; a
 # Debian base made by debootstrap) and the console driven in Debian's Chromium. Installed with apt-get
 # when missing and root; otherwise the run stops and names the packages.
 if [ "${UPLION_TEST_TOOLS:-0}" = 1 ]; then
   declare -A deb_tools=([buildah]=buildah [podman]=podman [skopeo]=skopeo [umoci]=umoci
-                        [debootstrap]=debootstrap [chromium]=chromium [newuidmap]=uidmap)
+                        [debootstrap]=debootstrap [chromium]=chromium [newuidmap]=uidmap [runc]=runc)
   need=()
   for tool in "${!deb_tools[@]}"; do command -v "$tool" >/dev/null || need+=("${deb_tools[$tool]}"); done
   if [ ${#need[@]} -gt 0 ]; then

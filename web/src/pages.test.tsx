@@ -5,7 +5,7 @@
 
 import { act } from 'react';
 import { createRoot, type Root } from 'react-dom/client';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { App } from './App';
 
 (globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = true;
@@ -204,6 +204,14 @@ describe('usage page', () => {
 
 describe('chat', () => {
   it('streams an answer with usage, and stops a stream', async () => {
+    // Chromium 156 returns a Promise from scrollIntoView: an effect returning it would crash React
+    const scroll = Element.prototype.scrollIntoView;
+    Element.prototype.scrollIntoView = function () {
+      return Promise.resolve() as unknown as void;
+    };
+    onTestFinished(() => {
+      Element.prototype.scrollIntoView = scroll;
+    });
     signIn('ROLE_MEMBER');
     sessionStorage.setItem('uplion.console.chatKey', 'upl-chat');
     const enc = new TextEncoder();

@@ -129,6 +129,17 @@ def ext_authz_disabled() -> dict[str, Any]:
     }
 
 
+def transcoder_disabled() -> dict[str, Any]:
+    """Per-route config turning the gRPC-JSON transcoder off (the console's static files: its
+    reject_unknown_method would answer 404 to every path that is not an RPC)."""
+    return {
+        "envoy.filters.http.grpc_json_transcoder": {
+            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+            "disabled": True,
+        }
+    }
+
+
 RATELIMIT_DOMAIN = "uplion"
 # The windows an account's own limits may set (admin API RateLimits); each is a rule of the default
 # rate-limit config ("requests" and "tokens" are per minute).

@@ -16,6 +16,7 @@ from .filters import (
     edge_filters,
     ext_authz_disabled,
     router_filter,
+    transcoder_disabled,
 )
 
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -73,8 +74,10 @@ def local_envoy_config(
     if console_port:
         clusters.append(_cluster("console", console_port, http2=False))
         routes += [{"match": {"prefix": p}, "route": to_gateway} for p in API_PREFIXES]
+        # static files: no key, and no gRPC-JSON transcoding (its reject_unknown_method answers 404 to
+        # every path that is not an RPC)
         routes.append({"match": {"prefix": "/"}, "route": {"cluster": "console"},
-                       "typed_per_filter_config": ext_authz_disabled()})  # fmt: skip
+                       "typed_per_filter_config": {**ext_authz_disabled(), **transcoder_disabled()}})  # fmt: skip
     else:
         routes.append({"match": {"prefix": "/"}, "route": to_gateway})
     filters = edge_filters(

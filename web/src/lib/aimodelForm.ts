@@ -16,7 +16,7 @@ export interface EnvVar {
 
 export interface ModelForm {
   name: string;
-  type: 'local' | 'remote';
+  type: 'local' | 'remote' | 'echo';
   model: string;
   replicas: string;
   minReplicas: string;
@@ -189,7 +189,8 @@ export function specToForm(name: string, spec: AIModelSpecJson): ModelForm {
   const prices = rec(spec.prices);
   const keys = pick(spec, 'apiKeys', 'api_keys');
   const env = spec.env;
-  const type = s(spec.type) === 'remote' ? 'remote' : 'local';
+  const t = s(spec.type);
+  const type = t === 'remote' || t === 'echo' ? t : 'local';
   const policy = s(pick(spec, 'imagePullPolicy', 'image_pull_policy'));
   return {
     name,

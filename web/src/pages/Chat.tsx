@@ -136,7 +136,10 @@ export default function Chat() {
     if (!model && models.data?.length) setModel(current?.model && models.data.includes(current.model) ? current.model : models.data[0]);
   }, [models.data, model, current]);
   useEffect(() => saveConversations(localStorage, convs), [convs]);
-  useEffect(() => endRef.current?.scrollIntoView?.({ block: 'end' }), [current?.turns.length, streaming]);
+  useEffect(() => {
+    // a block body: Chromium 156 returns a Promise from scrollIntoView, which React would call as the cleanup
+    endRef.current?.scrollIntoView?.({ block: 'end' });
+  }, [current?.turns.length, streaming]);
   useEffect(() => () => abortRef.current?.abort(), []);
 
   const takeKey = (k: string) => {

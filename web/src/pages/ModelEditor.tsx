@@ -84,6 +84,7 @@ export default function ModelEditor({ name }: { name?: string }) {
               <select value={form.type} onChange={(e) => set('type', e.target.value as ModelForm['type'])} data-testid="model-type">
                 <option value="local">local (the worker runs it)</option>
                 <option value="remote">remote (OpenAI-compatible provider)</option>
+                <option value="echo">echo (built-in test model: streams the prompt back)</option>
               </select>
             </Field>
             <Text f={form} set={set} k="model" label="Model name clients send" errors={shownErrors} />
