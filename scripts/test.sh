@@ -17,5 +17,8 @@ mypy
 (cd ratelimit && test -z "$(gofmt -l .)" || { gofmt -l .; echo "gofmt: the files above need formatting"; exit 1; })
 (cd ratelimit && go vet ./... && go test ./...)
 
+echo "== builds and fetches the tests need (each a cache lookup when its recipe is unchanged)"
+python -m uplion.devstack.prebuild
+
 echo "== tests"
 python -m pytest -p no:cacheprovider "$@"

@@ -1,0 +1,49 @@
+"""`python -m uplion.devstack.prebuild`: everything the test suite builds or fetches, made before
+pytest starts (scripts/test.sh runs it), one step after another with its time: on a cold cache no
+single test then pays for a build longer than its timeout, and the log says where the time went.
+Each step is a cache lookup when its recipe is unchanged."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import console, gotools, helm, images, kube, node, pulsar, tofu
+
+ROOT = Path(__file__).resolve().parents[3]
+NODE_PROJECTS = ("tests/node", "tests/web/e2e", "web")
+
+STEPS: list[tuple[str, Callable[[], object]]] = [
+    ("Apache Pulsar's jars", pulsar.ensure_jars),
+    ("the rate limiter (Go)", gotools.ratelimit_binary),
+    ("the reference rate limiter", gotools.reference_ratelimit),
+    ("etcd", kube.etcd_binary),
+    ("kube-apiserver and kube-controller-manager", kube.kubernetes_binaries),
+    ("helm", helm.helm_binary),
+    ("istioctl and Istio's CRDs", lambda: (helm.istioctl_binary(), helm.istio_crds())),
+    ("promtool", gotools.promtool),
+    ("OpenTofu and its providers", lambda: (tofu.tofu_binary(), tofu.provider_mirror())),
+    (
+        "the Node suites' packages",
+        lambda: [node.node_modules(ROOT / d) for d in ("tests/node", "tests/web/e2e", "web")],
+    ),
+    ("the web console's build", console.console_assets),
+    ("the container images", lambda: [images.build_image(name) for name in images.IMAGES]),
+]
+
+
+def main() -> int:
+    total = time.monotonic()
+    for name, step in STEPS:
+        started = time.monotonic()
+        print(f"prebuild: {name} ...", flush=True)
+        step()
+        print(f"prebuild: {name}: {time.monotonic() - started:.0f} s", flush=True)
+    print(f"prebuild: done in {time.monotonic() - total:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
