@@ -22,9 +22,10 @@ MIN_PASSWORD_LEN = 8
 _PASSWORD_NAME = re.compile("password", re.IGNORECASE)
 # Files under the scanned roots that are no service's log, with the reason.
 EXEMPT = {
-    "up.log": "tests/test_quickstart.py's transcript of the run command's terminal, which prints the demo "
-    "member's API key and the admin token on purpose (README: Try it)",
+    "up.log": "the transcript of the run command's terminal (tests/test_quickstart.py, tests/web/test_console_e2e.py), "
+    "which prints the demo member's API key, the admin token and the console passwords on purpose (README: Try it)",
 }
+STACK_TRANSCRIPTS = ("test_run_command", "test_console_end_to_end")  # the tests' own temporary folders
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def is_log_file(path: PurePath) -> bool:
 
 
 def exemption(path: PurePath) -> str | None:
-    return EXEMPT.get(path.name) if path.parent.name.startswith("test_run_command") else None
+    return EXEMPT.get(path.name) if path.parent.name.startswith(STACK_TRANSCRIPTS) else None
 
 
 def secrets_in_line(line: str, passwords: Collection[str]) -> list[str]:

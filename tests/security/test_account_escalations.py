@@ -282,7 +282,7 @@ def test_cli_with_the_admin_token_and_with_an_inference_key(
     assert error(edge.chat(edge.admin_token), 401)["code"] == "invalid_api_key"
     monkeypatch.setenv("UPLION_ACCOUNTS", f"127.0.0.1:{edge.accounts.port}")
     monkeypatch.setenv("UPLION_ADMIN_TOKEN", edge.admin_token)
-    assert cli(["users", "create", "carol@security.test", "--token", "laptop"]) == 0
+    assert cli(["--json", "users", "create", "carol@security.test", "--token", "laptop"]) == 0
     created = json.loads(capsys.readouterr().out)
     assert created["token"]["scope"] == "TOKEN_SCOPE_INFERENCE"
     assert edge.chat(created["secret"]).status_code == 200

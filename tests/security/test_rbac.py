@@ -35,6 +35,11 @@ ALLOWED: dict[tuple[str, str], Grants] = {
     },
     # the gateway learns which models exist
     ("cluster", "uplion-gateway"): {("uplion.io", "aimodels"): {"get", "list", "watch"}},
+    # the admin API's model management, in the models' namespace only (no Secrets, no Deployments)
+    ("namespace", "uplion-accounts-models"): {
+        ("uplion.io", "aimodels"): {"get", "list", "watch", "create", "update", "patch", "delete"},
+        ("", "events"): {"get", "list"},
+    },
     # a model's workers post Events about it
     ("namespace", "aimodel-worker"): {("", "events"): {"create"}},
 }

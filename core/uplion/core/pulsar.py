@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,10 @@ import pulsar.asyncio as pa
 from .config import env_str
 from .topics import Topics
 
-CLIENT_LOGGER = pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn)
+# The Pulsar client's own log lines (warnings and errors) go through Python's logging, so they leave
+# in the services' JSON schema (logger "pulsar.client"); the client reads the level once, at creation.
+CLIENT_LOGGER = logging.getLogger("pulsar.client")
+CLIENT_LOGGER.setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)

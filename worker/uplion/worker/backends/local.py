@@ -54,10 +54,21 @@ def model_kind(directory: Path) -> str:
     raise BackendError(task_pb2.TASK_ERROR_KIND_MODEL_NOT_FOUND, f"unsupported model in {directory}", retryable=False)
 
 
+def quiet_transformers() -> None:
+    """transformers' own output in the worker's JSON logs: no progress bars on stderr (loading
+    weights), its warnings through Python's logging instead of its own handler."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
+
+
 class LocalBackend:
     def __init__(self, path: str) -> None:
         import torch
 
+        quiet_transformers()
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
         self.directory = resolve(path)
         self.kind = model_kind(self.directory)
