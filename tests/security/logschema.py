@@ -1,7 +1,8 @@
 """One log schema across uplion's services: every JSON line has `ts` (UTC, milliseconds, Z), `level`
 (debug, info, warning, error, critical), `service`, `logger` and `msg`; extra keys are data. Lines
 that are not JSON may only be a service's start banner (`uplion <service> ...`, the line the scripts
-wait for) or a Python warning and its source line. Used by tests/zz_logscan over a whole run."""
+wait for), a Python warning and its source line, or a warning of the Pulsar C++ client in its own
+format. Used by tests/zz_logscan over a whole run."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ SERVICES = ("gateway", "worker", "accounts", "authz", "billing", "ratelimit-", "
 LEVELS = {"debug", "info", "warning", "error", "critical"}
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 BANNER = re.compile(r"^uplion [a-z-]+ ")
+# the Pulsar C++ client's own warnings (uplion.core.pulsar.CLIENT_LOGGER says why not JSON)
+PULSAR_CLIENT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (WARN|ERROR) +\[\d+\] \w+:\d+ \| ")
 WARNING = re.compile(r"^\S+\.py:\d+: \w*Warning: ")
 
 
@@ -59,7 +62,7 @@ def file_problems(path: Path, lines: Iterable[str]) -> Iterator[Problem]:
             if what:
                 yield Problem(str(path), n, what)
             after_warning = False
-        elif BANNER.match(line) or WARNING.match(line):
+        elif BANNER.match(line) or WARNING.match(line) or PULSAR_CLIENT.match(line):
             after_warning = bool(WARNING.match(line))
         elif after_warning and line.startswith(" "):
             after_warning = False  # the warning's source line

@@ -24,5 +24,7 @@ def test_the_schema_check_itself() -> None:
     assert line_problem(ok) is None
     assert line_problem(ok.replace('"warning"', '"WARN"')) == "level 'WARN'"
     assert line_problem('{"time": "x", "level": "info", "msg": "m"}') == "missing ts, service, logger"
-    found = list(file_problems(Path("w.log"), ["uplion worker w1 serving model 'echo' (echo)", "Traceback (most"]))
-    assert [p.line for p in found] == [2]
+    pulsar = "2026-11-30 18:12:50.491 WARN  [140674499225280] ProducerImpl:881 | [persistent://public/default/x] slow"
+    lines = ["uplion worker w1 serving model 'echo' (echo)", pulsar, "Traceback (most",
+             "terminate called without an active exception"]  # fmt: skip
+    assert [p.line for p in file_problems(Path("w.log"), lines)] == [3, 4]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +14,10 @@ import pulsar.asyncio as pa
 from .config import env_str
 from .topics import Topics
 
-# The Pulsar client's own log lines (warnings and errors) go through Python's logging, so they leave
-# in the services' JSON schema (logger "pulsar.client"); the client reads the level once, at creation.
-CLIENT_LOGGER = logging.getLogger("pulsar.client")
-CLIENT_LOGGER.setLevel(logging.WARNING)
+# The Pulsar C++ client's own warnings and errors, in its own line format on stderr. A Python logger
+# would put them in the JSON schema, but the client's threads then call into an interpreter that is
+# shutting down, and the process ends with "terminate called without an active exception".
+CLIENT_LOGGER = pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn)
 
 
 @dataclass(frozen=True)

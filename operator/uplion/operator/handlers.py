@@ -27,6 +27,9 @@ def kube() -> Kube:
     return _kube
 
 
+STATUS_WRITE_ATTEMPTS = 8
+
+
 def platform() -> Platform:
     return Platform(
         pulsar_url=os.environ.get("UPLION_PULSAR_URL", "pulsar://pulsar-broker.pulsar:6650"),
@@ -89,23 +92,30 @@ def refresh_status(
     body: dict[str, Any], versions: str, failure: dict[str, Any] | None, keep_stored: bool = False
 ) -> None:
     """Write the status from what is observed now. `keep_stored`: the failure is the one the status
-    holds at this moment, read afresh (handlers run concurrently: a failure a worker's Event set a
-    moment ago must not be lost to a status read before it)."""
+    holds at this moment. Handlers run concurrently (a worker's Event, a Deployment change, a
+    reconcile), so each write is conditional on the AIModel's resourceVersion it was computed from,
+    and recomputed from a fresh read when another write came first: no failure a handler set a
+    moment ago is lost to a status computed before it."""
     meta = body["metadata"]
-    if keep_stored:
-        current = kube().get(API_VERSION, KIND, meta["name"], meta["namespace"]) or body
-        failure = (current.get("status") or {}).get("failure")
-    dep = kube().get("apps/v1", "Deployment", children.child_name(meta["name"]), meta["namespace"]) or {}
-    if dep and failure and failure.get("reason") == ownership.DUPLICATE:
-        failure = None  # it has workers, so it serves its name (a status read before it took over says otherwise)
-    dep_status = dep.get("status") or {}
-    observed = status.Observed(
-        generation=meta.get("generation", 0), spec=body["spec"], secret_versions=versions,
-        replicas=dep_status.get("replicas") or 0, ready=dep_status.get("readyReplicas") or 0, failure=failure,
-    )  # fmt: skip
-    previous = (body.get("status") or {}).get("conditions")
-    kube().patch_status(meta["name"], meta["namespace"], status.compute(observed, children.selector(body), now(),
-                                                                        previous))  # fmt: skip
+    for _ in range(STATUS_WRITE_ATTEMPTS):
+        current = kube().get(API_VERSION, KIND, meta["name"], meta["namespace"])
+        if current is None:
+            return  # deleted meanwhile
+        stored = (current.get("status") or {}).get("failure")
+        chosen = stored if keep_stored else failure
+        dep = kube().get("apps/v1", "Deployment", children.child_name(meta["name"]), meta["namespace"]) or {}
+        if dep and chosen and chosen.get("reason") == ownership.DUPLICATE:
+            chosen = None  # it has workers, so it serves its name (a status read before it took over says otherwise)
+        dep_status = dep.get("status") or {}
+        observed = status.Observed(
+            generation=current["metadata"].get("generation", 0), spec=current["spec"], secret_versions=versions,
+            replicas=dep_status.get("replicas") or 0, ready=dep_status.get("readyReplicas") or 0, failure=chosen,
+        )  # fmt: skip
+        previous = (current.get("status") or {}).get("conditions")
+        computed = status.compute(observed, children.selector(current), now(), previous)
+        if kube().patch_status(meta["name"], meta["namespace"], computed, current["metadata"]["resourceVersion"]):
+            return
+    log.warning("status not written: the AIModel kept changing", extra={"model": meta["name"]})
 
 
 @kopf.on.startup()

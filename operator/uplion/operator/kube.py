@@ -67,7 +67,17 @@ class Kube:
         body = {"metadata": {"annotations": annotations}}
         self._res(API_VERSION, KIND).patch(body=body, name=name, namespace=namespace, content_type=MERGE_PATCH)
 
-    def patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> None:
-        self._res(API_VERSION, KIND).status.patch(
-            body={"status": status}, name=name, namespace=namespace, content_type="application/merge-patch+json"
-        )
+    def patch_status(self, name: str, namespace: str, status: dict[str, Any], resource_version: str = "") -> bool:
+        """Merge-patch the status; with `resource_version`, only if the AIModel is still that version
+        (False when it changed meanwhile: the caller reads it again and recomputes)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            self._res(API_VERSION, KIND).status.patch(body=body, name=name, namespace=namespace,
+                                                      content_type=MERGE_PATCH)  # fmt: skip
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
