@@ -19,7 +19,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from uplion.core.aimodels import GROUP, PLURAL, VERSION, Manifest
-from uplion.core.model_folder import delete_model, model_file, read_folder, write_model
+from uplion.core.model_folder import FolderModel, delete_model, model_file, read_folder, write_model
 from uplion.core.topics import Topics
 from uplion.v1 import aimodel_pb2
 
@@ -49,9 +49,8 @@ class ModelStore(Protocol):
 def spec_to_dict(spec: aimodel_pb2.AIModelSpec) -> Manifest:
     """The CRD's spec (camelCase, only fields that are set) from the message."""
     out: Manifest = MessageToDict(spec)
-    for key in ("resources",):
-        if key in out and not out[key]:
-            del out[key]
+    if "resources" in out and not out["resources"]:
+        del out["resources"]  # an empty Struct says nothing
     return out
 
 
@@ -114,9 +113,10 @@ class FolderStore:
         except (OSError, ValueError):
             return {}
 
-    def _with_status(self, name: str, body: Manifest, status: Manifest) -> Manifest:
-        path = model_file(self.folder, name)
-        created = datetime.fromtimestamp(path.stat().st_ctime).astimezone() if path.exists() else None
+    @staticmethod
+    def _with_status(name: str, entry: FolderModel, status: Manifest) -> Manifest:
+        body = entry.body or {"spec": {}}
+        created = datetime.fromtimestamp(entry.file.stat().st_ctime).astimezone() if entry.file.exists() else None
         meta = {"name": name, **({"creationTimestamp": created.isoformat()} if created else {})}
         known = status.get(name) or {"state": "Pending", "reason": "WaitingForRunner",
                                      "message": "the local runner has not read this manifest yet"}  # fmt: skip
@@ -126,10 +126,9 @@ class FolderStore:
         status = self._status()
         out = {}
         for name, entry in read_folder(self.folder).items():
-            body = entry.body or {"spec": {}}
             if entry.problems and name not in status:
                 status[name] = {"state": "Failed", "reason": "InvalidSpec", "message": "; ".join(entry.problems)}
-            out[name] = self._with_status(name, body, status)
+            out[name] = self._with_status(name, entry, status)
         return out
 
     async def resources(self) -> list[Manifest]:
@@ -141,35 +140,35 @@ class FolderStore:
             raise StoreError("not_found", f"AIModel {name!r} not found")
         return found
 
-    def _served_by_other(self, name: str, model: str) -> str | None:
-        for other, entry in read_folder(self.folder).items():
-            if other != name and entry.body is not None and entry.body.get("spec", {}).get("model") == model:
-                return other
-        return None
+    def _write(self, name: str, spec: Manifest, exists: bool) -> None:
+        """Write AIModel `name` (`exists`: replace it, else create it) unless another one serves its
+        model; one reading of the folder, in a worker thread."""
+        entries = read_folder(self.folder)
+        entry = entries.get(name)
+        if exists and entry is None:
+            raise StoreError("not_found", f"AIModel {name!r} not found")
+        if not exists and (entry is not None or model_file(self.folder, name).exists()):
+            raise StoreError("exists", f"AIModel {name!r} already exists")
+        for other, e in entries.items():
+            if other != name and e.body is not None and e.body.get("spec", {}).get("model") == spec["model"]:
+                raise StoreError("exists", f"model {spec['model']!r} is already served by AIModel {other!r}")
+        write_model(self.folder, name, spec, entry.file if entry is not None else None)
+
+    def _delete(self, name: str) -> None:
+        entry = read_folder(self.folder).get(name)
+        if entry is None or not delete_model(entry.file):
+            raise StoreError("not_found", f"AIModel {name!r} not found")
 
     async def create(self, name: str, spec: Manifest) -> Manifest:
-        if name in read_folder(self.folder) or model_file(self.folder, name).exists():
-            raise StoreError("exists", f"AIModel {name!r} already exists")
-        other = self._served_by_other(name, spec["model"])
-        if other:
-            raise StoreError("exists", f"model {spec['model']!r} is already served by AIModel {other!r}")
-        await asyncio.to_thread(write_model, self.folder, name, spec)
+        await asyncio.to_thread(self._write, name, spec, False)
         return await self.get(name)
 
     async def replace(self, name: str, spec: Manifest) -> Manifest:
-        entry = read_folder(self.folder).get(name)
-        if entry is None:
-            raise StoreError("not_found", f"AIModel {name!r} not found")
-        other = self._served_by_other(name, spec["model"])
-        if other:
-            raise StoreError("exists", f"model {spec['model']!r} is already served by AIModel {other!r}")
-        await asyncio.to_thread(write_model, self.folder, name, spec, entry.file)
+        await asyncio.to_thread(self._write, name, spec, True)
         return await self.get(name)
 
     async def delete(self, name: str) -> None:
-        entry = read_folder(self.folder).get(name)
-        if entry is None or not await asyncio.to_thread(delete_model, entry.file):
-            raise StoreError("not_found", f"AIModel {name!r} not found")
+        await asyncio.to_thread(self._delete, name)
 
     async def events(self, name: str) -> list[Manifest]:
         await self.get(name)

@@ -15,15 +15,15 @@ from .platform import Service, start_python_service
 from .procs import free_port
 
 WEB = Path(__file__).resolve().parents[3] / "web"
-# what `vite build` reads (the server's Python package is no input of the build)
-_SKIP = ("node_modules", "dist", "uplion", "*.test.ts", "*.test.tsx", "contract")
+# not inputs of `vite build`: installed packages, earlier builds, the server's Python package
+NOT_SOURCES = ("node_modules", "dist", "uplion")
 
 
 def _sources_digest(web: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(web.rglob("*")):
         rel = path.relative_to(web)
-        if path.is_file() and not any(part in ("node_modules", "dist", "uplion") for part in rel.parts):
+        if path.is_file() and not any(part in NOT_SOURCES for part in rel.parts):
             digest.update(rel.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -38,7 +38,7 @@ def console_assets(web: Path = WEB, timeout: float = 600.0) -> Path:
 
     def make(out: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="uplion-console-") as tmp:
-            project = link_tree(web, Path(tmp) / "web", skip=("dist", "uplion"), timeout=timeout)
+            project = link_tree(web, Path(tmp) / "web", skip=NOT_SOURCES, timeout=timeout)
             subprocess.run(["npx", "--no-install", "vite", "build", "--outDir", str(out / "dist"), "--emptyOutDir"],
                            cwd=project, check=True, capture_output=True, timeout=timeout)  # fmt: skip
 
