@@ -5,6 +5,7 @@ change it atomically (a reader never sees half a file)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -73,6 +74,20 @@ def read_folder(folder: Path) -> dict[str, FolderModel]:
                 serving[model] = name
         out[name] = entry
     return out
+
+
+def folder_signature(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """The manifests' names, modification times and sizes: equal signatures, equal contents (every
+    write replaces the file), so a poller reads and parses only after a change."""
+    if not folder.is_dir():
+        return ()
+    out = []
+    for entry in os.scandir(folder):
+        if entry.name.endswith(SUFFIXES) and not entry.name.startswith("."):
+            with contextlib.suppress(FileNotFoundError):
+                st = entry.stat()
+                out.append((entry.name, st.st_mtime_ns, st.st_size))
+    return tuple(sorted(out))
 
 
 def manifest(name: str, spec: Manifest) -> Manifest:

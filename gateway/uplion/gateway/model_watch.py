@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from uplion.core.aimodels import ModelLimits, limits_of
-from uplion.core.model_folder import read_folder
+from uplion.core.model_folder import folder_signature, read_folder
 
 from .registry import ModelRegistry
 
@@ -98,12 +98,14 @@ def folder_models(folder: Path) -> dict[str, Served]:
 
 class FolderWatch:
     """The local stack's AIModel folder, polled: a file added, changed or removed shows in the model
-    list within `interval` seconds (one stat per file when nothing changed is cheap enough)."""
+    list within `interval` seconds. Each tick stats the files; they are read and parsed only when
+    their names, times or sizes changed."""
 
     def __init__(self, registry: ModelRegistry, folder: Path, interval: float = 1.0) -> None:
         self.registry, self.folder, self.interval = registry, folder, interval
         self._task: asyncio.Task[None] | None = None
         self.current: dict[str, Served] = {}
+        self._signature: tuple[tuple[str, int, int], ...] | None = None
 
     def apply(self, seen: dict[str, Served]) -> None:
         for key in set(self.current) - set(seen):
@@ -121,7 +123,10 @@ class FolderWatch:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                self.apply(await asyncio.to_thread(folder_models, self.folder))
+                signature = await asyncio.to_thread(folder_signature, self.folder)
+                if signature != self._signature:
+                    self.apply(await asyncio.to_thread(folder_models, self.folder))
+                    self._signature = signature
             except Exception as e:  # noqa: BLE001 (an unreadable moment: try again next tick)
                 log.warning("model folder unreadable: %s", e)
 
