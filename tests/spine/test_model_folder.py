@@ -5,7 +5,6 @@ a manifest that cannot run shows Failed with its reason; and the admin API manag
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
+from tests import kube_api
 from tests.databases import new_database
 from uplion.accounts.cli import Client
 from uplion.core.aimodels import Platform
@@ -27,13 +27,8 @@ from .test_request_path import chat
 
 
 def eventually(check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"not reached in {timeout}s; last: {last!r}")
+    """tests.kube_api.eventually with this suite's default: workers take a while to start."""
+    return kube_api.eventually(check, timeout, interval=0.25)
 
 
 class Folder:
