@@ -3,17 +3,19 @@
 -- Requests: every x-uplion-* header a client sent is removed before any other filter reads one
 -- (only the edge and ext_authz set them; the few a client may send are listed in CLIENT_HEADERS),
 -- a header larger than MAX_HEADER_BYTES is refused with 431, and x-uplion-client-address is set to
--- the client address Envoy determined (authz's per-address budget of unknown keys). The OpenAI
--- SDKs send streamed and non-streamed chat/completions to the same path; a JSON body with
--- "stream": true is routed to the streaming RPC's binding (`<path>:stream`). Every request gets
--- x-uplion-token-estimate (the tokens the rate limiter reserves for it).
--- Responses: every error leaves in OpenAI's shape {"error": {message, type, param, code}}. The
--- gateway's own error object (trailing metadata x-uplion-error) is used as is; errors Envoy makes
--- itself (malformed JSON, unknown path, body too large, upstream down) are wrapped by status.
+-- the client address Envoy determined (authz's per-address budget of unknown keys). Every request
+-- gets x-uplion-token-estimate (the tokens the rate limiter reserves for it). The inference paths
+-- reach the gateway as raw JSON (google.api.HttpBody RPCs): it reads "stream" itself and writes
+-- OpenAI's bytes (JSON, or server-sent events ending in `data: [DONE]`).
+-- Responses: no gRPC header or trailer reaches a REST client, and every error leaves in OpenAI's
+-- shape {"error": {message, type, param, code}}. The gateway's own error object (trailing metadata
+-- x-uplion-error) is used as is; errors Envoy makes itself (unknown path, body too large, upstream
+-- down) are wrapped by status.
 
-local STREAMABLE = { ["/v1/chat/completions"] = true, ["/v1/completions"] = true }
 local GENERATES = {
   ["/v1/chat/completions"] = true, ["/v1/completions"] = true,
+  ["/uplion.v1.InferenceService/HttpChatCompletions"] = true,
+  ["/uplion.v1.InferenceService/HttpCompletions"] = true,
   ["/uplion.v1.InferenceService/CreateChatCompletion"] = true,
   ["/uplion.v1.InferenceService/StreamChatCompletion"] = true,
   ["/uplion.v1.InferenceService/CreateCompletion"] = true,
@@ -108,10 +110,6 @@ function envoy_on_request(request_handle)
   end
   -- headers() again: the handle taken before body() is stale once the body is buffered
   request_handle:headers():replace(ESTIMATE, tostring(token_estimate(bare, text)))
-  -- the top-level "stream" member; an escaped \"stream\" inside a string never matches
-  if STREAMABLE[bare] and string.find(text, '"stream"%s*:%s*true') then
-    request_handle:headers():replace(":path", bare .. ":stream")
-  end
 end
 
 local function json_escape(s)
@@ -148,6 +146,15 @@ function envoy_on_response(response_handle)
   if status == nil or tonumber(status) < 400 then
     headers:remove("grpc-status")
     headers:remove("grpc-message")
+    -- the gRPC status of an answer also arrives as trailers, which HTTP/2 clients would see: let the
+    -- body stream through chunk by chunk (nothing is buffered) and drop them at its end
+    for _ in response_handle:bodyChunks() do
+    end
+    local trailers = response_handle:trailers()
+    if trailers ~= nil then
+      trailers:remove("grpc-status")
+      trailers:remove("grpc-message")
+    end
     return
   end
   local own = headers:get("x-uplion-error")

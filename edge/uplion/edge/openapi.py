@@ -2,9 +2,11 @@
 
     python -m uplion.edge.openapi --descriptor gen/descriptor/uplion.pb --out gen/openapi/uplion.openapi.json
 
-Paths come from the `google.api.http` annotations of InferenceService; the `:stream` bindings are
-the edge's internal targets for `"stream": true` bodies, so they appear as the text/event-stream
-response of the OpenAI path instead. Field names are the proto names (the transcoder preserves them).
+Paths come from the `google.api.http` annotations of InferenceService. The inference paths are bound
+to `google.api.HttpBody` RPCs (the gateway reads and writes OpenAI's JSON itself): their request and
+response schemas are those of the typed messages the gateway parses and prints (`HTTP_BODY_SCHEMAS`),
+and the streamed chunk's schema is the text/event-stream response of the same path. Field names are
+the proto names.
 """
 
 from __future__ import annotations
@@ -53,6 +55,14 @@ ERRORS = {
     "504": "Deadline exceeded",
 }
 SERVICE = "uplion.v1.InferenceService"
+HTTP_BODY = ".google.api.HttpBody"
+# The messages an HttpBody RPC's JSON has: (request, response, streamed chunk or None).
+HTTP_BODY_SCHEMAS: dict[str, tuple[str, str, str | None]] = {
+    "HttpChatCompletions": (".uplion.v1.ChatCompletionRequest", ".uplion.v1.ChatCompletion",
+                            ".uplion.v1.ChatCompletionChunk"),
+    "HttpCompletions": (".uplion.v1.CompletionRequest", ".uplion.v1.Completion", ".uplion.v1.Completion"),
+    "HttpEmbeddings": (".uplion.v1.EmbeddingRequest", ".uplion.v1.EmbeddingResponse", None),
+}  # fmt: skip
 
 
 class _Index:
@@ -140,30 +150,32 @@ def build(descriptor: bytes) -> dict[str, Any]:
     errors = {code: {"description": text, "content": {"application/json": {"schema": error_ref}}}
               for code, text in ERRORS.items()}  # fmt: skip
     service = index.services[SERVICE]
-    streams = {m.input_type: m.output_type for m in service.method if m.server_streaming}
     paths: dict[str, Any] = {}
     for method in service.method:
-        if method.server_streaming:
-            continue
+        if not method.options.HasExtension(annotations_pb2.http):
+            continue  # gRPC only
         rule = method.options.Extensions[annotations_pb2.http]
         verb = rule.WhichOneof("pattern")
         template = getattr(rule, verb)
         path = re.sub(r"\{(\w+)=[^}]*\}", r"{\1}", template)
         op: dict[str, Any] = {"operationId": method.name, "responses": {}}
-        content: dict[str, Any] = {"application/json": {"schema": builder.ref(method.output_type)}}
-        if method.input_type in streams:
-            chunk = builder.ref(streams[method.input_type])
+        input_type, output_type, stream_type = method.input_type, method.output_type, None
+        if input_type == HTTP_BODY:
+            input_type, output_type, stream_type = HTTP_BODY_SCHEMAS[method.name]
+        content: dict[str, Any] = {"application/json": {"schema": builder.ref(output_type)}}
+        if stream_type:
+            chunk = builder.ref(stream_type)
             content["text/event-stream"] = {
                 "schema": {
                     "type": "string",
-                    "description": "`data: <chunk JSON>` events when the body has stream: true",
+                    "description": "`data: <chunk JSON>` events when the body has stream: true, then `data: [DONE]`",
                 },
                 "x-chunk-schema": chunk,
             }
         op["responses"]["200"] = {"description": "OK", "content": content}
         op["responses"].update(errors)
         if rule.body == "*":
-            op["requestBody"] = _request_body(builder, method.input_type, REQUIRED.get(method.input_type, []))
+            op["requestBody"] = _request_body(builder, input_type, REQUIRED.get(input_type, []))
         params = re.findall(r"\{(\w+)", path)
         if params:
             op["parameters"] = [

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from uplion.core.config import ConfigError, env_bool, env_float, env_int, env_list, env_str
 from uplion.core.pulsar import PulsarSettings
 
+# The edge passes REST bodies of up to 8 MiB whole, wrapped in a google.api.HttpBody (a few bytes more):
+# a message over this bound would be grpcio's RESOURCE_EXHAUSTED, an HTTP 429 the SDKs retry.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024 + 64 * 1024
+
 
 @dataclass(frozen=True)
 class GatewayConfig:
@@ -37,7 +41,7 @@ class GatewayConfig:
             models=env_list(env, "UPLION_MODELS"),
             default_timeout_s=env_float(env, "UPLION_DEFAULT_TIMEOUT_S", 600.0, minimum=0.001),
             max_timeout_s=env_float(env, "UPLION_MAX_TIMEOUT_S", 3600.0, minimum=0.001),
-            max_message_bytes=env_int(env, "UPLION_MAX_MESSAGE_BYTES", 8 * 1024 * 1024, minimum=1024),
+            max_message_bytes=env_int(env, "UPLION_MAX_MESSAGE_BYTES", MAX_MESSAGE_BYTES, minimum=1024),
             drain_timeout_s=env_float(env, "UPLION_DRAIN_TIMEOUT_S", 30.0, minimum=0),
             publish_timeout_s=env_float(env, "UPLION_PUBLISH_TIMEOUT_S", 5.0, minimum=0.1),
             metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+from google.api import httpbody_pb2
+from google.protobuf.message import Message
 from prometheus_client import Counter
 
 from uplion.core.errors import abort
@@ -20,6 +23,7 @@ from uplion.v1 import (
     usage_pb2,
 )
 
+from . import openai_json
 from .call import Call, rejected
 from .config import GatewayConfig
 from .dispatcher import Dispatcher
@@ -49,6 +53,26 @@ def unary(validate: Callable[[Streamable], None], stream_rpc: str) -> Callable[[
     return check
 
 
+def _stamped(call: Call, make: type[Chunk], id_prefix: str, obj: str, **fields: Any) -> Chunk:
+    chunk = make(**fields)
+    chunk.id = f"{id_prefix}-{call.task.task_id}"
+    chunk.object = obj
+    chunk.model = call.task.model
+    chunk.created = call.task.created_at.seconds
+    return chunk
+
+
+async def _chunks(
+    call: Call, chunk_field: str, make: type[Chunk], id_prefix: str, obj: str, include_usage: bool
+) -> AsyncIterator[Chunk]:
+    """A streamed request's chunks, then its usage chunk if asked for; raises ApiError on failure."""
+    async for event in call.events():
+        if event.WhichOneof("payload") == chunk_field:
+            yield getattr(event, chunk_field)
+        elif include_usage:
+            yield _stamped(call, make, id_prefix, obj, usage=event.result.usage)
+
+
 async def _relay(
     call: Call,
     context: grpc.aio.ServicerContext[Any, Any],
@@ -58,30 +82,59 @@ async def _relay(
     obj: str,
     include_usage: bool,
 ) -> AsyncIterator[Chunk]:
-    """A streamed request's chunks, then its usage chunk if asked for. A failure before the first
-    chunk is a gRPC status; after it, the status would be lost on HTTP/1.1, so it is an in-band
-    chunk with `error` set."""
-
-    def stamped(**fields: Any) -> Chunk:
-        chunk = make(**fields)
-        chunk.id = f"{id_prefix}-{call.task.task_id}"
-        chunk.object = obj
-        chunk.model = call.task.model
-        chunk.created = call.task.created_at.seconds
-        return chunk
-
+    """The typed stream: a failure before the first chunk is a gRPC status; after it, an in-band
+    chunk with `error` set (as the REST stream has its in-band error event)."""
     sent = False
     try:
-        async for event in call.events():
-            if event.WhichOneof("payload") == chunk_field:
-                sent = True
-                yield getattr(event, chunk_field)
-            elif include_usage:
-                yield stamped(usage=event.result.usage)
+        async for chunk in _chunks(call, chunk_field, make, id_prefix, obj, include_usage):
+            sent = True
+            yield chunk
     except ApiError as e:
         if not sent:
             await abort(context, e)
-        yield stamped(error=e.body())
+        yield _stamped(call, make, id_prefix, obj, error=e.body())
+
+
+@dataclass(frozen=True)
+class RestEndpoint:
+    """One OpenAI REST path served from raw JSON (an HttpBody RPC): how its body becomes a task and
+    its answer becomes OpenAI's JSON."""
+
+    request: type[Message]
+    kind: usage_pb2.RequestKind.ValueType
+    validate: Callable[[Any], None]
+    task_field: str  # the Task's request field, and the TaskResult's answer field
+    answer: Callable[[Any], openai_json.JsonObject]
+    chunk: Callable[[Any, bool], openai_json.JsonObject] | None = None  # streamed chunk, include_usage
+    chunk_field: str = ""  # the TaskEvent payload of a streamed chunk
+    make: type[Any] = chat_pb2.ChatCompletionChunk  # what a usage-only chunk is made of
+    id_prefix: str = ""
+    obj: str = ""
+
+
+REST_CHAT = RestEndpoint(
+    chat_pb2.ChatCompletionRequest, usage_pb2.REQUEST_KIND_CHAT_COMPLETION, validate_chat, task_field="chat",
+    answer=openai_json.chat_completion, chunk=openai_json.chat_chunk, chunk_field="chat_chunk",
+    make=chat_pb2.ChatCompletionChunk, id_prefix="chatcmpl", obj="chat.completion.chunk",
+)  # fmt: skip
+REST_COMPLETION = RestEndpoint(
+    completions_pb2.CompletionRequest, usage_pb2.REQUEST_KIND_COMPLETION, validate_completion, task_field="completion",
+    answer=openai_json.completion,
+    chunk=lambda c, include: openai_json.completion(c, chunk=True, include_usage=include),
+    chunk_field="completion_chunk", make=completions_pb2.Completion, id_prefix="cmpl", obj="text_completion",
+)  # fmt: skip
+REST_EMBEDDING = RestEndpoint(
+    embeddings_pb2.EmbeddingRequest, usage_pb2.REQUEST_KIND_EMBEDDING, validate_embedding, task_field="embedding",
+    answer=openai_json.embedding_list,
+)  # fmt: skip
+
+
+def _json_body(obj: openai_json.JsonObject) -> httpbody_pb2.HttpBody:
+    return httpbody_pb2.HttpBody(content_type=openai_json.JSON_TYPE, data=openai_json.json_bytes(obj))
+
+
+def _sse_body(data: bytes) -> httpbody_pb2.HttpBody:
+    return httpbody_pb2.HttpBody(content_type=openai_json.SSE_TYPE, data=data)
 
 
 class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
@@ -113,9 +166,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             if isinstance(request, chat_pb2.ChatCompletionRequest | completions_pb2.CompletionRequest):
                 bound_output(request, self.registry.limits_for(model))
         except ApiError:
-            event = rejected(meta, model, kind, stream, self.cfg.gateway_id)
-            self.dispatcher.in_background(self.dispatcher.publish_usage(event))
-            REFUSED.labels(usage_pb2.RequestKind.Name(kind).removeprefix("REQUEST_KIND_").lower()).inc()
+            self._refused(meta, model, kind, stream)
             raise
         task = task_pb2.Task(
             task_id=Call.new_task_id(),
@@ -127,6 +178,64 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         fill(task)
         timeout = self.cfg.timeout_for(meta.timeout_s)
         return Call(self.dispatcher, task, kind, self.cfg.gateway_id, timeout, edge_request_id=meta.edge_request_id)
+
+    def _refused(self, meta: RequestMeta, model: str, kind: usage_pb2.RequestKind.ValueType, stream: bool) -> None:
+        event = rejected(meta, model, kind, stream, self.cfg.gateway_id)
+        self.dispatcher.in_background(self.dispatcher.publish_usage(event))
+        REFUSED.labels(usage_pb2.RequestKind.Name(kind).removeprefix("REQUEST_KIND_").lower()).inc()
+
+    async def _rest(
+        self, body: httpbody_pb2.HttpBody, context: grpc.aio.ServicerContext[Any, Any], ep: RestEndpoint
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """An OpenAI REST call from its raw JSON: one JSON answer, or (`"stream": true`) server-sent
+        events ending in `data: [DONE]`. A failure before the first event is a gRPC status (the edge
+        turns it into the HTTP status and OpenAI's error body); after it, an in-band
+        `data: {"error": ...}` event ends the stream (no [DONE]: the answer is not complete)."""
+        try:
+            try:
+                request: Any = openai_json.parse_request(body.data, ep.request)
+            except ApiError:
+                self._refused(RequestMeta.of(context), openai_json.model_of(body.data), ep.kind, False)
+                raise
+            stream = ep.chunk is not None and bool(request.stream)
+            call = self._call(context, request, ep.kind, stream, ep.validate,
+                              lambda t: getattr(t, ep.task_field).CopyFrom(request))  # fmt: skip
+            answer = None if stream else getattr(await self._unary_result(call), ep.task_field)
+        except ApiError as e:
+            await abort(context, e)
+        if answer is not None or ep.chunk is None:
+            yield _json_body(ep.answer(answer))
+            return
+        include = request.stream_options.include_usage
+        sent = False
+        try:
+            async for chunk in _chunks(call, ep.chunk_field, ep.make, ep.id_prefix, ep.obj, include):
+                sent = True
+                yield _sse_body(openai_json.sse_event(ep.chunk(chunk, include)))
+        except ApiError as e:
+            if not sent:
+                await abort(context, e)
+            yield _sse_body(openai_json.sse_event(openai_json.error(e)))
+            return
+        yield _sse_body(openai_json.DONE)
+
+    async def HttpChatCompletions(
+        self, request: httpbody_pb2.HttpBody, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        async for body in self._rest(request, context, REST_CHAT):
+            yield body
+
+    async def HttpCompletions(
+        self, request: httpbody_pb2.HttpBody, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        async for body in self._rest(request, context, REST_COMPLETION):
+            yield body
+
+    async def HttpEmbeddings(
+        self, request: httpbody_pb2.HttpBody, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        async for body in self._rest(request, context, REST_EMBEDDING):
+            yield body
 
     async def _unary_result(self, call: Call) -> task_pb2.TaskResult:
         async for event in call.events():

@@ -23,33 +23,30 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from uplion.v1 import chat_pb2 as uplion_dot_v1_dot_chat__pb2
 from uplion.v1 import completions_pb2 as uplion_dot_v1_dot_completions__pb2
 from uplion.v1 import embeddings_pb2 as uplion_dot_v1_dot_embeddings__pb2
 from uplion.v1 import models_pb2 as uplion_dot_v1_dot_models__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19uplion/v1/inference.proto\x12\tuplion.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x14uplion/v1/chat.proto\x1a\x1buplion/v1/completions.proto\x1a\x1auplion/v1/embeddings.proto\x1a\x16uplion/v1/models.proto2\xfe\x05\n\x10InferenceService\x12t\n\x14\x43reateChatCompletion\x12 .uplion.v1.ChatCompletionRequest\x1a\x19.uplion.v1.ChatCompletion\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/chat/completions:\x01*\x12\x82\x01\n\x14StreamChatCompletion\x12 .uplion.v1.ChatCompletionRequest\x1a\x1e.uplion.v1.ChatCompletionChunk\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/chat/completions:stream:\x01*0\x01\x12\x63\n\x10\x43reateCompletion\x12\x1c.uplion.v1.CompletionRequest\x1a\x15.uplion.v1.Completion\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/completions:\x01*\x12l\n\x10StreamCompletion\x12\x1c.uplion.v1.CompletionRequest\x1a\x15.uplion.v1.Completion\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/completions:stream:\x01*0\x01\x12g\n\x0f\x43reateEmbedding\x12\x1b.uplion.v1.EmbeddingRequest\x1a\x1c.uplion.v1.EmbeddingResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/embeddings:\x01*\x12]\n\nListModels\x12\x1c.uplion.v1.ListModelsRequest\x1a\x1d.uplion.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12T\n\x08GetModel\x12\x1a.uplion.v1.GetModelRequest\x1a\x10.uplion.v1.Model\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{id=**}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19uplion/v1/inference.proto\x12\tuplion.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x14uplion/v1/chat.proto\x1a\x1buplion/v1/completions.proto\x1a\x1auplion/v1/embeddings.proto\x1a\x16uplion/v1/models.proto2\xf8\x06\n\x10InferenceService\x12\x64\n\x13HttpChatCompletions\x12\x14.google.api.HttpBody\x1a\x14.google.api.HttpBody\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/chat/completions:\x01*0\x01\x12[\n\x0fHttpCompletions\x12\x14.google.api.HttpBody\x1a\x14.google.api.HttpBody\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/completions:\x01*0\x01\x12Y\n\x0eHttpEmbeddings\x12\x14.google.api.HttpBody\x1a\x14.google.api.HttpBody\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/embeddings:\x01*0\x01\x12S\n\x14\x43reateChatCompletion\x12 .uplion.v1.ChatCompletionRequest\x1a\x19.uplion.v1.ChatCompletion\x12Z\n\x14StreamChatCompletion\x12 .uplion.v1.ChatCompletionRequest\x1a\x1e.uplion.v1.ChatCompletionChunk0\x01\x12G\n\x10\x43reateCompletion\x12\x1c.uplion.v1.CompletionRequest\x1a\x15.uplion.v1.Completion\x12I\n\x10StreamCompletion\x12\x1c.uplion.v1.CompletionRequest\x1a\x15.uplion.v1.Completion0\x01\x12L\n\x0f\x43reateEmbedding\x12\x1b.uplion.v1.EmbeddingRequest\x1a\x1c.uplion.v1.EmbeddingResponse\x12]\n\nListModels\x12\x1c.uplion.v1.ListModelsRequest\x1a\x1d.uplion.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12T\n\x08GetModel\x12\x1a.uplion.v1.GetModelRequest\x1a\x10.uplion.v1.Model\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{id=**}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'uplion.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INFERENCESERVICE'].methods_by_name['CreateChatCompletion']._loaded_options = None
-  _globals['_INFERENCESERVICE'].methods_by_name['CreateChatCompletion']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/chat/completions:\001*'
-  _globals['_INFERENCESERVICE'].methods_by_name['StreamChatCompletion']._loaded_options = None
-  _globals['_INFERENCESERVICE'].methods_by_name['StreamChatCompletion']._serialized_options = b'\202\323\344\223\002 \"\033/v1/chat/completions:stream:\001*'
-  _globals['_INFERENCESERVICE'].methods_by_name['CreateCompletion']._loaded_options = None
-  _globals['_INFERENCESERVICE'].methods_by_name['CreateCompletion']._serialized_options = b'\202\323\344\223\002\024\"\017/v1/completions:\001*'
-  _globals['_INFERENCESERVICE'].methods_by_name['StreamCompletion']._loaded_options = None
-  _globals['_INFERENCESERVICE'].methods_by_name['StreamCompletion']._serialized_options = b'\202\323\344\223\002\033\"\026/v1/completions:stream:\001*'
-  _globals['_INFERENCESERVICE'].methods_by_name['CreateEmbedding']._loaded_options = None
-  _globals['_INFERENCESERVICE'].methods_by_name['CreateEmbedding']._serialized_options = b'\202\323\344\223\002\023\"\016/v1/embeddings:\001*'
+  _globals['_INFERENCESERVICE'].methods_by_name['HttpChatCompletions']._loaded_options = None
+  _globals['_INFERENCESERVICE'].methods_by_name['HttpChatCompletions']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/chat/completions:\001*'
+  _globals['_INFERENCESERVICE'].methods_by_name['HttpCompletions']._loaded_options = None
+  _globals['_INFERENCESERVICE'].methods_by_name['HttpCompletions']._serialized_options = b'\202\323\344\223\002\024\"\017/v1/completions:\001*'
+  _globals['_INFERENCESERVICE'].methods_by_name['HttpEmbeddings']._loaded_options = None
+  _globals['_INFERENCESERVICE'].methods_by_name['HttpEmbeddings']._serialized_options = b'\202\323\344\223\002\023\"\016/v1/embeddings:\001*'
   _globals['_INFERENCESERVICE'].methods_by_name['ListModels']._loaded_options = None
   _globals['_INFERENCESERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/models'
   _globals['_INFERENCESERVICE'].methods_by_name['GetModel']._loaded_options = None
   _globals['_INFERENCESERVICE'].methods_by_name['GetModel']._serialized_options = b'\202\323\344\223\002\024\022\022/v1/models/{id=**}'
-  _globals['_INFERENCESERVICE']._serialized_start=174
-  _globals['_INFERENCESERVICE']._serialized_end=940
+  _globals['_INFERENCESERVICE']._serialized_start=201
+  _globals['_INFERENCESERVICE']._serialized_end=1089
 # @@protoc_insertion_point(module_scope)

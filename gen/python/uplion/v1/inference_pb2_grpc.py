@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from uplion.v1 import chat_pb2 as uplion_dot_v1_dot_chat__pb2
 from uplion.v1 import completions_pb2 as uplion_dot_v1_dot_completions__pb2
 from uplion.v1 import embeddings_pb2 as uplion_dot_v1_dot_embeddings__pb2
@@ -29,8 +30,13 @@ if _version_not_supported:
 
 
 class InferenceServiceStub:
-    """The OpenAI-compatible inference surface. REST paths are OpenAI's; the streaming variants get
-    their own paths, to which the edge routes requests whose JSON body has "stream": true.
+    """The OpenAI-compatible inference surface.
+
+    REST clients (the OpenAI SDKs, curl) reach the Http* RPCs: OpenAI's paths, bound to
+    google.api.HttpBody so that the gateway reads the exact request JSON (a field the contract does not
+    name is refused with a 400 naming it, never dropped) and writes the exact response bytes: one JSON
+    body, or, when the body has "stream": true, server-sent events ending in `data: [DONE]`.
+    Native gRPC clients call the typed RPCs; they have no REST binding.
     """
 
     def __init__(self, channel):
@@ -39,6 +45,21 @@ class InferenceServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.HttpChatCompletions = channel.unary_stream(
+                '/uplion.v1.InferenceService/HttpChatCompletions',
+                request_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.HttpCompletions = channel.unary_stream(
+                '/uplion.v1.InferenceService/HttpCompletions',
+                request_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.HttpEmbeddings = channel.unary_stream(
+                '/uplion.v1.InferenceService/HttpEmbeddings',
+                request_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.CreateChatCompletion = channel.unary_unary(
                 '/uplion.v1.InferenceService/CreateChatCompletion',
                 request_serializer=uplion_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
@@ -77,12 +98,36 @@ class InferenceServiceStub:
 
 
 class InferenceServiceServicer:
-    """The OpenAI-compatible inference surface. REST paths are OpenAI's; the streaming variants get
-    their own paths, to which the edge routes requests whose JSON body has "stream": true.
+    """The OpenAI-compatible inference surface.
+
+    REST clients (the OpenAI SDKs, curl) reach the Http* RPCs: OpenAI's paths, bound to
+    google.api.HttpBody so that the gateway reads the exact request JSON (a field the contract does not
+    name is refused with a 400 naming it, never dropped) and writes the exact response bytes: one JSON
+    body, or, when the body has "stream": true, server-sent events ending in `data: [DONE]`.
+    Native gRPC clients call the typed RPCs; they have no REST binding.
     """
 
-    def CreateChatCompletion(self, request, context):
+    def HttpChatCompletions(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HttpCompletions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HttpEmbeddings(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateChatCompletion(self, request, context):
+        """Typed RPCs for native gRPC clients (same messages as the REST bodies).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -126,6 +171,21 @@ class InferenceServiceServicer:
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'HttpChatCompletions': grpc.unary_stream_rpc_method_handler(
+                    servicer.HttpChatCompletions,
+                    request_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'HttpCompletions': grpc.unary_stream_rpc_method_handler(
+                    servicer.HttpCompletions,
+                    request_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'HttpEmbeddings': grpc.unary_stream_rpc_method_handler(
+                    servicer.HttpEmbeddings,
+                    request_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
             'CreateChatCompletion': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateChatCompletion,
                     request_deserializer=uplion_dot_v1_dot_chat__pb2.ChatCompletionRequest.FromString,
@@ -170,9 +230,95 @@ def add_InferenceServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class InferenceService:
-    """The OpenAI-compatible inference surface. REST paths are OpenAI's; the streaming variants get
-    their own paths, to which the edge routes requests whose JSON body has "stream": true.
+    """The OpenAI-compatible inference surface.
+
+    REST clients (the OpenAI SDKs, curl) reach the Http* RPCs: OpenAI's paths, bound to
+    google.api.HttpBody so that the gateway reads the exact request JSON (a field the contract does not
+    name is refused with a 400 naming it, never dropped) and writes the exact response bytes: one JSON
+    body, or, when the body has "stream": true, server-sent events ending in `data: [DONE]`.
+    Native gRPC clients call the typed RPCs; they have no REST binding.
     """
+
+    @staticmethod
+    def HttpChatCompletions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/uplion.v1.InferenceService/HttpChatCompletions',
+            google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HttpCompletions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/uplion.v1.InferenceService/HttpCompletions',
+            google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HttpEmbeddings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/uplion.v1.InferenceService/HttpEmbeddings',
+            google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def CreateChatCompletion(request,

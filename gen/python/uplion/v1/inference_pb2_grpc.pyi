@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from google.api import httpbody_pb2 as _httpbody_pb2
 from grpc import aio as _aio
 from uplion.v1 import chat_pb2 as _chat_pb2
 from uplion.v1 import completions_pb2 as _completions_pb2
@@ -30,15 +31,24 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class InferenceServiceStub:
-    """The OpenAI-compatible inference surface. REST paths are OpenAI's; the streaming variants get
-    their own paths, to which the edge routes requests whose JSON body has "stream": true.
+    """The OpenAI-compatible inference surface.
+
+    REST clients (the OpenAI SDKs, curl) reach the Http* RPCs: OpenAI's paths, bound to
+    google.api.HttpBody so that the gateway reads the exact request JSON (a field the contract does not
+    name is refused with a 400 naming it, never dropped) and writes the exact response bytes: one JSON
+    body, or, when the body has "stream": true, server-sent events ending in `data: [DONE]`.
+    Native gRPC clients call the typed RPCs; they have no REST binding.
     """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> InferenceServiceAsyncStub: ...
+    HttpChatCompletions: _grpc.UnaryStreamMultiCallable[_httpbody_pb2.HttpBody, _httpbody_pb2.HttpBody]
+    HttpCompletions: _grpc.UnaryStreamMultiCallable[_httpbody_pb2.HttpBody, _httpbody_pb2.HttpBody]
+    HttpEmbeddings: _grpc.UnaryStreamMultiCallable[_httpbody_pb2.HttpBody, _httpbody_pb2.HttpBody]
     CreateChatCompletion: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ChatCompletionRequest, _chat_pb2.ChatCompletion]
+    """Typed RPCs for native gRPC clients (same messages as the REST bodies)."""
     StreamChatCompletion: _grpc.UnaryStreamMultiCallable[_chat_pb2.ChatCompletionRequest, _chat_pb2.ChatCompletionChunk]
     CreateCompletion: _grpc.UnaryUnaryMultiCallable[_completions_pb2.CompletionRequest, _completions_pb2.Completion]
     StreamCompletion: _grpc.UnaryStreamMultiCallable[_completions_pb2.CompletionRequest, _completions_pb2.Completion]
@@ -48,12 +58,21 @@ class InferenceServiceStub:
 
 @_typing.type_check_only
 class InferenceServiceAsyncStub(InferenceServiceStub):
-    """The OpenAI-compatible inference surface. REST paths are OpenAI's; the streaming variants get
-    their own paths, to which the edge routes requests whose JSON body has "stream": true.
+    """The OpenAI-compatible inference surface.
+
+    REST clients (the OpenAI SDKs, curl) reach the Http* RPCs: OpenAI's paths, bound to
+    google.api.HttpBody so that the gateway reads the exact request JSON (a field the contract does not
+    name is refused with a 400 naming it, never dropped) and writes the exact response bytes: one JSON
+    body, or, when the body has "stream": true, server-sent events ending in `data: [DONE]`.
+    Native gRPC clients call the typed RPCs; they have no REST binding.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
+    HttpChatCompletions: _aio.UnaryStreamMultiCallable[_httpbody_pb2.HttpBody, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    HttpCompletions: _aio.UnaryStreamMultiCallable[_httpbody_pb2.HttpBody, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    HttpEmbeddings: _aio.UnaryStreamMultiCallable[_httpbody_pb2.HttpBody, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     CreateChatCompletion: _aio.UnaryUnaryMultiCallable[_chat_pb2.ChatCompletionRequest, _chat_pb2.ChatCompletion]  # type: ignore[assignment]
+    """Typed RPCs for native gRPC clients (same messages as the REST bodies)."""
     StreamChatCompletion: _aio.UnaryStreamMultiCallable[_chat_pb2.ChatCompletionRequest, _chat_pb2.ChatCompletionChunk]  # type: ignore[assignment]
     CreateCompletion: _aio.UnaryUnaryMultiCallable[_completions_pb2.CompletionRequest, _completions_pb2.Completion]  # type: ignore[assignment]
     StreamCompletion: _aio.UnaryStreamMultiCallable[_completions_pb2.CompletionRequest, _completions_pb2.Completion]  # type: ignore[assignment]
@@ -62,16 +81,43 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     GetModel: _aio.UnaryUnaryMultiCallable[_models_pb2.GetModelRequest, _models_pb2.Model]  # type: ignore[assignment]
 
 class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The OpenAI-compatible inference surface. REST paths are OpenAI's; the streaming variants get
-    their own paths, to which the edge routes requests whose JSON body has "stream": true.
+    """The OpenAI-compatible inference surface.
+
+    REST clients (the OpenAI SDKs, curl) reach the Http* RPCs: OpenAI's paths, bound to
+    google.api.HttpBody so that the gateway reads the exact request JSON (a field the contract does not
+    name is refused with a 400 naming it, never dropped) and writes the exact response bytes: one JSON
+    body, or, when the body has "stream": true, server-sent events ending in `data: [DONE]`.
+    Native gRPC clients call the typed RPCs; they have no REST binding.
     """
+
+    @_abc_1.abstractmethod
+    def HttpChatCompletions(
+        self,
+        request: _httpbody_pb2.HttpBody,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]: ...
+
+    @_abc_1.abstractmethod
+    def HttpCompletions(
+        self,
+        request: _httpbody_pb2.HttpBody,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]: ...
+
+    @_abc_1.abstractmethod
+    def HttpEmbeddings(
+        self,
+        request: _httpbody_pb2.HttpBody,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]: ...
 
     @_abc_1.abstractmethod
     def CreateChatCompletion(
         self,
         request: _chat_pb2.ChatCompletionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_chat_pb2.ChatCompletion, _abc.Awaitable[_chat_pb2.ChatCompletion]]: ...
+    ) -> _typing.Union[_chat_pb2.ChatCompletion, _abc.Awaitable[_chat_pb2.ChatCompletion]]:
+        """Typed RPCs for native gRPC clients (same messages as the REST bodies)."""
 
     @_abc_1.abstractmethod
     def StreamChatCompletion(
