@@ -15,6 +15,7 @@ import pulsar.asyncio as pa
 import pytest
 import redis.asyncio as aioredis
 
+from uplion.core.credentials import spend_key
 from uplion.core.subscriptions import BILLING_SUBSCRIPTION
 from uplion.devstack.redis import Redis
 from uplion.v1 import usage_pb2
@@ -109,7 +110,7 @@ async def redis_matches_postgres(env: BillingEnv, redis_url: str) -> bool:
     try:
         rows = await conn.fetch("SELECT subject_kind, subject_id, used_micro_credits, used_tokens FROM spend")
         for row in rows:
-            got = await r.hgetall(f"uplion:spend:{row['subject_kind']}:{row['subject_id']}")
+            got = await r.hgetall(spend_key(row["subject_kind"], row["subject_id"]))
             if got != {"credits": str(row["used_micro_credits"]), "tokens": str(row["used_tokens"])}:
                 return False
         return bool(rows)
@@ -167,8 +168,8 @@ async def test_redis_mirror_follows_postgres_and_drift_heals(
         await wait_drained(billing_env)
         assert await eventually(lambda: redis_matches_postgres(billing_env, redis_url))
         r = aioredis.from_url(redis_url)
-        await r.hset("uplion:spend:user:mu0", mapping={"credits": 0, "tokens": 0})  # drift, e.g. a lost update
-        await r.delete("uplion:spend:token:mt1")
+        await r.hset(spend_key("user", "mu0"), mapping={"credits": 0, "tokens": 0})  # drift, e.g. a lost update
+        await r.delete(spend_key("token", "mt1"))
         await r.aclose()
         assert await eventually(lambda: redis_matches_postgres(billing_env, redis_url), within_s=5)
     finally:

@@ -12,6 +12,7 @@ import asyncpg
 import openai
 import redis
 
+from uplion.core.credentials import spend_key
 from uplion.devstack.platform import start_billing, start_edge, start_gateway, start_worker
 from uplion.devstack.pulsar import Pulsar
 from uplion.v1 import admin_pb2
@@ -80,7 +81,7 @@ def test_billing_exhausts_the_quota_and_authz_refuses(edge: Edge, broker: Pulsar
         # delay (50 ms) plus the authz cache (500 ms); one request at a time here, each ~40 ms
         per_request = raw["cost"] / served
         assert (spent - LIMIT) / per_request < 25
-        mirrored = redis.Redis.from_url(edge.redis.url).hget(f"uplion:spend:user:{user.user_id}", "credits")
+        mirrored = redis.Redis.from_url(edge.redis.url).hget(spend_key("user", user.user_id), "credits")
         assert int(mirrored or 0) == spent
 
         # the usage API's totals equal the raw rows'

@@ -108,7 +108,9 @@ def test_sdk_sees_rate_limit_error_with_openai_headers(edge: Edge) -> None:
 
 def token_counter(edge: Edge, user_id: str) -> int:
     window = int(time.time()) // 60 * 60
-    raw = redis.Redis.from_url(edge.redis.url).get(f"uplion:rl:uplion:generic_key_tokens|user_id_{user_id}:{window}")
+    raw = redis.Redis.from_url(edge.redis.url).get(
+        f"uplion:rl:uplion:generic_key_tokens|user_id_{{{user_id}}}:{window}"
+    )
     return int(raw or 0)
 
 
@@ -127,8 +129,10 @@ async def test_tokens_are_reserved_then_settled(edge: Edge) -> None:
     assert refused  # 50 reservations of ~60 tokens do not fit in 2,000 at once
     assert all(h["x-ratelimit-remaining-tokens"] for h in refused)
     used = 0
-    for b in served:  # the usage chunk each stream ended with
-        tail = b.decode().strip().splitlines()[-1]
+    for b in served:  # the usage chunk each stream ended with, before `data: [DONE]`
+        events = [line for line in b.decode().splitlines() if line.startswith("data: ")]
+        assert events[-1] == "data: [DONE]"
+        tail = events[-2]
         assert '"total_tokens"' in tail
         used += int(tail.split('"total_tokens":')[1].split("}")[0].strip(' "'))
     assert used <= 2000

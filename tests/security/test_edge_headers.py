@@ -102,13 +102,13 @@ def test_forged_headers_on_inference_routes_are_replaced_or_removed(
         assert error(c.post("/v1/chat/completions", json=chat, headers=forged(tag)), 401)["code"] == "missing_api_key"
     keys = redis_keys(edge)
     assert [k for k in keys if tag in k] == []
-    assert any(f"user_id_{member.user_id}:" in k for k in keys), "the real caller was counted"
-    assert any(f"token_id_{key.token.token_id}:" in k for k in keys)
+    assert any(f"user_id_{{{member.user_id}}}:" in k for k in keys), "the real caller was counted"
+    assert any(f"token_id_{{{key.token.token_id}}}:" in k for k in keys)
 
     # what the gateway receives, over REST and native gRPC
     with echo_edge.http(key.secret) as c:
         assert c.post("/v1/chat/completions", json=chat, headers=forged(tag)).status_code == 200
-    rest = echo_edge.recorder.last("/uplion.v1.InferenceService/CreateChatCompletion").uplion_headers()
+    rest = echo_edge.recorder.last("/uplion.v1.InferenceService/HttpChatCompletions").uplion_headers()
     host = echo_edge.url.removeprefix("http://")
     with grpc.insecure_channel(host) as channel:
         list_models = channel.unary_unary("/uplion.v1.InferenceService/ListModels", None, None)

@@ -153,3 +153,25 @@ def test_usage_query_uses_daily_rows_for_whole_days_and_raw_rows_otherwise() -> 
     sql, _ = usage.build(req)
     assert "FROM usage_events" in sql
     assert "'; DROP" not in usage.build(admin_pb2.QueryUsageRequest(model="'; DROP TABLE users; --"))[0]
+
+
+def test_what_redis_holds_answers_alone_only_when_token_and_owner_are_there() -> None:
+    from uplion.authz.lookup import found_from_redis, owner_keys
+
+    token = {"v": "3", "token_id": "t_1", "user_id": "u_1", "hash": "00", "disabled": "0", "models": ""}
+    user = {"v": "2", "user_id": "u_1", "tier": "default", "disabled": "0"}
+    assert found_from_redis({}, {}, {}, {}) is None  # unknown to Redis: PostgreSQL decides
+    assert found_from_redis({"v": "4", "gone": "1"}, {}, {}, {}) == Found(None)
+    assert found_from_redis(token, {}, {}, {}) is None  # the owner's record is missing
+    assert found_from_redis(token, {"v": "5", "gone": "1"}, {}, {}) is None
+    # a subject with a quota limit and no spend hash: a restarted Redis, billing has not rebuilt yet
+    assert found_from_redis(token, {**user, "lc": "100"}, {}, {}) is None
+    assert found_from_redis({**token, "lt": "5"}, user, {"credits": "0"}, {}) is None
+    assert found_from_redis({**token, "lt": "5"}, user, {}, {"tokens": "0"}) is not None
+    found = found_from_redis(token, user, {"credits": "7", "tokens": "1"}, {})
+    assert found is not None
+    assert found.token is not None
+    assert (found.token.user_id, found.user_spend.credits, found.token_spend.credits) == ("u_1", 7, 0)
+    # the owner's keys share the user's hash tag, the token's spend the token's
+    keys = ["uplion:authz:user:{u_1}", "uplion:spend:user:{u_1}", "uplion:spend:token:{t_1}"]
+    assert owner_keys("u_1", "t_1") == keys

@@ -77,3 +77,40 @@ def test_the_kubernetes_build_key_follows_its_version_and_templates(monkeypatch:
     assert kube.kubernetes_recipe("1.35.4").key != base.key
     monkeypatch.setattr(kube, "_BUILD_MOD", kube._BUILD_MOD.replace("go 1.25.0", "go 1.26.0"))
     assert kube.kubernetes_recipe("1.35.4").key != base.key
+
+
+def write_blob(out: Path) -> None:
+    (out / "blob").write_bytes(b"x" * 10)
+
+
+def test_prune_keeps_the_three_used_last_per_name_and_whatever_was_used_recently(cache: Path) -> None:
+    import os
+    import time
+
+    from uplion.devstack.cache import USED_FILE, cache_entries, prune
+
+    now = time.time()
+    ages_h = {"ctx": [0, 1, 2, 3, 30, 50], "tool": [100]}  # hours since each folder's last use
+    for name, ages in ages_h.items():
+        for i, age in enumerate(ages):
+            folder = build(Recipe(name, {"i": str(i)}), write_blob)
+            os.utime(folder / USED_FILE, (now - age * 3600, now - age * 3600))
+    removed = prune(now=now)
+    # ctx: the three used last are kept, and the fourth too (used within six hours); the two idle for
+    # over a day go. tool: its only folder stays however old
+    assert sorted(int(e.last_used) for e in cache_entries()) == sorted(int(now - h * 3600) for h in (0, 1, 2, 3, 100))
+    assert len(removed) == 2
+    assert all(size >= 10 for _, size in removed)
+    assert not any(folder.exists() for folder, _ in removed)
+
+
+def test_every_use_stamps_the_folder(cache: Path) -> None:
+    import os
+
+    from uplion.devstack.cache import USED_FILE
+
+    recipe = Recipe("stamped", {"v": "1"})
+    folder = build(recipe, lambda out: None)
+    os.utime(folder / USED_FILE, (1, 1))
+    build(recipe, lambda out: None)
+    assert (folder / USED_FILE).stat().st_mtime > 1

@@ -168,3 +168,18 @@ def test_usage_events_to_settlements() -> None:
     items, skipped = settlements([ok.SerializeToString(), anonymous.SerializeToString(), b"\xff\xff"])
     assert items == [("r1", 7)]
     assert skipped == {"undecodable": 1, "no_request_id": 1}
+
+
+def test_a_taken_reservation_becomes_one_adjustment_per_counter() -> None:
+    from uplion.ratelimit.settle import ADJUST, adjustments, reservation_key
+
+    calls = adjustments({"uplion:rl:a": "60:f:0", "uplion:rl:g:b": "60:g:0.5", "junk": "x"}, actual=25)
+    assert [(c.script, list(c.keys), list(c.args)) for c in calls] == [
+        (ADJUST, ["uplion:rl:a"], [-35, "f", "0"]),
+        (ADJUST, ["uplion:rl:g:b"], [-35, "g", "0.5"]),
+    ]
+    # the same names the Go service's KeyPart gives: as is, or hashed when long, braced or "sha256:"
+    assert reservation_key("r-1") == "uplion:rl:resv:r-1"
+    for odd in ("x" * 129, "{u1}", "sha256:abc"):
+        assert reservation_key(odd).startswith("uplion:rl:resv:sha256:")
+        assert len(reservation_key(odd)) == len("uplion:rl:resv:sha256:") + 64

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import asyncpg
 import grpc
-import redis.asyncio as aioredis
 from grpc_reflection.v1alpha import reflection
 
 from uplion.core.lifecycle import install_stop_signals, run_service
 from uplion.core.migrations import Conn, migrate
 from uplion.core.observability import Health, start_metrics
+from uplion.core.redis_client import connect
 from uplion.v1 import admin_pb2, admin_pb2_grpc
 
 from . import tokens
@@ -51,7 +51,9 @@ async def serve(cfg: AccountsConfig) -> None:
     pool = await asyncpg.create_pool(cfg.database_url, min_size=1, max_size=8)
     async with pool.acquire() as conn:
         await apply_migrations(conn)
-    redis = aioredis.from_url(cfg.redis_url, socket_timeout=1, socket_connect_timeout=1) if cfg.redis_url else None
+    redis = (
+        connect(cfg.redis_url, cfg.redis_cluster, socket_timeout=1, socket_connect_timeout=1) if cfg.redis_url else None
+    )
     publisher = Publisher(redis)
     publisher.start()
     async with pool.acquire() as conn:

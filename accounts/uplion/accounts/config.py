@@ -6,8 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from uplion.core.config import ConfigError, env_float, env_int, env_str
+from uplion.core.config import ConfigError, env_bool, env_float, env_int, env_str
 from uplion.core.pulsar import PulsarSettings
+from uplion.core.redis_client import CLUSTER_SETTING
 
 from .logins import DEFAULT_TRUSTED_PROXIES, IPNetwork, parse_networks
 
@@ -31,6 +32,7 @@ class AccountsConfig:
     database_url: str
     database_read_url: str  # usage queries read here (a streaming replica); empty: database_url
     redis_url: str  # empty: no Redis (authz then refills from PostgreSQL alone)
+    redis_cluster: bool  # redis_url is one node of a Redis Cluster
     session_secret: str
     session_ttl_s: int
     login_attempts_per_minute: int  # per (email, client address)
@@ -53,6 +55,7 @@ class AccountsConfig:
             database_url=env_str(env, "UPLION_DATABASE_URL"),
             database_read_url=env.get("UPLION_DATABASE_READ_URL", ""),
             redis_url=env.get("UPLION_REDIS_URL", ""),
+            redis_cluster=env_bool(env, CLUSTER_SETTING, False),
             session_secret=env_str(env, "UPLION_SESSION_SECRET"),
             session_ttl_s=env_int(env, "UPLION_SESSION_TTL_S", 3600, minimum=60),
             login_attempts_per_minute=env_int(env, "UPLION_LOGIN_ATTEMPTS_PER_MINUTE", 10, minimum=1),

@@ -21,9 +21,9 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from uplion.core.addresses import address_bucket
+from uplion.core.redis_client import ERRORS as REDIS_ERRORS
+from uplion.core.redis_client import AnyRedis
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # where proxies live: loopback and the private ranges (pods, nodes); override with UPLION_TRUSTED_PROXIES
@@ -108,11 +108,16 @@ def throttled(pair_count: int, address_count: int, per_pair: int, per_address: i
 
 def _pair_key(email: str, address: str) -> str:
     digest = hashlib.sha256(f"{email}\0{address_key(address)}".encode()).hexdigest()[:32]
-    return f"uplion:login:pair:{digest}"
+    return f"uplion:login:{{{_address_tag(address)}}}:pair:{digest}"
 
 
 def _address_key(address: str) -> str:
-    return f"uplion:login:addr:{address_key(address)}"
+    """The address's count; its pairs share its hash tag, so REFUND touches one Redis Cluster slot."""
+    return f"uplion:login:{{{_address_tag(address)}}}:n"
+
+
+def _address_tag(address: str) -> str:
+    return hashlib.sha256(address_key(address).encode()).hexdigest()[:16]
 
 
 # KEYS[1] = pair key, KEYS[2] = address key: forget the pair's failures and refund the address
@@ -125,7 +130,7 @@ return 0
 
 
 class LoginLimiter:
-    def __init__(self, redis: aioredis.Redis | None, per_pair: int, per_address: int) -> None:
+    def __init__(self, redis: AnyRedis | None, per_pair: int, per_address: int) -> None:
         self.redis = redis
         self.per_pair = per_pair
         self.per_address = per_address
@@ -143,7 +148,7 @@ class LoginLimiter:
                         pipe.incr(key)
                     replies = await pipe.execute()
                 counts = [int(replies[1]), int(replies[3])]
-            except (aioredis.RedisError, OSError):
+            except REDIS_ERRORS:
                 counts = None
         if counts is None:
             counts = [self._local_incr(k, 1) for k in keys]
@@ -155,7 +160,7 @@ class LoginLimiter:
             try:
                 await self.redis.eval(REFUND, 2, pair, addr)
                 return
-            except (aioredis.RedisError, OSError):
+            except REDIS_ERRORS:
                 pass
         self._local.pop(pair, None)
         if self._local.get(addr, (0.0, 0))[1] > 0:

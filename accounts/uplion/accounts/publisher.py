@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 
-import redis.asyncio as aioredis
 from prometheus_client import Counter
 
 from uplion.core.credentials import (
@@ -26,13 +25,15 @@ from uplion.core.credentials import (
     token_key,
     user_key,
 )
+from uplion.core.redis_client import ERRORS as REDIS_ERRORS
+from uplion.core.redis_client import AnyRedis
 
 log = logging.getLogger("uplion.accounts")
 PUBLISH_FAILURES = Counter("uplion_accounts_redis_publish_failures_total", "Redis write-throughs that failed (retried)")
 
 
 class Publisher:
-    def __init__(self, r: aioredis.Redis | None, retry_interval_s: float = 0.5) -> None:
+    def __init__(self, r: AnyRedis | None, retry_interval_s: float = 0.5) -> None:
         self.r = r
         self.retry_interval_s = retry_interval_s
         self._pending: dict[str, list[str]] = {}  # key -> ARGV; only the newest write per key matters
@@ -73,7 +74,7 @@ class Publisher:
                 if fields:
                     pipe.hset(limits_key(kind, subject_id), mapping=fields)  # type: ignore[arg-type]
                 await pipe.execute()
-        except (aioredis.RedisError, OSError) as e:
+        except REDIS_ERRORS as e:
             PUBLISH_FAILURES.inc()
             log.warning("redis write of rate limits failed", extra={"error": str(e)})
 
@@ -83,7 +84,7 @@ class Publisher:
         try:
             await self.r.eval(PUT_IF_NEWER, 1, key, *argv)
             self._pending.pop(key, None)
-        except (aioredis.RedisError, OSError) as e:
+        except REDIS_ERRORS as e:
             PUBLISH_FAILURES.inc()
             log.warning("redis write-through failed; will retry", extra={"error": str(e)})
             self._pending[key] = argv
@@ -95,7 +96,7 @@ class Publisher:
             for key, argv in list(self._pending.items()):
                 try:
                     await self.r.eval(PUT_IF_NEWER, 1, key, *argv)
-                except (aioredis.RedisError, OSError):
+                except REDIS_ERRORS:
                     break
                 if self._pending.get(key) is argv:
                     del self._pending[key]

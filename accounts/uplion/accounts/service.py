@@ -12,13 +12,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 import grpc
-import redis.asyncio as aioredis
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from uplion.core.aimodels import name_problem, spec_problems
 from uplion.core.credentials import well_formed
 from uplion.core.errors import ApiError, abort
+from uplion.core.redis_client import AnyRedis
 from uplion.v1 import admin_pb2, admin_pb2_grpc, aimodel_pb2
 
 from . import audit, quotas, sessions, tokens, usage, users
@@ -125,7 +125,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self,
         cfg: AccountsConfig,
         pool: asyncpg.Pool,
-        redis: aioredis.Redis | None,
+        redis: AnyRedis | None,
         publisher: Publisher,
         models: ModelStore | None = None,
         reads: asyncpg.Pool | None = None,

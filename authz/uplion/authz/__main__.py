@@ -8,12 +8,12 @@ import sys
 
 import asyncpg
 import grpc
-import redis.asyncio as aioredis
 from envoy.service.auth.v3 import external_auth_pb2
 from grpc_reflection.v1alpha import reflection
 
 from uplion.core.lifecycle import install_stop_signals, run_service
 from uplion.core.observability import Health, start_metrics
+from uplion.core.redis_client import connect
 
 from .cache import TtlCache
 from .config import AuthzConfig
@@ -33,8 +33,9 @@ async def serve(cfg: AuthzConfig) -> None:
     pool = asyncpg.create_pool(cfg.database_url, min_size=0, max_size=4, timeout=cfg.db_timeout_s)
     await pool
     redis = (
-        aioredis.from_url(
+        connect(
             cfg.redis_url,
+            cfg.redis_cluster,
             decode_responses=True,
             socket_timeout=cfg.redis_timeout_s,
             socket_connect_timeout=cfg.redis_timeout_s,
@@ -44,7 +45,9 @@ async def serve(cfg: AuthzConfig) -> None:
         else None
     )
     budget = AddressBudget(cfg.unknown_keys_per_address_per_minute)
-    lookup = Lookup(redis, pool, cfg.redis_timeout_s, cfg.db_timeout_s, cfg.breaker_open_s, budget)
+    lookup = Lookup(
+        redis, pool, cfg.redis_timeout_s, cfg.db_timeout_s, cfg.breaker_open_s, budget, cfg.cache_max_entries
+    )
     service = AuthorizationService(lookup, TtlCache[Found](cfg.cache_ttl_s, cfg.cache_max_entries), cfg.fail_open)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers([service.handler()])

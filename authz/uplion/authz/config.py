@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from uplion.core.config import ConfigError, env_bool, env_float, env_int, env_str
+from uplion.core.redis_client import CLUSTER_SETTING
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,7 @@ class AuthzConfig:
     listen: str
     database_url: str
     redis_url: str
+    redis_cluster: bool  # redis_url is one node of a Redis Cluster
     cache_ttl_s: float  # bounds how long a revoked key keeps working on this replica
     cache_max_entries: int
     redis_timeout_s: float
@@ -32,6 +34,7 @@ class AuthzConfig:
             listen=env_str(env, "UPLION_AUTHZ_LISTEN", "0.0.0.0:9001"),
             database_url=env_str(env, "UPLION_DATABASE_URL"),
             redis_url=env.get("UPLION_REDIS_URL", ""),
+            redis_cluster=env_bool(env, CLUSTER_SETTING, False),
             cache_ttl_s=env_int(env, "UPLION_AUTHZ_CACHE_TTL_MS", 500, minimum=0) / 1000,
             cache_max_entries=env_int(env, "UPLION_AUTHZ_CACHE_MAX_ENTRIES", 100_000, minimum=1),
             redis_timeout_s=env_int(env, "UPLION_AUTHZ_REDIS_TIMEOUT_MS", 100, minimum=1) / 1000,

@@ -1,4 +1,5 @@
-"""Finding what is known about a secret hash: Redis first (one round trip, a Lua script), then
+"""Finding what is known about a secret hash: Redis first (one pipelined round trip once the token's
+owner is known, two the first time), then
 PostgreSQL on a miss (refilling Redis), each under its own timeout; a circuit breaker skips Redis
 for a while after it fails, so an outage costs one timeout, not one per request. A PostgreSQL lookup
 first takes a token from the client address's budget (`throttle.py`), given back when it finds a key."""
@@ -9,26 +10,27 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import cast
 
 import asyncpg
-import redis.asyncio as aioredis
 from prometheus_client import Counter
 
 from uplion.core.credentials import (
     PUT_IF_NEWER,
-    SPEND_KEY,
     TOKEN_COLUMNS,
     UNKNOWN_TTL_MS,
-    USER_KEY,
     Spend,
     TokenRecord,
     UserRecord,
     gone_fields,
     put_args,
+    spend_key,
     token_from_row,
     token_key,
     user_key,
 )
+from uplion.core.redis_client import ERRORS as REDIS_ERRORS
+from uplion.core.redis_client import AnyRedis
 
 from .decision import Found
 from .throttle import AddressBudget
@@ -39,20 +41,6 @@ BACKEND_FAILURES = Counter("uplion_authz_backend_failures_total", "Redis/Postgre
 THROTTLED = Counter(
     "uplion_authz_throttled_total", "PostgreSQL lookups refused: the client address used up its unknown-key budget"
 )
-
-# KEYS[1] = token key; ARGV[1] = user key prefix, ARGV[2] = spend key prefix.
-# Returns {} (unknown), {token} (a tombstone) or {token, user, user spend, token spend}.
-FETCH = """
-local t = redis.call('HGETALL', KEYS[1])
-if #t == 0 then return {} end
-local uid, tid
-for i = 1, #t, 2 do
-  if t[i] == 'user_id' then uid = t[i + 1] elseif t[i] == 'token_id' then tid = t[i + 1] end
-end
-if not uid then return {t} end
-return {t, redis.call('HGETALL', ARGV[1] .. uid), redis.call('HGETALL', ARGV[2] .. 'user:' .. uid),
-        redis.call('HGETALL', ARGV[2] .. 'token:' .. tid)}
-"""
 
 BY_HASH = f"""
 SELECT {TOKEN_COLUMNS}, u.tier AS u_tier, u.disabled AS u_disabled, u.quota_limit_micro_credits AS u_lc,
@@ -78,36 +66,41 @@ class Throttled(Exception):
         self.wait_s = wait_s
 
 
-def _pairs(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[0::2], flat[1::2], strict=True))
-
-
-def found_from_redis(reply: list[list[str]]) -> Found | None:
-    """The Lua reply as a Found, or None when Redis cannot answer alone (pure)."""
-    if not reply:
+def found_from_redis(
+    token: dict[str, str], user: dict[str, str], user_spend: dict[str, str], token_spend: dict[str, str]
+) -> Found | None:
+    """The four hashes as a Found, or None when Redis cannot answer alone (pure)."""
+    if not token:
         return None  # unknown to Redis: ask PostgreSQL
-    token_f = _pairs(reply[0])
-    if "gone" in token_f:
+    if "gone" in token:
         return Found(None)
-    if len(reply) < 4 or not reply[1] or "gone" in _pairs(reply[1]):
+    if not user or "gone" in user:
         return None  # the owner's record is missing: refill both from PostgreSQL
-    return Found(
-        TokenRecord.from_fields(token_f),
-        UserRecord.from_fields(_pairs(reply[1])),
-        Spend.from_fields(_pairs(reply[2])),
-        Spend.from_fields(_pairs(reply[3])),
-    )
+    t, u = TokenRecord.from_fields(token), UserRecord.from_fields(user)
+    if (_limited(u) and not user_spend) or (_limited(t) and not token_spend):
+        return None  # billing writes a limited subject's spend, zero or not: missing means a restarted Redis
+    return Found(t, u, Spend.from_fields(user_spend), Spend.from_fields(token_spend))
+
+
+def _limited(rec: TokenRecord | UserRecord) -> bool:
+    return rec.limit_credits is not None or rec.limit_tokens is not None
+
+
+def owner_keys(user_id: str, token_id: str) -> list[str]:
+    """The owner's record and spend keys read with a token's record, in found_from_redis's order."""
+    return [user_key(user_id), spend_key("user", user_id), spend_key("token", token_id)]
 
 
 class Lookup:
     def __init__(
         self,
-        redis: aioredis.Redis | None,
+        redis: AnyRedis | None,
         pool: asyncpg.Pool,
         redis_timeout_s: float,
         db_timeout_s: float,
         breaker_open_s: float,
         budget: AddressBudget | None = None,
+        max_owners: int = 100_000,
     ) -> None:
         self.redis = redis
         self.budget = budget
@@ -116,22 +109,22 @@ class Lookup:
         self.db_timeout_s = db_timeout_s
         self.breaker_open_s = breaker_open_s
         self._redis_down_until = 0.0
-        self._fetch = redis.register_script(FETCH) if redis is not None else None
+        # a token's owner never changes: once known, its record and the owner's are read in one
+        # pipelined round trip (in a Redis Cluster they live on different nodes, by design)
+        self._owners: dict[bytes, tuple[str, str]] = {}
+        self.max_owners = max_owners
         self._refills: set[asyncio.Task[None]] = set()
 
     async def find(self, hash_: bytes, address: str = "") -> Found:
         """What is known about `hash_`; `address` (the client's bucket) pays for a PostgreSQL lookup
         that finds nothing. Raises Unavailable, or Throttled when the address's budget is used up."""
-        if self._fetch is not None and time.monotonic() >= self._redis_down_until:
+        if self.redis is not None and time.monotonic() >= self._redis_down_until:
             try:
-                reply = await asyncio.wait_for(
-                    self._fetch(keys=[token_key(hash_)], args=[USER_KEY, SPEND_KEY]), self.redis_timeout_s
-                )
-                found = found_from_redis(reply)
+                found = await asyncio.wait_for(self._from_redis(hash_), self.redis_timeout_s)
                 if found is not None:
                     LOOKUPS.labels("redis").inc()
                     return found
-            except (aioredis.RedisError, OSError, TimeoutError) as e:
+            except REDIS_ERRORS as e:
                 BACKEND_FAILURES.labels("redis").inc()
                 self._redis_down_until = time.monotonic() + self.breaker_open_s
                 log.warning("redis lookup failed; using PostgreSQL", extra={"error": type(e).__name__})
@@ -145,6 +138,31 @@ class Lookup:
         if found.token is not None:
             self.budget.give_back(address)  # a key that exists is no guess
         return found
+
+    async def _from_redis(self, hash_: bytes) -> Found | None:
+        assert self.redis is not None
+        owner = self._owners.get(hash_)
+        if owner is None:
+            token = cast(dict[str, str], await self.redis.hgetall(token_key(hash_)))
+            if not token or "gone" in token or "user_id" not in token:
+                return found_from_redis(token, {}, {}, {})
+            owner = self._remember(hash_, token["user_id"], token["token_id"])
+            rest = await self._hashes(owner_keys(*owner))
+            return found_from_redis(token, *rest)
+        return found_from_redis(*await self._hashes([token_key(hash_), *owner_keys(*owner)]))
+
+    async def _hashes(self, keys: list[str]) -> list[dict[str, str]]:
+        assert self.redis is not None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            return list(await pipe.execute())
+
+    def _remember(self, hash_: bytes, user_id: str, token_id: str) -> tuple[str, str]:
+        if len(self._owners) >= self.max_owners:
+            del self._owners[next(iter(self._owners))]  # the oldest
+        self._owners[hash_] = (user_id, token_id)
+        return user_id, token_id
 
     async def _from_postgres(self, hash_: bytes) -> Found:
         try:
@@ -181,5 +199,5 @@ class Lookup:
 
     async def _put(self, key: str, argv: list[str]) -> None:
         assert self.redis is not None
-        with contextlib.suppress(aioredis.RedisError, OSError, TimeoutError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await asyncio.wait_for(self.redis.eval(PUT_IF_NEWER, 1, key, *argv), self.redis_timeout_s)

@@ -7,11 +7,11 @@ import logging
 import sys
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from uplion.core.lifecycle import install_stop_signals, run_service
 from uplion.core.migrations import migrate
 from uplion.core.observability import start_metrics
+from uplion.core.redis_client import connect
 
 from .config import BillingConfig
 from .consumer import UsageConsumer
@@ -27,7 +27,7 @@ async def serve(cfg: BillingConfig) -> None:
         applied = await migrate(conn, "uplion.billing", "billing")
     if applied:
         log.info("migrations applied", extra={"versions": applied})
-    redis = aioredis.from_url(cfg.redis_url, socket_timeout=2) if cfg.redis_url else None
+    redis = connect(cfg.redis_url, cfg.redis_cluster, socket_timeout=2) if cfg.redis_url else None
     consumer = await asyncio.to_thread(UsageConsumer, cfg, pool, redis)
     print("uplion billing consuming usage events", flush=True)
     try:

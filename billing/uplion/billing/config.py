@@ -6,8 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from uplion.core.config import env_float, env_int, env_str
+from uplion.core.config import env_bool, env_float, env_int, env_str
 from uplion.core.pulsar import PulsarSettings
+from uplion.core.redis_client import CLUSTER_SETTING
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class BillingConfig:
     batch_max_events: int
     batch_max_delay_ms: int
     redis_url: str
+    redis_cluster: bool  # redis_url is one node of a Redis Cluster
     reconcile_s: float
     metrics_port: int
 
@@ -29,6 +31,7 @@ class BillingConfig:
             batch_max_events=env_int(env, "UPLION_BILLING_BATCH_EVENTS", 5000, minimum=1),
             batch_max_delay_ms=env_int(env, "UPLION_BILLING_BATCH_DELAY_MS", 200, minimum=1),
             redis_url=env.get("UPLION_REDIS_URL", ""),
+            redis_cluster=env_bool(env, CLUSTER_SETTING, False),
             reconcile_s=env_float(env, "UPLION_BILLING_RECONCILE_S", 60.0, minimum=0.1),
             metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),
         )

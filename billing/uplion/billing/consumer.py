@@ -13,12 +13,12 @@ import time
 
 import asyncpg
 import pulsar
-import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
 from prometheus_client import Counter, Histogram
-from redis.exceptions import RedisError
 
 from uplion.core.pulsar import CLIENT_LOGGER
+from uplion.core.redis_client import ERRORS as REDIS_ERRORS
+from uplion.core.redis_client import AnyRedis
 from uplion.core.subscriptions import BILLING_SUBSCRIPTION
 from uplion.v1 import usage_pb2
 
@@ -64,14 +64,18 @@ MIRROR_FAILURES = Counter("uplion_billing_redis_mirror_failures_total", "Redis m
 # PostgreSQL refusing, restarting or gone: the batch waits and is applied when it is back
 DATABASE_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 RECONCILES = Counter("uplion_billing_reconciles_total", "Rebuilds of the Redis mirror from PostgreSQL")
+RESTARTS_SEEN = Counter("uplion_billing_redis_restarts_seen_total", "Redis servers found restarted or replaced")
+RESTART_CHECK_S = 1.0
 
 
 class UsageConsumer:
-    def __init__(self, cfg: BillingConfig, pool: asyncpg.Pool, redis: aioredis.Redis | None = None) -> None:
+    def __init__(self, cfg: BillingConfig, pool: asyncpg.Pool, redis: AnyRedis | None = None) -> None:
         self.cfg = cfg
         self.pool = pool
         self.redis = redis
         self._last_reconcile = 0.0
+        self._servers: frozenset[str] = frozenset()  # the Redis run ids the mirror was last rebuilt on
+        self._servers_checked = 0.0
         self.topics = cfg.pulsar.topics
         self.client = pulsar.Client(cfg.pulsar.url, logger=CLIENT_LOGGER)
         policy = pulsar.ConsumerBatchReceivePolicy(cfg.batch_max_events, 64 * 1024 * 1024, cfg.batch_max_delay_ms)
@@ -121,24 +125,51 @@ class UsageConsumer:
         if self.redis is None or not spend:
             return
         try:
+            if await self._restarted():
+                await self.reconcile_if_due()  # rebuilds (the restart made it due) with this batch's rows
+                return
             await mirror.add(self.redis, spend)
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             MIRROR_FAILURES.inc()
             log.warning("redis mirror update failed; the next reconcile repairs it")
             self._last_reconcile = 0.0  # reconcile as soon as Redis answers again
 
+    async def _restarted(self) -> bool:
+        """Whether a Redis server restarted (or was replaced) since the last rebuild; a restart makes
+        the rebuild due at once."""
+        assert self.redis is not None
+        self._servers_checked = time.monotonic()
+        servers = await mirror.server_ids(self.redis)
+        if servers == self._servers:
+            return False
+        if self._servers:
+            log.warning("redis restarted or replaced: rebuilding the spend mirror")
+            RESTARTS_SEEN.inc()
+        self._last_reconcile = 0.0
+        return True
+
     async def reconcile_if_due(self) -> None:
-        """Rebuild Redis from PostgreSQL when the interval has passed (called between batches)."""
-        if self.redis is None or time.monotonic() - self._last_reconcile < self.cfg.reconcile_s:
+        """Rebuild Redis from PostgreSQL when the interval has passed or a Redis server restarted
+        (checked about once a second; called between batches)."""
+        if self.redis is None:
             return
         try:
+            if time.monotonic() - self._servers_checked >= RESTART_CHECK_S:
+                await self._restarted()
+        except REDIS_ERRORS:
+            return
+        if time.monotonic() - self._last_reconcile < self.cfg.reconcile_s:
+            return
+        try:
+            servers = await mirror.server_ids(self.redis)
             async with self.pool.acquire() as conn:
                 written = await mirror.rebuild(self.redis, conn)
-        except (RedisError, *DATABASE_DOWN):
+        except REDIS_ERRORS + DATABASE_DOWN:
             MIRROR_FAILURES.inc()
             log.warning("redis mirror rebuild failed; retried before the next batch")
             return
         self._last_reconcile = time.monotonic()
+        self._servers = servers
         RECONCILES.inc()
         log.info("redis mirror rebuilt", extra={"subjects": written})
 

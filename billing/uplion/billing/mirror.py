@@ -4,14 +4,21 @@ Keys: `uplion:spend:user:<id>` and `uplion:spend:token:<id>`, hashes with `credi
 (micro-credits and tokens used). PostgreSQL is the truth. After a batch commits its increments are
 added here; a crash between the commit and these increments, or a Redis outage, leaves Redis behind
 until the next rebuild (at start, then every reconcile interval, between batches so nothing races).
+
+A Redis server that restarted (or was replaced) comes back empty: an increment would then create a
+hash holding that increment alone, far below the truth. So every server's run id is compared before
+each batch's increments (and about once a second when idle), and a change rebuilds first. Every
+subject with a quota limit gets a hash, zero when it has spent nothing: authz reads a limited
+subject without one as "ask PostgreSQL".
 """
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
+from redis.asyncio import RedisCluster
 
 from uplion.core.credentials import spend_key
 from uplion.core.migrations import Conn
+from uplion.core.redis_client import AnyRedis
 
 CHUNK = 1000
 
@@ -22,7 +29,7 @@ def key(subject: str) -> str:
     return spend_key(kind, subject_id)
 
 
-async def add(r: aioredis.Redis, spend: dict[str, tuple[int, int]]) -> None:
+async def add(r: AnyRedis, spend: dict[str, tuple[int, int]]) -> None:
     async with r.pipeline(transaction=False) as pipe:
         for subject, (credits, tokens) in spend.items():
             pipe.hincrby(key(subject), "credits", credits)
@@ -30,9 +37,34 @@ async def add(r: aioredis.Redis, spend: dict[str, tuple[int, int]]) -> None:
         await pipe.execute()
 
 
-async def rebuild(r: aioredis.Redis, conn: Conn) -> int:
+SPEND = "SELECT subject_kind, subject_id, used_micro_credits, used_tokens FROM spend"
+# and a zero row for each user or token with a quota limit and no spend yet (the accounts tables:
+# in the same database, once the accounts service has created them)
+SPEND_AND_LIMITED = """
+SELECT subject_kind, subject_id, used_micro_credits, used_tokens FROM spend
+UNION ALL
+SELECT 'user', u.user_id, 0, 0 FROM users u
+WHERE (u.quota_limit_micro_credits IS NOT NULL OR u.quota_limit_tokens IS NOT NULL)
+  AND NOT EXISTS (SELECT 1 FROM spend s WHERE s.subject_kind = 'user' AND s.subject_id = u.user_id)
+UNION ALL
+SELECT 'token', t.token_id, 0, 0 FROM api_tokens t
+WHERE (t.quota_limit_micro_credits IS NOT NULL OR t.quota_limit_tokens IS NOT NULL)
+  AND NOT EXISTS (SELECT 1 FROM spend s WHERE s.subject_kind = 'token' AND s.subject_id = t.token_id)
+"""
+
+
+async def server_ids(r: AnyRedis) -> frozenset[str]:
+    """The run ids of the Redis server (or of every cluster primary): a restart changes them."""
+    if isinstance(r, RedisCluster):
+        infos = await r.info("server", target_nodes=RedisCluster.PRIMARIES)
+        return frozenset(str(info["run_id"]) for info in infos.values())
+    return frozenset([str((await r.info("server"))["run_id"])])
+
+
+async def rebuild(r: AnyRedis, conn: Conn) -> int:
     """Set every subject's Redis values to PostgreSQL's; returns how many subjects were written."""
-    rows = await conn.fetch("SELECT subject_kind, subject_id, used_micro_credits, used_tokens FROM spend")
+    accounts = await conn.fetchval("SELECT to_regclass('users') IS NOT NULL AND to_regclass('api_tokens') IS NOT NULL")
+    rows = await conn.fetch(SPEND_AND_LIMITED if accounts else SPEND)
     for start in range(0, len(rows), CHUNK):
         async with r.pipeline(transaction=False) as pipe:
             for row in rows[start : start + CHUNK]:

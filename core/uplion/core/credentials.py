@@ -4,8 +4,14 @@ accounts service publishes to Redis for the authz service. PostgreSQL stays the 
 Redis keys (hashes):
 - `uplion:authz:token:<sha256 hex of the secret>`: the token's record, or a tombstone (`gone`) once
   it is deleted or rolled, or a short-lived `gone` marker for a secret nobody has.
-- `uplion:authz:user:<user id>`: the owner's record.
-- `uplion:spend:{user|token}:<id>`: used micro-credits and tokens, kept by billing.
+- `uplion:authz:user:{<user id>}`: the owner's record.
+- `uplion:spend:user:{<user id>}`, `uplion:spend:token:{<token id>}`: used micro-credits and tokens,
+  kept by billing.
+- `uplion:limits:user:{<user id>}`, `uplion:limits:token:{<token id>}`: an account's own rate limits.
+
+The braces are Redis Cluster hash tags: every key about one user (its record, spend, limits, and the
+rate limiter's counters of that user) lives in one hash slot, and so does every key about one token;
+a script only ever touches keys of one slot. Ids are the platform's own (`u_…`, `t_…`), never braces.
 
 Every record carries `v`, a version from one PostgreSQL sequence bumped on each change. Writers use
 PUT_IF_NEWER, so a reader refilling Redis from an older read can never overwrite a newer change.
@@ -56,13 +62,18 @@ def token_key(hash_: bytes) -> str:
     return TOKEN_KEY + hash_.hex()
 
 
+def tag(subject_id: str) -> str:
+    """A user or token id as a Redis Cluster hash tag."""
+    return "{" + subject_id + "}"
+
+
 def user_key(user_id: str) -> str:
-    return USER_KEY + user_id
+    return USER_KEY + tag(user_id)
 
 
 def spend_key(kind: str, subject_id: str) -> str:
     """`kind` is `user` or `token`."""
-    return f"{SPEND_KEY}{kind}:{subject_id}"
+    return f"{SPEND_KEY}{kind}:{tag(subject_id)}"
 
 
 def _opt_int(raw: str | None) -> int | None:
@@ -209,8 +220,9 @@ def user_from_row(r: Record) -> UserRecord:
     )
 
 
-# An account's own rate limits, read by the rate-limit service: `uplion:limits:{user|token}:<id>`,
-# a hash of fields such as `rpm` (requests per minute) or `tpd` (tokens per day).
+# An account's own rate limits, read by the rate-limit service: `uplion:limits:user:{<id>}` or
+# `uplion:limits:token:{<id>}`, a hash of fields such as `rpm` (requests per minute) or `tpd` (tokens
+# per day). ratelimit/internal/decide (OverrideFor) builds the same names.
 LIMITS_KEY = "uplion:limits:"
 
 
@@ -225,7 +237,7 @@ _LIMIT_FIELDS = {f"{kind}_per_{unit}": limit_field(kind, unit) for kind, unit in
 
 
 def limits_key(kind: str, subject_id: str) -> str:
-    return f"{LIMITS_KEY}{kind}:{subject_id}"
+    return f"{LIMITS_KEY}{kind}:{tag(subject_id)}"
 
 
 def limit_fields(rate_limits: dict[str, int]) -> dict[str, str]:

@@ -2,7 +2,12 @@
 local stack fetch or build (Apache Pulsar's jars, Go-built binaries, Node packages, ...) lives in a
 folder named for a hash of the recipe that made it, is built in a temporary folder beside it and
 renamed into place only when complete. A changed recipe is a new folder (rebuilt); an interrupted
-build leaves only a temporary folder, never a finished-looking one."""
+build leaves only a temporary folder, never a finished-looking one.
+
+Every use stamps the folder (`.used`); `prune` (run by `python -m uplion.devstack.prebuild`) removes
+the folders a changed recipe left behind: per recipe name the three used last are kept, and any
+other used within the last six hours (one test run uses several variants of a name, such as the
+three images' build contexts)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +25,9 @@ from functools import cache
 from pathlib import Path
 
 RECIPE_FILE = ".recipe"
+USED_FILE = ".used"
+KEEP_PER_NAME = 3
+IDLE_S = 6 * 3600
 
 
 def cache_root() -> Path:
@@ -74,10 +83,12 @@ def build(recipe: Recipe, make: Callable[[Path], None]) -> Path:
     not in the cache yet. Concurrent callers (a test run beside `run.sh`) wait for one build."""
     final = artifact_dir(recipe)
     if is_built(recipe):
+        _mark_used(final)
         return final
     root = cache_root()
     with _lock(root / f".{recipe.folder}.lock"):
         if is_built(recipe):
+            _mark_used(final)
             return final
         tmp = Path(tempfile.mkdtemp(prefix=f".{recipe.folder}.", suffix=".partial", dir=root))
         try:
@@ -88,7 +99,57 @@ def build(recipe: Recipe, make: Callable[[Path], None]) -> Path:
             tmp.rename(final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    _mark_used(final)
     return final
+
+
+def _mark_used(folder: Path) -> None:
+    (folder / USED_FILE).touch()
+
+
+@dataclass(frozen=True)
+class Entry:
+    folder: Path
+    name: str  # the recipe's name
+    last_used: float  # epoch seconds
+
+
+def superseded(entries: list[Entry], now: float, keep: int = KEEP_PER_NAME, idle_s: float = IDLE_S) -> list[Entry]:
+    """The entries to remove (pure): beyond the `keep` used last of their name, those idle longer
+    than `idle_s`."""
+    by_name: dict[str, list[Entry]] = {}
+    for e in entries:
+        by_name.setdefault(e.name, []).append(e)
+    out = []
+    for same in by_name.values():
+        same.sort(key=lambda e: e.last_used, reverse=True)
+        out += [e for e in same[keep:] if now - e.last_used > idle_s]
+    return out
+
+
+def cache_entries(root: Path | None = None) -> list[Entry]:
+    """The finished artifact folders (those with a recipe file) and when each was last used."""
+    root = root or cache_root()
+    out = []
+    for recipe_file in root.glob(f"*/{RECIPE_FILE}"):
+        folder = recipe_file.parent
+        first = recipe_file.read_text().split("\n", 1)[0]
+        if not first.startswith("name: "):
+            continue
+        used = folder / USED_FILE
+        stamp = used if used.exists() else recipe_file
+        out.append(Entry(folder, first.removeprefix("name: "), stamp.stat().st_mtime))
+    return out
+
+
+def prune(root: Path | None = None, now: float | None = None) -> list[tuple[Path, int]]:
+    """Remove superseded artifact folders; (folder, bytes freed) of each."""
+    removed = []
+    for e in superseded(cache_entries(root), time.time() if now is None else now):
+        size = sum(f.stat().st_size for f in e.folder.rglob("*") if f.is_file() and not f.is_symlink())
+        shutil.rmtree(e.folder, ignore_errors=True)
+        removed.append((e.folder, size))
+    return removed
 
 
 def _version_of(cmd: list[str]) -> str:

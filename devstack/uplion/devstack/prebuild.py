@@ -1,7 +1,8 @@
 """`python -m uplion.devstack.prebuild`: everything the test suite builds or fetches, made before
 pytest starts (scripts/test.sh runs it), one step after another with its time: on a cold cache no
 single test then pays for a build longer than its timeout, and the log says where the time went.
-Each step is a cache lookup when its recipe is unchanged."""
+Each step is a cache lookup when its recipe is unchanged. Last, the cache folders superseded by
+changed recipes are removed (`cache.prune`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import console, gotools, helm, images, kube, node, pulsar, tofu
+from . import cache, console, gotools, helm, images, kube, node, pulsar, tofu
 
 ROOT = Path(__file__).resolve().parents[3]
 NODE_PROJECTS = ("tests/node", "tests/web/e2e", "web")
@@ -41,6 +42,10 @@ def main() -> int:
         print(f"prebuild: {name} ...", flush=True)
         step()
         print(f"prebuild: {name}: {time.monotonic() - started:.0f} s", flush=True)
+    removed = cache.prune()
+    if removed:
+        freed = sum(size for _, size in removed) / 1e9
+        print(f"prebuild: removed {len(removed)} superseded cache folders ({freed:.1f} GB)", flush=True)
     print(f"prebuild: done in {time.monotonic() - total:.0f} s", flush=True)
     return 0
 

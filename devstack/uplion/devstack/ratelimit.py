@@ -41,10 +41,10 @@ def start_ratelimit(
     wait_for_line(proc, "listening on port", 60)
     settler = None
     if pulsar_url:
+        settler_env = {**env, "UPLION_REDIS_URL": redis_url, "UPLION_PULSAR_URL": pulsar_url}
         settler = start_python_service(
-            workdir, "ratelimit", None, ready="consuming usage events", log_name=f"ratelimit-settler-{port}",
-            UPLION_REDIS_URL=redis_url, UPLION_PULSAR_URL=pulsar_url,
-        )  # fmt: skip
+            workdir, "ratelimit", None, 0, "consuming usage events", f"ratelimit-settler-{port}", **settler_env
+        )
     return RateLimit(proc, port, metrics, settler)
 
 

@@ -97,6 +97,7 @@ func serve(cfg config.Settings) error {
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	service.Register(registry)
 	loader.Register(registry)
+	limiter.Register(registry)
 	if cfg.MetricsPort != 0 {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
@@ -163,10 +164,21 @@ func serve(cfg config.Settings) error {
 }
 
 // connect waits for Redis (retrying every second, until SIGTERM) rather than crash-looping: until
-// then the service is not listening, and Envoy's ratelimit filter fails open.
+// then the service is not listening, and Envoy's ratelimit filter fails open. With
+// UPLION_REDIS_CLUSTER the URL is a seed node of a Redis Cluster.
 func connect(ctx context.Context, cfg config.Settings) (*limiter.Limiter, error) {
 	for {
-		lim, err := limiter.New(ctx, cfg.RedisURL, cfg.RedisTimeout, cfg.RedisConns)
+		var lim *limiter.Limiter
+		var err error
+		if cfg.RedisCluster {
+			var a config.RedisAddr
+			if a, err = config.ParseRedisURL(cfg.RedisURL); err != nil {
+				return nil, err // checked by config.FromEnv already
+			}
+			lim, err = limiter.NewCluster(ctx, a.Addr, a.User, a.Password, cfg.RedisTimeout, cfg.RedisConns)
+		} else {
+			lim, err = limiter.New(ctx, cfg.RedisURL, cfg.RedisTimeout, cfg.RedisConns)
+		}
 		if err == nil {
 			return lim, nil
 		}

@@ -3,8 +3,10 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -12,6 +14,7 @@ import (
 type Settings struct {
 	Listen       string        // UPLION_RATELIMIT_LISTEN, default 0.0.0.0:8081
 	RedisURL     string        // UPLION_REDIS_URL (required), redis://host:port/db
+	RedisCluster bool          // UPLION_REDIS_CLUSTER, default false: RedisURL is a seed node of a Redis Cluster
 	ConfigDir    string        // UPLION_RATELIMIT_CONFIG_DIR; "" for the built-in default rules
 	Reload       time.Duration // UPLION_RATELIMIT_RELOAD_S, default 1
 	RedisTimeout time.Duration // UPLION_RATELIMIT_REDIS_TIMEOUT_MS, default 50: the bound on a decision's wait for Redis
@@ -42,6 +45,44 @@ func (e env) number(name string, def, minimum float64) (float64, error) {
 	return f, nil
 }
 
+func (e env) boolean(name string) (bool, error) {
+	v, ok := e(name)
+	if !ok || v == "" {
+		return false, nil
+	}
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true", "1", "yes", "on":
+		return true, nil
+	case "false", "0", "no", "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("%s must be true or false (1/0, yes/no, on/off), got %q", name, v)
+}
+
+// RedisAddr is a redis:// URL taken apart.
+type RedisAddr struct {
+	Addr           string // host:port
+	User, Password string // "" when the URL names none
+	DB             string // "" when the URL names none
+}
+
+// ParseRedisURL reads redis://[user][:password@]host:port[/db]: what the cluster client needs,
+// which (unlike radix's single-server dialer) does not read a URL for the nodes it discovers.
+func ParseRedisURL(raw string) (RedisAddr, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		// not echoed: it may hold a password
+		return RedisAddr{}, fmt.Errorf("UPLION_REDIS_URL must be redis://[:password@]host:port[/db] and does not parse as a URL")
+	}
+	if u.Scheme != "redis" || u.Hostname() == "" || u.Port() == "" {
+		return RedisAddr{}, fmt.Errorf("UPLION_REDIS_URL must be redis://[:password@]host:port[/db], got %q", u.Redacted())
+	}
+	a := RedisAddr{Addr: u.Host, User: u.User.Username()}
+	a.Password, _ = u.User.Password()
+	a.DB = strings.TrimPrefix(u.Path, "/")
+	return a, nil
+}
+
 // FromEnv reads the settings; lookup is os.LookupEnv outside tests.
 func FromEnv(lookup func(string) (string, bool)) (Settings, error) {
 	e := env(lookup)
@@ -53,6 +94,20 @@ func FromEnv(lookup func(string) (string, bool)) (Settings, error) {
 	}
 	if s.RedisURL == "" {
 		return s, fmt.Errorf("UPLION_REDIS_URL is required")
+	}
+	cluster, err := e.boolean("UPLION_REDIS_CLUSTER")
+	if err != nil {
+		return s, err
+	}
+	s.RedisCluster = cluster
+	if cluster {
+		a, err := ParseRedisURL(s.RedisURL)
+		if err != nil {
+			return s, err
+		}
+		if a.DB != "" && a.DB != "0" {
+			return s, fmt.Errorf("UPLION_REDIS_URL: a Redis Cluster has only database 0, the URL names %q", a.DB)
+		}
 	}
 	var reload, timeout, conns, metrics, drain float64
 	for _, n := range []struct {

@@ -33,9 +33,11 @@ const (
 
 // KeyPart is a descriptor key or value as it appears in Redis key names: itself when it is at
 // most MaxKeyPartBytes long, else "sha256:" and its digest in hex (71 bytes). Values that start
-// with "sha256:" are hashed too, so a short value can never name a long one's counter.
+// with "sha256:" are hashed too, so a short value can never name a long one's counter, and so are
+// values with a brace: the only Redis Cluster hash tags in key names are the ones join and
+// OverrideFor put there, so no client-chosen value can pick a key's hash slot.
 func KeyPart(s string) string {
-	if len(s) <= MaxKeyPartBytes && !strings.HasPrefix(s, hashedPrefix) {
+	if len(s) <= MaxKeyPartBytes && !strings.HasPrefix(s, hashedPrefix) && !strings.ContainsAny(s, "{}") {
 		return s
 	}
 	sum := sha256.Sum256([]byte(s))
@@ -71,7 +73,22 @@ type Plan struct {
 	Unlimited   map[int]bool // descriptors whose rule is unlimited
 }
 
+// tagged is the index of the entry whose value is a counter key's Redis Cluster hash tag: the
+// last user_id or token_id entry with a value; -1 when there is none.
+func tagged(entries []rules.Entry) int {
+	for i := len(entries) - 1; i >= 0; i-- {
+		if _, ok := overrideSubjects[entries[i].Key]; ok && entries[i].Value != "" {
+			return i
+		}
+	}
+	return -1
+}
+
+// join is a descriptor as it appears in counter key names: key_value|key_value, the tagged
+// entry's value in braces (user_id_{u1}), so that all of a user's (or token's) counters and its
+// account limits (OverrideFor) are in one Redis Cluster hash slot.
 func join(entries []rules.Entry) string {
+	tag := tagged(entries)
 	var b strings.Builder
 	for i, e := range entries {
 		if i > 0 {
@@ -79,7 +96,13 @@ func join(entries []rules.Entry) string {
 		}
 		b.WriteString(KeyPart(e.Key))
 		b.WriteByte('_')
-		b.WriteString(KeyPart(e.Value))
+		if i == tag {
+			b.WriteByte('{')
+			b.WriteString(KeyPart(e.Value))
+			b.WriteByte('}')
+		} else {
+			b.WriteString(KeyPart(e.Value))
+		}
 	}
 	return b.String()
 }
@@ -100,15 +123,16 @@ func LimitField(kind, unit string) string {
 	return string(kind[0]) + "p" + string(unit[0])
 }
 
-// OverrideFor is where an account's own limit for this rule lives: ("uplion:limits:user:u_1",
-// "rpm"); ("", "") for descriptors that name no account.
+// OverrideFor is where an account's own limit for this rule lives: ("uplion:limits:user:{u_1}",
+// "rpm"); ("", "") for descriptors that name no account. The braces are the id's Redis Cluster hash
+// tag, the same as in the descriptor's counter keys (join).
 func OverrideFor(entries []rules.Entry, kind string, l *rules.Limit) (string, string) {
 	last := entries[len(entries)-1]
 	subject, ok := overrideSubjects[last.Key]
 	if !ok || last.Value == "" {
 		return "", ""
 	}
-	return LimitsPrefix + subject + ":" + KeyPart(last.Value), LimitField(kind, l.Unit)
+	return LimitsPrefix + subject + ":{" + KeyPart(last.Value) + "}", LimitField(kind, l.Unit)
 }
 
 var unitNames = map[rlspb.RateLimitResponse_RateLimit_Unit]string{

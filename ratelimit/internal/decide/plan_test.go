@@ -65,20 +65,20 @@ func TestPlanCountsTokensFromDescriptorHitsAndRecordsTheReservation(t *testing.T
 		t.Fatalf("%+v", p)
 	}
 	r, tk := p.Hits[0], p.Hits[1]
-	if r.Kind != "requests" || r.Hits != 1 || r.Reserve || r.Field != "rpm" || r.Override != "uplion:limits:user:u1" {
+	if r.Kind != "requests" || r.Hits != 1 || r.Reserve || r.Field != "rpm" || r.Override != "uplion:limits:user:{u1}" {
 		t.Errorf("requests hit: %+v", r)
 	}
 	if tk.Kind != "tokens" || tk.Hits != 250 || !tk.Reserve || !tk.Limit.GCRA || tk.Field != "tpm" {
 		t.Errorf("tokens hit: %+v", tk)
 	}
-	if tk.Key != "uplion:rl:g:d:generic_key_tokens|user_id_u1:minute" {
+	if tk.Key != "uplion:rl:g:d:generic_key_tokens|user_id_{u1}:minute" {
 		t.Errorf("gcra key %q", tk.Key)
 	}
 }
 
 func TestKeysAreWindowAlignedAndOverridesOnlyForIdentities(t *testing.T) {
 	l := &rules.Limit{RequestsPerUnit: 10, Unit: "minute"}
-	if k := CounterKey("d", []rules.Entry{{Key: "user_id", Value: "u1"}}, l, 1_800_000_059); k != "uplion:rl:d:user_id_u1:1800000000" {
+	if k := CounterKey("d", []rules.Entry{{Key: "user_id", Value: "u1"}}, l, 1_800_000_059); k != "uplion:rl:d:user_id_{u1}:1800000000" {
 		t.Errorf("key %q", k)
 	}
 	if k, f := OverrideFor([]rules.Entry{{Key: "path", Value: "/v1/x"}}, "requests", l); k != "" || f != "" {
@@ -111,10 +111,10 @@ func TestRedisKeyNamesAreBoundedWhateverTheDescriptorValues(t *testing.T) {
 		t.Error("different long values must count apart")
 	}
 	digest := KeyPart(huge)
-	if len(digest) != len("sha256:")+64 || p.Hits[0].Key != "uplion:rl:d:user_id_"+digest+":1800000000" {
+	if len(digest) != len("sha256:")+64 || p.Hits[0].Key != "uplion:rl:d:user_id_{"+digest+"}:1800000000" {
 		t.Errorf("key %q", p.Hits[0].Key)
 	}
-	if p.Hits[0].Override != LimitsPrefix+"user:"+digest {
+	if p.Hits[0].Override != LimitsPrefix+"user:{"+digest+"}" {
 		t.Errorf("override %q", p.Hits[0].Override)
 	}
 	if k := ReservationRedisKey(p.Reservation); k != ReservationPrefix+digest {
@@ -132,6 +132,43 @@ func TestRedisKeyNamesAreBoundedWhateverTheDescriptorValues(t *testing.T) {
 	// a short value cannot pose as a long value's digest
 	if KeyPart(digest) == digest {
 		t.Error("a value that looks hashed must be hashed again")
+	}
+}
+
+func TestCounterKeysShareTheirAccountsHashTag(t *testing.T) {
+	l := &rules.Limit{RequestsPerUnit: 10, Unit: "minute"}
+	for _, c := range []struct {
+		entries  []rules.Entry
+		key      string
+		override string
+	}{
+		// the last user_id or token_id entry with a value is the tag, wherever it is
+		{[]rules.Entry{{Key: "generic_key", Value: "tokens"}, {Key: "user_id", Value: "u1"}},
+			"uplion:rl:d:generic_key_tokens|user_id_{u1}:1800000000", "uplion:limits:user:{u1}"},
+		{[]rules.Entry{{Key: "user_id", Value: "u1"}, {Key: "token_id", Value: "t1"}},
+			"uplion:rl:d:user_id_u1|token_id_{t1}:1800000000", "uplion:limits:token:{t1}"},
+		{[]rules.Entry{{Key: "token_id", Value: "t1"}, {Key: "path", Value: "/v1/x"}},
+			"uplion:rl:d:token_id_{t1}|path_/v1/x:1800000000", ""},
+		{[]rules.Entry{{Key: "user_id", Value: "u1"}, {Key: "token_id", Value: ""}},
+			"uplion:rl:d:user_id_{u1}|token_id_:1800000000", ""},
+		{[]rules.Entry{{Key: "path", Value: "/v1/x"}}, "uplion:rl:d:path_/v1/x:1800000000", ""},
+	} {
+		if k := CounterKey("d", c.entries, l, 1_800_000_000); k != c.key {
+			t.Errorf("%v: key %q, want %q", c.entries, k, c.key)
+		}
+		if o, _ := OverrideFor(c.entries, "requests", l); o != c.override {
+			t.Errorf("%v: override %q, want %q", c.entries, o, c.override)
+		}
+	}
+	// a client-chosen value with a brace cannot choose a hash tag: it is hashed
+	for _, v := range []string{"{u2}", "a{b", "c}"} {
+		if KeyPart(v) == v || strings.ContainsAny(KeyPart(v), "{}") {
+			t.Errorf("KeyPart(%q) = %q", v, KeyPart(v))
+		}
+	}
+	k := CounterKey("d", []rules.Entry{{Key: "path", Value: "{u1}"}, {Key: "user_id", Value: "x{u1}"}}, l, 0)
+	if strings.Count(k, "{") != 1 || !strings.Contains(k, "user_id_{sha256:") {
+		t.Errorf("key %q", k)
 	}
 }
 

@@ -1,7 +1,8 @@
 -- One decision: check all of a request's limits, then count the hits only if the request is allowed
 -- (rejected hits consume nothing); record token reservations to settle later.
 -- KEYS: n counter keys, then n override-hash keys ("" placeholders allowed), then the reservation
--- key (or ""). ARGV: now_ms, n, reservation_ttl_ms, then per hit 7 values: limit, window_ms,
+-- key (or "", or left out: Redis Cluster refuses "", a key of slot 0, next to other slots' keys;
+-- there the override placeholder is the hit's own counter key, with override field ""). ARGV: now_ms, n, reservation_ttl_ms, then per hit 7 values: limit, window_ms,
 -- algorithm (f | g), hits, shadow (0|1), override field ("" none), reserve (0|1).
 -- Returns {rejected, then per hit: over, limit, remaining, reset_ms}.
 -- A reservation is a hash: counter key -> "hits:algorithm:interval"; uplion.ratelimit.settle
@@ -56,7 +57,7 @@ if rejected then
   out[1] = 1
   return out
 end
-local resv = KEYS[2 * n + 1]
+local resv = KEYS[2 * n + 1] or ''
 for i = 1, n do
   local s = st[i]
   if s[4] > 0 then

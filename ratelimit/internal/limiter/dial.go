@@ -6,9 +6,42 @@ import (
 	"time"
 )
 
-// netDialer bounds connecting to Redis by the decision timeout.
+// netDialer bounds connecting to Redis by the decision timeout, and gives every connection a
+// bound on an overdue reply (replyBound).
 type netDialer struct{ timeout time.Duration }
 
 func (d *netDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	return (&net.Dialer{Timeout: d.timeout}).DialContext(ctx, network, addr)
+	c, err := (&net.Dialer{Timeout: d.timeout}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &boundedConn{Conn: c, bound: replyBound(d.timeout)}, nil
+}
+
+// replyBound is how long a connection waits for a reply before it is closed: radix (v4.1.4)
+// stops waiting for a reply when a call's context ends, but then reads (to discard) that late
+// reply with no deadline, and every later call on the connection waits behind it, past its own
+// context: a Redis that accepts connections and never answers (stopped, or a network that drops
+// packets) would hold them for ever. The pool replaces a closed connection.
+func replyBound(timeout time.Duration) time.Duration { return max(time.Second, 10*timeout) }
+
+// boundedConn turns radix's "no read deadline" into one replyBound away. radix reads only when it
+// waits for a reply, so an idle connection is never closed by this.
+type boundedConn struct {
+	net.Conn
+	bound time.Duration
+}
+
+func (c *boundedConn) SetReadDeadline(t time.Time) error {
+	if t.IsZero() {
+		t = time.Now().Add(c.bound)
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *boundedConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.SetReadDeadline(t)
 }

@@ -1,6 +1,9 @@
 // Package limiter counts hits in Redis: every decision is one Lua script run (one round trip) that
 // checks all of a request's limits and counts the hits only if the request is allowed.
 //
+// In cluster mode (NewCluster) a decision is one script run per hash slot of its counters instead
+// (cluster.go).
+//
 // Every decision waits for Redis at most the configured bound, then fails (the caller applies the
 // domain's fail mode). A probe on its own connection PINGs Redis every 25 ms, each PING bounded the
 // same way; two failures in a row open the circuit: decisions then fail at once, without touching
@@ -13,7 +16,6 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -30,9 +32,16 @@ var decideScript = radix.NewEvalScript(decideLua)
 // ErrUnavailable: Redis is down (the probe says so), failed, or did not answer within the bound.
 var ErrUnavailable = errors.New("redis unavailable")
 
+// redisClient is what radix's Pool and Cluster have in common.
+type redisClient interface {
+	Do(ctx context.Context, a radix.Action) error
+	Close() error
+}
+
 // Limiter decides requests' hits in Redis.
 type Limiter struct {
-	client  radix.Client
+	client  redisClient    // a pool of connections to one server, or the cluster
+	cluster *radix.Cluster // nil: one Redis server
 	url     string
 	timeout time.Duration
 	down    atomic.Bool
@@ -90,6 +99,9 @@ func (l *Limiter) Probe(ctx context.Context, interval time.Duration) {
 func (l *Limiter) ping(ctx context.Context, conn *radix.Conn, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if l.cluster != nil {
+		return l.pingCluster(ctx)
+	}
 	if *conn == nil {
 		c, err := (radix.Dialer{NetDialer: &netDialer{timeout}}).Dial(ctx, "tcp", l.url)
 		if err != nil {
@@ -100,50 +112,25 @@ func (l *Limiter) ping(ctx context.Context, conn *radix.Conn, timeout time.Durat
 	return (*conn).Do(ctx, radix.Cmd(nil, "PING"))
 }
 
-// Decide checks and counts a request's hits: (rejected, one outcome per hit).
+// Decide checks and counts a request's hits: (rejected, one outcome per hit). Standalone, one
+// script run; in cluster mode, one per hash slot of the hits' counters (cluster.go).
 func (l *Limiter) Decide(ctx context.Context, hits []decide.Hit, nowMs int64, reservation string, reservationTTLMs int64) (bool, []decide.Outcome, error) {
 	if l.down.Load() {
 		return false, nil, ErrUnavailable
 	}
-	n := len(hits)
-	keys := make([]string, 0, 2*n+1)
-	for i := range hits {
-		keys = append(keys, hits[i].Key)
+	if l.cluster != nil {
+		return l.decideCluster(ctx, hits, nowMs, reservation, reservationTTLMs)
 	}
-	for i := range hits {
-		keys = append(keys, hits[i].Override)
-	}
-	keys = append(keys, reservation)
-	args := make([]string, 0, 3+7*n)
-	args = append(args, strconv.FormatInt(nowMs, 10), strconv.Itoa(n), strconv.FormatInt(reservationTTLMs, 10))
-	for i := range hits {
-		h := &hits[i]
-		algo, shadow, reserve := "f", "0", "0"
-		if h.Limit.GCRA {
-			algo = "g"
-		}
-		if h.Shadow {
-			shadow = "1"
-		}
-		if h.Reserve {
-			reserve = "1"
-		}
-		args = append(args, strconv.FormatUint(h.Limit.RequestsPerUnit, 10),
-			strconv.FormatInt(h.Limit.WindowS()*1000, 10), algo, strconv.FormatUint(h.Hits, 10), shadow, h.Field, reserve)
-	}
+	keys, args := decideCall(hits, nowMs, reservation, reservationTTLMs, false)
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	var reply []int64
 	if err := l.client.Do(ctx, decideScript.Cmd(&reply, keys, args...)); err != nil {
 		return false, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	if len(reply) != 1+4*n {
-		return false, nil, fmt.Errorf("%w: unexpected reply of %d values", ErrUnavailable, len(reply))
+	rejected, outcomes, err := parseDecideReply(reply, len(hits))
+	if err != nil {
+		return false, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	outcomes := make([]decide.Outcome, n)
-	for i := range outcomes {
-		r := reply[1+4*i:]
-		outcomes[i] = decide.Outcome{Over: r[0] != 0, Limit: uint64(max(r[1], 0)), Remaining: uint64(max(r[2], 0)), ResetMs: r[3]}
-	}
-	return reply[0] != 0, outcomes, nil
+	return rejected, outcomes, nil
 }

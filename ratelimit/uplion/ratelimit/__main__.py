@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-import redis.asyncio as aioredis
-
 from uplion.core.lifecycle import install_stop_signals, run_service
 from uplion.core.observability import start_metrics
+from uplion.core.redis_client import connect
 
 from .settings import SettlerSettings
 from .settle import Settler
@@ -19,7 +18,7 @@ from .settle import Settler
 async def serve(cfg: SettlerSettings) -> None:
     stop = install_stop_signals()
     start_metrics(cfg.metrics_port)
-    redis = aioredis.from_url(cfg.redis_url, socket_timeout=2)
+    redis = connect(cfg.redis_url, cfg.redis_cluster, socket_timeout=2)
     settler = await asyncio.to_thread(Settler, cfg.pulsar, redis)
     ready = asyncio.Event()
     task = asyncio.create_task(settler.run(stop, ready))

@@ -8,6 +8,7 @@ module "aws" {
   name                         = var.name
   gpu_node_group               = var.gpu_node_group
   redis_auth_token             = var.redis_auth_token
+  redis_cluster_mode           = var.redis_cluster_mode
   postgres_deletion_protection = var.postgres_deletion_protection
 }
 
@@ -43,6 +44,7 @@ module "platform" {
   uplion_chart      = var.uplion_chart
   database_url      = module.aws.database_url
   redis_url         = module.aws.redis_url
+  redis_cluster     = module.aws.redis_cluster_mode
   session_secret    = var.session_secret
   tls_certificate   = file(var.tls_certificate_file)
   tls_private_key   = file(var.tls_private_key_file)

@@ -49,6 +49,12 @@ variable "gpu_node_group" {
   default     = false
 }
 
+variable "redis_cluster_mode" {
+  description = "ElastiCache in cluster mode (sharded); the services then connect in cluster mode."
+  type        = bool
+  default     = false
+}
+
 variable "istio_charts_path" {
   description = "Local Istio charts (manifests/charts of an istio.io/istio source); empty: Istio's chart repository."
   type        = string

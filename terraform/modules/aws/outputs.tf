@@ -39,6 +39,11 @@ output "database_url" {
   sensitive   = true
 }
 
+output "redis_cluster_mode" {
+  description = "Whether Redis runs in cluster mode (the platform module's redis_cluster)."
+  value       = var.redis_cluster_mode
+}
+
 output "redis_url" {
   description = "Redis URL (TLS) for the uplion-redis Secret."
   value       = local.redis_url

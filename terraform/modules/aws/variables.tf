@@ -127,7 +127,7 @@ variable "redis_engine_version" {
 }
 
 variable "redis_cluster_mode" {
-  description = "Redis cluster mode (sharded). uplion's services speak plain (non-cluster) Redis: leave false unless every client is cluster-aware."
+  description = "Redis cluster mode (sharded; uplion's services then connect in cluster mode: pass the redis_cluster_mode output to the platform module's redis_cluster)."
   type        = bool
   default     = false
 }

@@ -42,6 +42,7 @@ locals {
       url      = local.pulsar_service_url
       adminURL = local.pulsar_admin_url
     }
+    redis = { cluster = var.redis_cluster }
     secrets = merge(
       local.secrets,
       { create = false },

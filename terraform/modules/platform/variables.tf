@@ -82,6 +82,12 @@ variable "redis_url" {
   sensitive   = true
 }
 
+variable "redis_cluster" {
+  description = "redis_url names a Redis Cluster (e.g. ElastiCache cluster mode's configuration endpoint): every service connects in cluster mode."
+  type        = bool
+  default     = false
+}
+
 variable "session_secret" {
   description = "Secret (32+ characters) that signs admin session tokens."
   type        = string

@@ -42,6 +42,12 @@ key: {{ $ref.key }}
       {{- include "uplion.secretRef" (list (index . 0) (index . 2)) | nindent 6 }}
 {{- end -}}
 
+{{/* A Redis client's settings: (root, secrets key): the URL from its Secret, and cluster mode. */}}
+{{- define "uplion.redisEnv" -}}
+{{ include "uplion.secretEnv" (list (index . 0) "UPLION_REDIS_URL" (index . 1)) }}
+- {name: UPLION_REDIS_CLUSTER, value: {{ (index . 0).Values.redis.cluster | toString | quote }}}
+{{- end -}}
+
 {{/* The Pulsar settings every Pulsar client gets. */}}
 {{- define "uplion.pulsarEnv" -}}
 - {name: UPLION_PULSAR_URL, value: {{ .Values.pulsar.url | quote }}}
