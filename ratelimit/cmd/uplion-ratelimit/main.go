@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -175,7 +176,11 @@ func connect(ctx context.Context, cfg config.Settings) (*limiter.Limiter, error)
 			if a, err = config.ParseRedisURL(cfg.RedisURL); err != nil {
 				return nil, err // checked by config.FromEnv already
 			}
-			lim, err = limiter.NewCluster(ctx, a.Addr, a.User, a.Password, cfg.RedisTimeout, cfg.RedisConns)
+			var tlsCfg *tls.Config
+			if a.TLS {
+				_, tlsCfg = limiter.TLSFor("rediss://")
+			}
+			lim, err = limiter.NewCluster(ctx, a.Addr, a.User, a.Password, tlsCfg, cfg.RedisTimeout, cfg.RedisConns)
 		} else {
 			lim, err = limiter.New(ctx, cfg.RedisURL, cfg.RedisTimeout, cfg.RedisConns)
 		}

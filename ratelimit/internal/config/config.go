@@ -59,25 +59,26 @@ func (e env) boolean(name string) (bool, error) {
 	return false, fmt.Errorf("%s must be true or false (1/0, yes/no, on/off), got %q", name, v)
 }
 
-// RedisAddr is a redis:// URL taken apart.
+// RedisAddr is a redis:// or rediss:// URL taken apart.
 type RedisAddr struct {
 	Addr           string // host:port
 	User, Password string // "" when the URL names none
 	DB             string // "" when the URL names none
+	TLS            bool   // rediss://: Redis over TLS
 }
 
-// ParseRedisURL reads redis://[user][:password@]host:port[/db]: what the cluster client needs,
+// ParseRedisURL reads redis[s]://[user][:password@]host:port[/db]: what the cluster client needs,
 // which (unlike radix's single-server dialer) does not read a URL for the nodes it discovers.
 func ParseRedisURL(raw string) (RedisAddr, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		// not echoed: it may hold a password
-		return RedisAddr{}, fmt.Errorf("UPLION_REDIS_URL must be redis://[:password@]host:port[/db] and does not parse as a URL")
+		return RedisAddr{}, fmt.Errorf("UPLION_REDIS_URL must be redis[s]://[:password@]host:port[/db] and does not parse as a URL")
 	}
-	if u.Scheme != "redis" || u.Hostname() == "" || u.Port() == "" {
-		return RedisAddr{}, fmt.Errorf("UPLION_REDIS_URL must be redis://[:password@]host:port[/db], got %q", u.Redacted())
+	if (u.Scheme != "redis" && u.Scheme != "rediss") || u.Hostname() == "" || u.Port() == "" {
+		return RedisAddr{}, fmt.Errorf("UPLION_REDIS_URL must be redis[s]://[:password@]host:port[/db], got %q", u.Redacted())
 	}
-	a := RedisAddr{Addr: u.Host, User: u.User.Username()}
+	a := RedisAddr{Addr: u.Host, User: u.User.Username(), TLS: u.Scheme == "rediss"}
 	a.Password, _ = u.User.Password()
 	a.DB = strings.TrimPrefix(u.Path, "/")
 	return a, nil

@@ -35,7 +35,7 @@ func TestRedisClusterSetting(t *testing.T) {
 		"maybe":                   "UPLION_REDIS_CLUSTER",
 		"redis://10.0.0.1:7000/3": "only database 0",
 		"redis://10.0.0.1":        "host:port",
-		"10.0.0.1:7000":           "redis://",
+		"10.0.0.1:7000":           "redis[s]://",
 	} {
 		m := map[string]string{"UPLION_REDIS_URL": "redis://10.0.0.1:7000", "UPLION_REDIS_CLUSTER": "true"}
 		if env == "maybe" {
@@ -53,6 +53,10 @@ func TestRedisClusterSetting(t *testing.T) {
 	}
 	a, err := ParseRedisURL("redis://user:p%40ss@h:1/0")
 	if err != nil || a != (RedisAddr{Addr: "h:1", User: "user", Password: "p@ss", DB: "0"}) {
+		t.Errorf("%+v %v", a, err)
+	}
+	a, err = ParseRedisURL("rediss://:tok@clustercfg.example.cache.amazonaws.com:6379")
+	if err != nil || a != (RedisAddr{Addr: "clustercfg.example.cache.amazonaws.com:6379", Password: "tok", TLS: true}) {
 		t.Errorf("%+v %v", a, err)
 	}
 }

@@ -2,10 +2,12 @@ package limiter
 
 import (
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,13 +57,18 @@ func Register(r prometheus.Registerer) {
 
 // NewCluster connects to the Redis Cluster that seed (host:port) belongs to: a pool of conns
 // pipelined connections to every node, authenticated with user and password when given (radix
-// reads neither from the addresses the cluster reports). The topology is refreshed every second
-// and on MOVED/ASK answers.
-func NewCluster(ctx context.Context, seed, user, password string, timeout time.Duration, conns int) (*Limiter, error) {
+// reads neither from the addresses the cluster reports), over TLS when tlsCfg is set (a node the
+// cluster announces by address is checked against the seed's host name). The topology is
+// refreshed every second and on MOVED/ASK answers.
+func NewCluster(ctx context.Context, seed, user, password string, tlsCfg *tls.Config, timeout time.Duration, conns int) (*Limiter, error) {
+	dialer := &netDialer{timeout: timeout, tls: tlsCfg}
+	if host, _, err := net.SplitHostPort(seed); err == nil && net.ParseIP(host) == nil {
+		dialer.ipName = host
+	}
 	cfg := radix.ClusterConfig{
 		PoolConfig: radix.PoolConfig{
 			Size:   conns,
-			Dialer: radix.Dialer{NetDialer: &netDialer{timeout}, AuthUser: user, AuthPass: password},
+			Dialer: radix.Dialer{NetDialer: dialer, AuthUser: user, AuthPass: password},
 		},
 		SyncEvery: time.Second,
 		// CLUSTERDOWN (a master lost, before failover) fails a decision at once rather than after
@@ -72,7 +79,7 @@ func NewCluster(ctx context.Context, seed, user, password string, timeout time.D
 	if err != nil {
 		return nil, fmt.Errorf("connecting to redis cluster via %s: %w", seed, err)
 	}
-	return &Limiter{client: cluster, cluster: cluster, url: seed, timeout: timeout}, nil
+	return &Limiter{client: cluster, cluster: cluster, url: seed, dialer: dialer, timeout: timeout}, nil
 }
 
 // pingCluster PINGs every primary through the cluster client: an error only when none answers

@@ -67,7 +67,7 @@ func newClusterEnv(t *testing.T, processes int) *clusterEnv {
 	ctx := context.Background()
 	e := &clusterEnv{t: t, domain: d}
 	for range processes { // each its own cluster client, as separate replicas have
-		l, err := NewCluster(ctx, a.Addr, a.User, a.Password, 2*time.Second, 2)
+		l, err := NewCluster(ctx, a.Addr, a.User, a.Password, nil, 2*time.Second, 2)
 		if err != nil {
 			t.Fatal(err)
 		}

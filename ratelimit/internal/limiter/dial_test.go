@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"os"
@@ -23,5 +24,16 @@ func TestConnectionsGiveUpOnAReplyThatNeverComes(t *testing.T) {
 	}
 	if replyBound(50*time.Millisecond) != time.Second || replyBound(time.Second) != 10*time.Second {
 		t.Error("replyBound")
+	}
+}
+
+func TestTLSForReadsTheScheme(t *testing.T) {
+	url, cfg := TLSFor("rediss://:pw@cache.example.com:6379/0")
+	if url != "redis://:pw@cache.example.com:6379/0" || cfg == nil || cfg.MinVersion < tls.VersionTLS12 {
+		t.Fatalf("rediss: got %q, %v", url, cfg)
+	}
+	url, cfg = TLSFor("redis://127.0.0.1:6379/0")
+	if url != "redis://127.0.0.1:6379/0" || cfg != nil {
+		t.Fatalf("redis: got %q, %v", url, cfg)
 	}
 }

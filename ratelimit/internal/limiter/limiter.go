@@ -42,22 +42,26 @@ type redisClient interface {
 type Limiter struct {
 	client  redisClient    // a pool of connections to one server, or the cluster
 	cluster *radix.Cluster // nil: one Redis server
-	url     string
+	url     string         // redis:// (a rediss:// URL with its TLS in dialer)
+	dialer  *netDialer
 	timeout time.Duration
 	down    atomic.Bool
 }
 
-// New connects a pool of pipelined connections to Redis at url (redis://host:port/db).
+// New connects a pool of pipelined connections to Redis at url (redis://host:port/db, or
+// rediss:// for Redis over TLS).
 func New(ctx context.Context, url string, timeout time.Duration, conns int) (*Limiter, error) {
+	url, tlsCfg := TLSFor(url)
+	dialer := &netDialer{timeout: timeout, tls: tlsCfg}
 	cfg := radix.PoolConfig{
 		Size:   conns,
-		Dialer: radix.Dialer{NetDialer: &netDialer{timeout}},
+		Dialer: radix.Dialer{NetDialer: dialer},
 	}
 	client, err := cfg.New(ctx, "tcp", url)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to redis: %w", err)
 	}
-	return &Limiter{client: client, url: url, timeout: timeout}, nil
+	return &Limiter{client: client, url: url, dialer: dialer, timeout: timeout}, nil
 }
 
 // Down reports whether the circuit is open.
@@ -103,7 +107,7 @@ func (l *Limiter) ping(ctx context.Context, conn *radix.Conn, timeout time.Durat
 		return l.pingCluster(ctx)
 	}
 	if *conn == nil {
-		c, err := (radix.Dialer{NetDialer: &netDialer{timeout}}).Dial(ctx, "tcp", l.url)
+		c, err := (radix.Dialer{NetDialer: l.dialer}).Dial(ctx, "tcp", l.url)
 		if err != nil {
 			return err
 		}
