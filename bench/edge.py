@@ -1,5 +1,6 @@
-"""The HTTP edge's cost: non-streaming chat through Envoy (REST, transcoded) at concurrency 16 and
-64 vs the same gateway over gRPC without Envoy; streaming time to first chunk through Envoy.
+"""The HTTP edge's cost: non-streaming chat through Envoy (REST: the transcoder hands the raw body to
+the gateway's HttpBody RPC, which writes OpenAI's JSON) at concurrency 16 and 64 vs the same gateway
+over gRPC (typed RPC) without Envoy; streaming time to first chunk through Envoy.
 
     ./scripts/bench.sh edge        (or: .venv/bin/python -m bench.edge)
 

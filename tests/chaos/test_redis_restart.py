@@ -101,11 +101,7 @@ async def _spent(dsn: str, user_id: str) -> int:
 
 
 def test_refusals_survive_a_redis_restart_and_the_mirror_is_rebuilt_at_once(stack: Stack) -> None:
-    price = admin_pb2.SetModelPriceRequest(
-        model=MODEL, prompt_micro_credits_per_1k=1000, completion_micro_credits_per_1k=1000
-    )
-    price.effective_from.FromSeconds(0)
-    stack.admin.call("SetModelPrice", price)
+    stack.admin.set_price(MODEL, 1000, 1000)
     # a member who used up a small quota, a key an admin disabled, and a member in good standing
     spender, spent_key = stack.admin.create_user_with_token(
         f"{uuid.uuid4().hex[:8]}@restart.test", quota=admin_pb2.Quota(limit_micro_credits=60)

@@ -118,11 +118,7 @@ async def test_tokens_are_reserved_then_settled(cluster_edge: ClusterEdge) -> No
 
 
 def test_billing_mirrors_spend_until_the_quota_runs_out(cluster_edge: ClusterEdge) -> None:
-    price = admin_pb2.SetModelPriceRequest(
-        model=MODEL, prompt_micro_credits_per_1k=1000, completion_micro_credits_per_1k=1000
-    )
-    price.effective_from.FromSeconds(0)
-    cluster_edge.admin.call("SetModelPrice", price)
+    cluster_edge.admin.set_price(MODEL, 1000, 1000)
     user, created = cluster_edge.admin.create_user_with_token(
         f"{uuid.uuid4().hex[:8]}@cluster.test", quota=admin_pb2.Quota(limit_micro_credits=100)
     )

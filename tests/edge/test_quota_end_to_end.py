@@ -48,10 +48,7 @@ def test_billing_exhausts_the_quota_and_authz_refuses(edge: Edge, broker: Pulsar
                             UPLION_PULSAR_NAMESPACE=ns)  # fmt: skip
     envoy, port = start_edge(tmp_path, gw.port, authz_port=edge.authz.port, accounts_port=edge.accounts.port)
     try:
-        price = admin_pb2.SetModelPriceRequest(model=model, prompt_micro_credits_per_1k=1000,
-                                               completion_micro_credits_per_1k=1000)  # fmt: skip
-        price.effective_from.FromSeconds(0)
-        edge.admin.call("SetModelPrice", price)
+        edge.admin.set_price(model, 1000, 1000)
         user, created = edge.admin.create_user_with_token(
             f"{uuid.uuid4().hex[:8]}@e2e.test", quota=admin_pb2.Quota(limit_micro_credits=LIMIT)
         )

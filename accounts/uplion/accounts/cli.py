@@ -70,6 +70,14 @@ class Client:
         token = self.call("CreateToken", admin_pb2.CreateTokenRequest(user_id=created.user_id, name=token_name))
         return created, token
 
+    def set_price(self, model: str, prompt_per_1k: int, completion_per_1k: int) -> None:
+        """The model's price in micro-credits per 1,000 tokens, in force since the epoch."""
+        price = admin_pb2.SetModelPriceRequest(
+            model=model, prompt_micro_credits_per_1k=prompt_per_1k, completion_micro_credits_per_1k=completion_per_1k
+        )
+        price.effective_from.FromSeconds(0)
+        self.call("SetModelPrice", price)
+
 
 def _show(msg: Message) -> dict[str, Any]:
     return MessageToDict(msg, preserving_proto_field_name=True)
