@@ -100,6 +100,8 @@ class Pulsar:
     proc: Proc
     broker_port: int
     web_port: int
+    bookie_port: int = 0
+    workdir: Path | None = None
 
     @property
     def service_url(self) -> str:
@@ -138,11 +140,19 @@ def check_free_space(workdir: Path, minimum: int = MIN_FREE_BYTES) -> None:
         raise RuntimeError(f"Pulsar needs {minimum >> 20} MiB free under {workdir}, only {free >> 20} MiB left")
 
 
-def start_pulsar(workdir: Path, timeout: float = 180.0) -> Pulsar:
+def restart_pulsar(pulsar: Pulsar, timeout: float = 180.0) -> Pulsar:
+    """Start a stopped broker again on its data and ports (a bookie is known by its address, so its
+    port must not change): clients that kept the broker's URL reconnect by themselves."""
+    assert pulsar.workdir is not None, "a broker started by start_pulsar"
+    return start_pulsar(pulsar.workdir, timeout, ports=(pulsar.broker_port, pulsar.web_port, pulsar.bookie_port))
+
+
+def start_pulsar(workdir: Path, timeout: float = 180.0, ports: tuple[int, int, int] | None = None) -> Pulsar:
+    """A standalone broker on free loopback ports, or on `ports` (broker, web, bookie) again."""
     lib = ensure_jars()
     workdir.mkdir(parents=True, exist_ok=True)
     check_free_space(workdir)
-    broker_port, web_port, bk_port = free_port(), free_port(), free_port()
+    broker_port, web_port, bk_port = ports or (free_port(), free_port(), free_port())
     conf = workdir / "standalone.conf"
     conf.write_text(_standalone_conf(broker_port, web_port))
     java = [
@@ -172,7 +182,7 @@ def start_pulsar(workdir: Path, timeout: float = 180.0) -> Pulsar:
         str(bk_port),
     ]
     proc = spawn("pulsar", java, workdir / "pulsar.log", cwd=workdir)
-    pulsar = Pulsar(proc, broker_port, web_port)
+    pulsar = Pulsar(proc, broker_port, web_port, bk_port, workdir)
     wait_until(
         proc,
         lambda: http_status(f"{pulsar.admin_url}/admin/v2/namespaces/public/default") == 200,
