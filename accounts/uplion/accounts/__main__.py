@@ -24,6 +24,7 @@ from .aimodels import FolderStore, KubeStore, ModelStore
 from .config import AccountsConfig
 from .publisher import Publisher
 from .service import AdminService
+from .unavailable import DatabaseDown
 
 log = logging.getLogger("uplion.accounts")
 SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -60,7 +61,7 @@ async def serve(cfg: AccountsConfig) -> None:
         revoked = await tokens.admin_scoped_tombstones(conn)
     for hash_, version in revoked:  # admin-scoped tokens are never inference keys at the edge
         await publisher.token_gone(hash_, version)
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[DatabaseDown()])
     reads = await asyncpg.create_pool(cfg.database_read_url, min_size=1, max_size=4) if cfg.database_read_url else pool
     service = AdminService(cfg, pool, redis, publisher, model_store(cfg), reads)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(service, server)
