@@ -314,7 +314,8 @@ def test_all_options_render(all_options_docs: list[dict[str, Any]]) -> None:
     assert gateway["image"] == "registry.example.com/uplion/platform:0.1.0-rc.1"
     env = {e["name"]: e for e in gateway["env"]}
     assert env["UPLION_WATCH_AIMODELS"]["value"] == "false"
-    assert env["UPLION_MODELS"]["value"] == "echo,minilm"
+    assert env["UPLION_MODELS"]["value"] == "echo,minilm,gpt-remote"
+    assert env["UPLION_REMOTE_MODELS"]["value"] == "gpt-remote"
     assert env["UPLION_PULSAR_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "trial-pulsar", "key": "token"}
     assert env["UPLION_METRICS_PORT"]["value"] == "9102"
     assert deployments["uplion-gateway"]["spec"]["replicas"] == 3

@@ -1,10 +1,13 @@
 """The HTTP edge under test: real Envoy (uplion's filters, ext_authz) → gateway → Pulsar → workers,
-with the accounts and authz services on real PostgreSQL and Redis."""
+with the accounts and authz services on real PostgreSQL and Redis. `edge-remote` is a remote model
+whose upstream is the wire-true fake OpenAI account (tests/fakes), answering with OpenAI's full
+members (`rich-*` key)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,9 @@ from uplion.devstack.pulsar import Pulsar
 from uplion.devstack.ratelimit import start_ratelimit
 from uplion.devstack.redis import Redis
 
-EDGE_MODELS = ["edge-echo", "edge-slow", "edge-broken"]
+from ..fakes.openai_server import FakeOpenAI, threaded
+
+EDGE_MODELS = ["edge-echo", "edge-slow", "edge-broken", "edge-remote"]
 
 
 @dataclass
@@ -44,6 +49,7 @@ class Edge:
     api_key: str  # a member's key that may use every model
     gateway: Service
     ratelimit: Service
+    upstream: FakeOpenAI  # edge-remote's upstream
 
     def new_key(self, **token: Any) -> tuple[str, str, str]:
         """A fresh member with one key: (user id, token id, secret)."""
@@ -74,8 +80,14 @@ async def edge(broker: Pulsar, postgres: Postgres, redis_server: Redis, run_dir:
     authz = start_authz(d, dsn, redis_server.url)
     admin = Client(f"127.0.0.1:{accounts.port}", bootstrap_admin(dsn)["secret"])
     _, token = admin.create_user_with_token("member@edge.test")
-    gw = start_gateway(d, broker.service_url, EDGE_MODELS, UPLION_DEFAULT_TIMEOUT_S="60")
+    stack = ExitStack()
+    upstream = stack.enter_context(threaded())
+    gw = start_gateway(d, broker.service_url, EDGE_MODELS, UPLION_DEFAULT_TIMEOUT_S="60",
+                       UPLION_REMOTE_MODELS="edge-remote")  # fmt: skip
     workers = [
+        start_worker(
+            d, broker.service_url, "edge-remote", "remote", UPLION_BASE_URL=upstream.base_url, UPLION_API_KEYS="rich-1"
+        ),
         start_worker(d, broker.service_url, "edge-echo", UPLION_MAX_PROCESS_NUM="16"),
         start_worker(d, broker.service_url, "edge-slow", UPLION_ECHO_TOKEN_DELAY_MS="300"),
         start_worker(d, broker.service_url, "edge-broken", UPLION_MAX_ATTEMPTS="1"),
@@ -85,10 +97,11 @@ async def edge(broker: Pulsar, postgres: Postgres, redis_server: Redis, run_dir:
         d, gw.port, authz_port=authz.port, accounts_port=accounts.port, ratelimit_ports=(ratelimit.port,)
     )
     yield Edge(f"http://127.0.0.1:{port}", dsn, redis_server, accounts, authz, envoy, admin, token.secret, gw,
-               ratelimit)  # fmt: skip
+               ratelimit, upstream)  # fmt: skip
     envoy.stop()
     for svc in [*workers, gw, ratelimit, authz, accounts]:
         svc.stop()
+    stack.close()
 
 
 @pytest.fixture

@@ -6,13 +6,23 @@ Allowed by the project rules because the real thing is a paid SaaS. Behaviour pe
 that bend the protocol: `plain-*` answers a streamed request with a whole JSON completion,
 `nousage-*` streams without a usage chunk (no stream_options support), `inband-*` streams one
 in-band error object (`data: {"error": ...}`) and ends, as OpenAI does for an overloaded model.
+`rich-*` answers as OpenAI's current models do, with the members uplion's contract lacks: every
+object has `system_fingerprint` and `service_tier`, every choice `logprobs` (one entry per word), the
+usage `prompt_tokens_details`/`completion_tokens_details`, and the last delta (or the message)
+`annotations`. Every request body is kept in `received`, as the fake read it.
+
+`threaded()` runs one on its own event loop in a thread, for suites whose tests block (sync clients).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +38,7 @@ def _error(status: int, message: str, kind: str, code: str, headers: dict[str, s
 class FakeOpenAI:
     limit_first: int = 1
     calls: Counter[str] = field(default_factory=Counter)
+    received: list[dict[str, Any]] = field(default_factory=list)
     runner: web.AppRunner | None = None
     port: int = 0
 
@@ -38,6 +49,7 @@ class FakeOpenAI:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
@@ -56,7 +68,7 @@ class FakeOpenAI:
             return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         if key.startswith("limited") and self.calls[key] <= self.limit_first:
             return _error(429, "Rate limit reached.", "requests", "rate_limit_exceeded", {"retry-after": "2"})
-        if not key.startswith(("good", "limited", "plain", "nousage", "inband")):
+        if not key.startswith(("good", "limited", "plain", "nousage", "inband", "rich")):
             return _error(401, "Missing API key.", "invalid_request_error", "invalid_api_key")
         return None
 
@@ -65,15 +77,21 @@ class FakeOpenAI:
         if denied:
             return denied
         body: dict[str, Any] = await request.json()
+        self.received.append(body)
         text = body["messages"][-1]["content"]
         words = [w + " " for w in text.split()]
-        usage = {"prompt_tokens": len(words), "completion_tokens": len(words), "total_tokens": 2 * len(words)}
-        base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body["model"]}
         key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        rich = key.startswith("rich")
+        usage = _usage(len(words), rich)
+        base: dict[str, Any] = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body["model"]}
+        base.update(RICH_TOP if rich else {})
         if not body.get("stream") or key.startswith("plain"):
-            message = {"role": "assistant", "content": "".join(words)}
-            choice = {"index": 0, "message": message, "finish_reason": "stop"}
-            return web.json_response({**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(words)}
+            whole: dict[str, Any] = {"index": 0, "message": message, "finish_reason": "stop"}
+            if rich:
+                message.update(refusal=None, annotations=ANNOTATIONS)
+                whole["logprobs"] = {"content": [logprob(w) for w in words], "refusal": None}
+            return web.json_response({**base, "object": "chat.completion", "choices": [whole], "usage": usage})
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
 
@@ -84,14 +102,51 @@ class FakeOpenAI:
             await send({"error": {"message": "The server is overloaded.", "type": "server_error", "code": None}})
             return resp
         chunk = {**base, "object": "chat.completion.chunk"}
-        await send(
-            {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
-        )
+
+        def choice(delta: dict[str, Any], finish: str | None = None, word: str | None = None) -> dict[str, Any]:
+            out: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            if rich:
+                out["logprobs"] = {"content": [logprob(word)], "refusal": None} if word else None
+            return out
+
+        await send({**chunk, "choices": [choice({"role": "assistant", "content": ""})]})
         for w in words:
-            await send({**chunk, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]})
-        await send({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            await send({**chunk, "choices": [choice({"content": w}, word=w)]})
+        await send({**chunk, "choices": [choice({"annotations": ANNOTATIONS} if rich else {}, "stop")]})
         if body.get("stream_options", {}).get("include_usage") and not key.startswith("nousage"):
             await send({**chunk, "choices": [], "usage": usage})
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        """Legacy completions: the prompt's words back; `rich-*` with OpenAI's completion logprobs."""
+        denied = self._gate(request)
+        if denied:
+            return denied
+        body: dict[str, Any] = await request.json()
+        self.received.append(body)
+        words = [w + " " for w in str(body["prompt"]).split()]
+        rich = request.headers.get("Authorization", "").startswith("Bearer rich")
+        base = {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()), "model": body["model"],
+                **(RICH_TOP if rich else {})}  # fmt: skip
+
+        def choice(text: str, finish: str | None, pieces: list[str]) -> dict[str, Any]:
+            logprobs = {"tokens": pieces, "token_logprobs": [-0.5] * len(pieces),
+                        "top_logprobs": [{p: -0.5} for p in pieces], "text_offset": [0] * len(pieces)}  # fmt: skip
+            chosen = logprobs if rich and pieces else None
+            return {"text": text, "index": 0, "logprobs": chosen, "finish_reason": finish}
+
+        if not body.get("stream"):
+            answer = {**base, "choices": [choice("".join(words), "stop", words)], "usage": _usage(len(words), rich)}
+            return web.json_response(answer)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for w in words:
+            await resp.write(f"data: {json.dumps({**base, 'choices': [choice(w, None, [w])]})}\n\n".encode())
+        await resp.write(f"data: {json.dumps({**base, 'choices': [choice('', 'stop', [])]})}\n\n".encode())
+        if body.get("stream_options", {}).get("include_usage"):
+            last = {**base, "choices": [], "usage": _usage(len(words), rich)}
+            await resp.write(f"data: {json.dumps(last)}\n\n".encode())
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
@@ -100,6 +155,7 @@ class FakeOpenAI:
         if denied:
             return denied
         body: dict[str, Any] = await request.json()
+        self.received.append(body)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = [
             {"object": "embedding", "index": i, "embedding": [0.5, -0.5, float(len(t))]} for i, t in enumerate(inputs)
@@ -107,3 +163,41 @@ class FakeOpenAI:
         n = sum(len(str(t).split()) for t in inputs)
         usage = {"prompt_tokens": n, "total_tokens": n}
         return web.json_response({"object": "list", "data": data, "model": body["model"], "usage": usage})
+
+
+# what `rich-*` answers carry that uplion's contract has no field for
+RICH_TOP = {"system_fingerprint": "fp_fake", "service_tier": "default"}
+ANNOTATIONS = [{"type": "url_citation", "url_citation": {"start_index": 0, "end_index": 3, "title": "t",
+                                                         "url": "https://example.com/"}}]  # fmt: skip
+PROMPT_DETAILS = {"cached_tokens": 1, "audio_tokens": 0}
+COMPLETION_DETAILS = {"reasoning_tokens": 2, "audio_tokens": 0, "accepted_prediction_tokens": 0,
+                      "rejected_prediction_tokens": 0}  # fmt: skip
+
+
+def logprob(token: str) -> dict[str, Any]:
+    """A chat logprobs entry for one token, as OpenAI sends it."""
+    return {"token": token, "logprob": -0.25, "bytes": list(token.encode()), "top_logprobs": []}
+
+
+def _usage(words: int, rich: bool) -> dict[str, Any]:
+    usage: dict[str, Any] = {"prompt_tokens": words, "completion_tokens": words, "total_tokens": 2 * words}
+    if rich:
+        usage.update(prompt_tokens_details=PROMPT_DETAILS, completion_tokens_details=COMPLETION_DETAILS)
+    return usage
+
+
+@contextmanager
+def threaded(**options: Any) -> Iterator[FakeOpenAI]:
+    """A FakeOpenAI serving from its own event loop in a daemon thread until the block ends."""
+    fake = FakeOpenAI(**options)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-openai", daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(fake.start(), loop).result(30)
+    try:
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()

@@ -21,8 +21,11 @@ from uplion.v1 import inference_pb2_grpc, usage_pb2
 MODELS = [
     "echo", "stream", "embed", "deadline", "expired", "cancel", "dlq", "fatal", "late", "load", "remote",
     "remote-down", "order", "midstream", "kill", "minilm", "tiny-lm", "drain", "remote-plain", "remote-nousage",
-    "remote-inband", "remote-down-inband", "multi",
+    "remote-inband", "remote-down-inband", "multi", "remote-rich", "remote-misnamed",
 ]  # fmt: skip
+# models the gateway's static configuration says a remote backend serves (remote-misnamed is served by
+# an echo worker: the worker itself refuses what it cannot pass on)
+REMOTE_MODELS = ["remote-rich", "remote-misnamed"]
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +41,8 @@ def gateway(broker: Pulsar, spine_dir: Path) -> Iterator[Service]:
     client = pulsar_module.Client(broker.service_url, logger=pulsar_logger())
     client.subscribe(Topics().usage(), "tests-usage-audit").close()
     client.close()
-    gw = start_gateway(spine_dir, broker.service_url, MODELS, UPLION_DEFAULT_TIMEOUT_S="60")
+    gw = start_gateway(spine_dir, broker.service_url, MODELS, UPLION_DEFAULT_TIMEOUT_S="60",
+                       UPLION_REMOTE_MODELS=",".join(REMOTE_MODELS))  # fmt: skip
     yield gw
     gw.stop()
 

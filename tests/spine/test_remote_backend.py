@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -91,3 +92,42 @@ async def test_upstreams_that_bend_the_stream_protocol_are_read_or_failed_over_n
         await stub.CreateChatCompletion(chat("remote-down-inband", "hi"), timeout=30)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "overloaded" in error_json(err.value)["message"]
+
+
+async def test_grpc_clients_pass_members_the_contract_lacks_both_ways(
+    stub: Stub, workers: WorkerFactory, fake: FakeOpenAI
+) -> None:
+    """A typed request's extra_json reaches a remote upstream as members of the body; the upstream's
+    members the contract lacks come back in the answer's extra_json, streamed and not."""
+    workers("remote-rich", "remote", UPLION_BASE_URL=fake.base_url, UPLION_API_KEYS="rich-1")
+    sent = {"verbosity": "low", "x_vendor": {"deep": [1, {"k": None}]}}
+    reply = await stub.CreateChatCompletion(chat("remote-rich", "a b", extra_json=json.dumps(sent)), timeout=30)
+    assert {k: fake.received[-1][k] for k in sent} == sent
+    assert reply.choices[0].message.content == "a b "
+    answer = json.loads(reply.extra_json)
+    assert answer["service_tier"] == "default"
+    assert answer["usage"]["prompt_tokens_details"] == {"cached_tokens": 1, "audio_tokens": 0}
+    assert [t["token"] for t in answer["choices"][0]["logprobs"]["content"]] == ["a ", "b "]
+    assert reply.system_fingerprint == "fp_fake"
+    request = chat("remote-rich", "a b", stream_options=chat_pb2.StreamOptions(include_usage=True))
+    chunks = [c async for c in stub.StreamChatCompletion(request, timeout=30)]
+    assert all(json.loads(c.extra_json)["service_tier"] == "default" for c in chunks)
+    assert json.loads(chunks[-1].extra_json)["usage"]["completion_tokens_details"]["reasoning_tokens"] == 2
+
+
+async def test_members_a_backend_cannot_pass_on_are_refused_by_name(stub: Stub, workers: WorkerFactory) -> None:
+    # the gateway knows echo cannot pass them on
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateChatCompletion(chat("echo", "hi", extra_json='{"verbosity": "low"}'), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_json(err.value)["param"] == "verbosity"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateChatCompletion(chat("remote-rich", "hi", extra_json="[1]"), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_json(err.value)["param"] == "extra_json"
+    # a gateway configured to think a model remote: the echo worker that takes its task refuses it
+    workers("remote-misnamed", "echo")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateChatCompletion(chat("remote-misnamed", "hi", extra_json='{"verbosity": "low"}'), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "verbosity" in error_json(err.value)["message"]

@@ -38,7 +38,7 @@ async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
         ("grpc.max_send_message_length", cfg.max_message_bytes),
     ]
     server = grpc.aio.server(options=options)
-    registry = ModelRegistry.static(cfg.models)
+    registry = ModelRegistry.static(cfg.models, remote=cfg.remote_models)
     watcher: AIModelWatch | FolderWatch | None = None
     if cfg.watch_aimodels:
         watcher = AIModelWatch(registry, cfg.aimodel_namespace)

@@ -21,6 +21,7 @@ class GatewayConfig:
     pulsar: PulsarSettings
     gateway_id: str
     models: tuple[str, ...]
+    remote_models: tuple[str, ...]  # those of `models` a remote backend serves: unknown request members go to it
     default_timeout_s: float
     max_timeout_s: float
     max_message_bytes: int
@@ -39,6 +40,7 @@ class GatewayConfig:
             pulsar=PulsarSettings.from_env(env),
             gateway_id=env_str(env, "UPLION_GATEWAY_ID", f"{socket.gethostname()}-{os.getpid()}"),
             models=env_list(env, "UPLION_MODELS"),
+            remote_models=env_list(env, "UPLION_REMOTE_MODELS"),
             default_timeout_s=env_float(env, "UPLION_DEFAULT_TIMEOUT_S", 600.0, minimum=0.001),
             max_timeout_s=env_float(env, "UPLION_MAX_TIMEOUT_S", 3600.0, minimum=0.001),
             max_message_bytes=env_int(env, "UPLION_MAX_MESSAGE_BYTES", MAX_MESSAGE_BYTES, minimum=1024),

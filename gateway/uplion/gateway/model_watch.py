@@ -22,11 +22,11 @@ log = logging.getLogger("uplion.gateway")
 GROUP, VERSION, PLURAL = "uplion.io", "v1alpha1", "aimodels"
 
 
-Served = tuple[str | None, ModelLimits]  # what an AIModel declares: its model and its limits
+Served = tuple[str | None, ModelLimits, str]  # what an AIModel declares: its model, limits, backend type
 
 
 def served(spec: dict[str, Any]) -> Served:
-    return spec.get("model"), limits_of(spec)
+    return spec.get("model"), limits_of(spec), str(spec.get("type") or "")
 
 
 def resource_key(obj: dict[str, Any]) -> str:
@@ -51,8 +51,8 @@ class AIModelWatch:
 
     def _apply(self, key: str, served: Served | None) -> None:
         assert self._loop is not None
-        model, limits = served if served is not None else (None, None)
-        self._loop.call_soon_threadsafe(self.registry.declare, key, model, limits)
+        model, limits, backend = served if served is not None else (None, None, "")
+        self._loop.call_soon_threadsafe(self.registry.declare, key, model, limits, backend)
 
     def _run(self) -> None:
         from kubernetes import client, config, watch
@@ -91,7 +91,7 @@ class AIModelWatch:
 
 
 def folder_models(folder: Path) -> dict[str, Served]:
-    """resource key -> (model, limits) of each valid manifest in the folder."""
+    """resource key -> (model, limits, backend type) of each valid manifest in the folder."""
     return {f"local/{name}": served(e.body["spec"]) for name, e in read_folder(folder).items()
             if e.valid and e.body is not None}  # fmt: skip
 
@@ -110,9 +110,9 @@ class FolderWatch:
     def apply(self, seen: dict[str, Served]) -> None:
         for key in set(self.current) - set(seen):
             self.registry.declare(key, None)
-        for key, (model, limits) in seen.items():
-            if self.current.get(key) != (model, limits):
-                self.registry.declare(key, model, limits)
+        for key, (model, limits, backend) in seen.items():
+            if self.current.get(key) != (model, limits, backend):
+                self.registry.declare(key, model, limits, backend)
         self.current = seen
 
     def start(self) -> None:

@@ -2,9 +2,11 @@
 out of them with OpenAI's presence rules.
 
 Requests: the body of an HTTP inference call arrives as raw bytes (a `google.api.HttpBody`). A field
-the contract does not name is refused with a 400 whose `param` is its path (`messages[0].audio`),
-never dropped; a null counts as absent, as OpenAI treats it. Both the proto names and the JSON
-(lowerCamel) names of the contract's fields are accepted, as the transcoder accepted them.
+the contract does not name is never dropped: for a model whose backend forwards such fields (type
+`remote`) it travels in the request's `extra_json` (`split_unknown`: the members at their paths) and
+reaches the upstream unchanged; for any other model it is refused with a 400 whose `param` is its
+path (`messages[0].audio`); a null counts as absent there, as OpenAI treats it. Both the proto names
+and the JSON (lowerCamel) names of the contract's fields are accepted, as the transcoder accepted them.
 
 Answers: OpenAI's presence rules, not protobuf's. A field OpenAI always sends is sent, as null when
 there is nothing to say (`finish_reason`, `logprobs`, `content`, `refusal`); a field OpenAI sends
@@ -12,12 +14,15 @@ only when it has something is omitted otherwise (`tool_calls`, `system_fingerpri
 `role`/`content`); `usage` on streamed chunks is present (null until the last chunk) exactly when
 the request asked for `stream_options.include_usage`. tests/fixtures/openai/ holds the shapes
 recorded from OpenAI's API reference these functions are checked against (tests/unit/test_openai_json.py).
+A remote model's answer also carries the upstream's members the contract lacks (`extra_json`:
+`logprobs`, `usage.prompt_tokens_details`, `service_tier`, ...); `overlay` lays them over the object
+written here at the same paths, the typed fields winning (a null or empty placeholder is not a value).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from google.protobuf import json_format, struct_pb2
@@ -25,6 +30,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from uplion.core.errors import ApiError
+from uplion.core.json_members import loads, overlay
 from uplion.v1 import chat_pb2, common_pb2, completions_pb2, embeddings_pb2
 
 from .errors import invalid
@@ -59,11 +65,14 @@ def load_object(data: bytes) -> JsonObject:
     return obj
 
 
+EXTRA = "extra_json"  # the contract's field for members it does not name: never a member of the JSON itself
+
+
 def _field(descriptor: Any, key: str) -> FieldDescriptor | None:
     found: FieldDescriptor | None = descriptor.fields_by_name.get(key)
     if found is None:
         found = next((f for f in descriptor.fields if f.json_name == key), None)
-    return found
+    return None if found is not None and found.name == EXTRA else found
 
 
 def unknown_field(obj: Mapping[str, Any], descriptor: Any, where: str = "") -> str | None:
@@ -97,27 +106,86 @@ def unknown_field(obj: Mapping[str, Any], descriptor: Any, where: str = "") -> s
     return None
 
 
+def split_unknown(obj: Mapping[str, Any], descriptor: Any) -> tuple[JsonObject, JsonObject]:
+    """`obj` as (the members `descriptor` names, the members it does not). The second is laid out as
+    the request is: an unknown member of a known nested object sits under that object's (proto) name,
+    one of a list element in a list of the same length (`{}` for elements without any), so that
+    `overlay` puts every member back where the client sent it. Unknown members are kept as sent,
+    nulls included."""
+    known: JsonObject = {}
+    extra: JsonObject = {}
+    for key, value in obj.items():
+        field = _field(descriptor, key)
+        if field is None:
+            extra[key] = value
+            continue
+        known[key] = value
+        nested = field.message_type
+        if nested is None or nested.full_name in _FREE_FORM:
+            continue
+        if nested.GetOptions().map_entry:
+            target = nested.fields_by_name["value"].message_type
+            if target is not None and target.full_name not in _FREE_FORM and isinstance(value, dict):
+                parts = {k: split_unknown(v, target) if isinstance(v, dict) else (v, {}) for k, v in value.items()}
+                known[key] = {k: kept for k, (kept, _) in parts.items()}
+                if inner := {k: more for k, (_, more) in parts.items() if more}:
+                    extra[field.name] = inner
+        elif field.is_repeated and isinstance(value, list):
+            items = [split_unknown(v, nested) if isinstance(v, dict) else (v, {}) for v in value]
+            known[key] = [kept for kept, _ in items]
+            if any(more for _, more in items):
+                extra[field.name] = [more for _, more in items]
+        elif isinstance(value, dict):
+            known[key], more = split_unknown(value, nested)
+            if more:
+                extra[field.name] = more
+    return known, extra
+
+
+def with_extra(out: JsonObject, extra_json: str) -> JsonObject:
+    """`out` with an answer's `extra_json` laid over it; nothing to do (no parsing) when it is empty."""
+    return overlay(out, loads(extra_json)) if extra_json else out
+
+
 def unrecognized(path: str) -> ApiError:
     """OpenAI's answer to a request argument it does not know, naming it in `param`."""
     return invalid(
-        f"Unrecognized request argument supplied: {path}. uplion cannot pass this field on to models yet; "
-        "send the request without it.",
+        f"Unrecognized request argument supplied: {path}. This model's backend cannot pass it on (only remote "
+        "models take request fields uplion does not name); send the request without it.",
         path,
     )
 
 
-def parse_request(data: bytes, cls: type[M]) -> M:
-    """The request body as the contract's message, or an ApiError (400) saying what is wrong."""
+def parse_request(data: bytes, cls: type[M], forwards: Callable[[str], bool] = lambda model: False) -> M:
+    """The request body as the contract's message, or an ApiError (400) saying what is wrong. Members
+    the contract does not name go into `extra_json` when `forwards(model)` says the body's model
+    takes them, and are refused otherwise."""
     obj = load_object(data)
+    extra: JsonObject = {}
     path = unknown_field(obj, cls.DESCRIPTOR)
     if path is not None:
-        raise unrecognized(path)
+        model = obj.get("model")
+        if not (isinstance(model, str) and forwards(model)):
+            raise unrecognized(path)
+        obj, extra = split_unknown(obj, cls.DESCRIPTOR)
     message = cls()
     try:
         json_format.ParseDict(obj, message, ignore_unknown_fields=True)  # only nulls are left unknown
     except json_format.ParseError as e:
         raise invalid(f"Invalid request body: {e}") from None
+    if extra:
+        setattr(message, EXTRA, json_bytes(extra).decode())
     return message
+
+
+def extra_members(extra_json: str) -> list[str] | None:
+    """The member names of a request's `extra_json` (a typed gRPC client may set it, too), or None
+    when it is not a JSON object."""
+    try:
+        extra = json.loads(extra_json)
+    except ValueError:
+        return None
+    return list(extra) if isinstance(extra, dict) else None
 
 
 def model_of(data: bytes) -> str:
@@ -177,7 +245,7 @@ def chat_completion(c: chat_pb2.ChatCompletion) -> JsonObject:
     out = {**_head(c, "chat.completion"), "choices": choices}
     if c.HasField("usage"):
         out["usage"] = usage(c.usage)
-    return _tail(out, c)
+    return with_extra(_tail(out, c), c.extra_json)
 
 
 def _tool_call_delta(t: chat_pb2.ToolCallDelta) -> JsonObject:
@@ -212,7 +280,7 @@ def chat_chunk(c: chat_pb2.ChatCompletionChunk, include_usage: bool) -> JsonObje
                 "finish_reason": _opt(ch, "finish_reason")} for ch in c.choices]  # fmt: skip
     out = {**_head(c, "chat.completion.chunk"), "choices": choices}
     _stream_usage(out, c, include_usage)
-    return _tail(out, c)
+    return with_extra(_tail(out, c), c.extra_json)
 
 
 def completion(c: completions_pb2.Completion, *, chunk: bool = False, include_usage: bool = False) -> JsonObject:
@@ -224,7 +292,7 @@ def completion(c: completions_pb2.Completion, *, chunk: bool = False, include_us
         _stream_usage(out, c, include_usage)
     elif c.HasField("usage"):
         out["usage"] = usage(c.usage)
-    return _tail(out, c)
+    return with_extra(_tail(out, c), c.extra_json)
 
 
 def _embedding_value(v: struct_pb2.Value) -> Any:

@@ -1,5 +1,6 @@
 """Which models exist: configured ones (UPLION_MODELS) and, in a cluster, those AIModel resources
-declare (model_watch.py keeps them current)."""
+declare (model_watch.py keeps them current); and which of them forward request members the contract
+does not name (backend type `remote`: an AIModel's spec.type, or UPLION_REMOTE_MODELS)."""
 
 from __future__ import annotations
 
@@ -15,17 +16,24 @@ class ModelRegistry:
     models: dict[str, models_pb2.Model] = field(default_factory=dict)
 
     @classmethod
-    def static(cls, names: tuple[str, ...], owner: str = "uplion") -> ModelRegistry:
+    def static(cls, names: tuple[str, ...], owner: str = "uplion", remote: tuple[str, ...] = ()) -> ModelRegistry:
         created = int(time.time())
-        return cls({n: models_pb2.Model(id=n, object="model", created=created, owned_by=owner) for n in names})
+        models = {n: models_pb2.Model(id=n, object="model", created=created, owned_by=owner) for n in names}
+        return cls(models, static_remote=frozenset(remote))
 
     declared: dict[str, set[str]] = field(default_factory=dict)  # model -> AIModel resources naming it
     limits: dict[str, ModelLimits] = field(default_factory=dict)  # model -> its AIModel's limits
     default_limits: ModelLimits = field(default_factory=ModelLimits)  # models of the static configuration
+    static_remote: frozenset[str] = frozenset()  # models of the static configuration a remote backend serves
+    types: dict[str, str] = field(default_factory=dict)  # resource -> the backend type it declares
 
-    def declare(self, resource: str, model: str | None, limits: ModelLimits | None = None) -> None:
-        """`resource` (namespace/name) now serves `model` with `limits` (None: it was deleted).
-        A model stays listed while any resource or the static configuration names it."""
+    def declare(self, resource: str, model: str | None, limits: ModelLimits | None = None, backend: str = "") -> None:
+        """`resource` (namespace/name) now serves `model` with `limits` on a `backend` of that type
+        (None: it was deleted). A model stays listed while any resource or the static configuration
+        names it."""
+        self.types.pop(resource, None)
+        if model:
+            self.types[resource] = backend
         for name, owners in list(self.declared.items()):
             owners.discard(resource)
             if not owners:
@@ -40,6 +48,15 @@ class ModelRegistry:
             if model not in self.models:
                 self.models[model] = models_pb2.Model(id=model, object="model", created=int(time.time()),
                                                       owned_by="aimodel")  # fmt: skip
+
+    def forwards_unknown(self, name: str) -> bool:
+        """Whether every backend that may take `name`'s tasks forwards request members the contract
+        does not name to its upstream (only `remote` does): the resources declaring it, else the static
+        configuration."""
+        owners = self.declared.get(name)
+        if owners:
+            return all(self.types.get(r) == "remote" for r in owners)
+        return name in self.static_remote
 
     def limits_for(self, name: str) -> ModelLimits:
         return self.limits.get(name, self.default_limits)

@@ -70,7 +70,7 @@ async def _chunks(
         if event.WhichOneof("payload") == chunk_field:
             yield getattr(event, chunk_field)
         elif include_usage:
-            yield _stamped(call, make, id_prefix, obj, usage=event.result.usage)
+            yield _stamped(call, make, id_prefix, obj, usage=event.result.usage, extra_json=event.result.extra_json)
 
 
 async def _relay(
@@ -163,6 +163,12 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                 raise model_not_found(model)
             if not meta.allows(model):
                 raise model_not_allowed(model)
+            if request.extra_json:  # carried from a REST body above, or set by a gRPC client
+                members = openai_json.extra_members(request.extra_json)
+                if members is None:
+                    raise invalid("'extra_json' must be a JSON object", openai_json.EXTRA)
+                if members and not self.registry.forwards_unknown(model):
+                    raise openai_json.unrecognized(members[0])
             if isinstance(request, chat_pb2.ChatCompletionRequest | completions_pb2.CompletionRequest):
                 bound_output(request, self.registry.limits_for(model))
         except ApiError:
@@ -193,7 +199,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         `data: {"error": ...}` event ends the stream (no [DONE]: the answer is not complete)."""
         try:
             try:
-                request: Any = openai_json.parse_request(body.data, ep.request)
+                request: Any = openai_json.parse_request(body.data, ep.request, self.registry.forwards_unknown)
             except ApiError:
                 self._refused(RequestMeta.of(context), openai_json.model_of(body.data), ep.kind, False)
                 raise

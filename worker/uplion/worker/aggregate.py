@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from uplion.v1 import chat_pb2, common_pb2, completions_pb2
+
+from .backends import extra
 
 
 @dataclass
@@ -78,3 +82,38 @@ def aggregate_completion(
         for i in sorted(texts)
     ]
     return choices, usage
+
+
+def aggregate_extra(chunks: Sequence[chat_pb2.ChatCompletionChunk] | Sequence[completions_pb2.Completion]) -> str:
+    """The non-streamed answer's `extra_json` from its chunks' (a remote upstream's members the
+    contract lacks): top-level and `usage` members as the last chunk that had them said; a choice's
+    members folded over its chunks (`logprobs.content` joined); a chat delta's members folded into
+    the choice's `message` (`annotations` joined, `reasoning_content` text joined). Empty, and no
+    JSON parsed, when no chunk has any."""
+    top: dict[str, Any] = {}
+    usage: dict[str, Any] = {}
+    choices: dict[int, dict[str, Any]] = {}
+    messages: dict[int, dict[str, Any]] = {}
+    for chunk in chunks:
+        if not chunk.extra_json:
+            continue
+        more = extra.loads(chunk.extra_json)
+        for position, piece in enumerate(more.pop("choices", None) or ()):
+            if position >= len(chunk.choices) or not isinstance(piece, dict):
+                continue
+            index = chunk.choices[position].index
+            delta = piece.pop("delta", None)
+            if isinstance(delta, dict) and delta:
+                extra.fold(messages.setdefault(index, {}), delta, join_strings=True)
+            if piece:
+                extra.fold(choices.setdefault(index, {}), piece)
+        if isinstance(u := more.pop("usage", None), dict):
+            extra.fold(usage, u)
+        extra.fold(top, more)
+    if usage:
+        top["usage"] = usage
+    if choices or messages:
+        indexes = sorted({c.index for chunk in chunks for c in chunk.choices})  # the answer's choices, in order
+        top["choices"] = [{**choices.get(i, {}), **({"message": messages[i]} if i in messages else {})}
+                          for i in indexes]  # fmt: skip
+    return extra.dumps(top)

@@ -296,6 +296,7 @@ class ChatCompletionRequest(_message.Message):
     REASONING_EFFORT_FIELD_NUMBER: _builtins.int
     SERVICE_TIER_FIELD_NUMBER: _builtins.int
     STORE_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     temperature: _builtins.float
     top_p: _builtins.float
@@ -313,6 +314,13 @@ class ChatCompletionRequest(_message.Message):
     reasoning_effort: _builtins.str
     service_tier: _builtins.str
     store: _builtins.bool
+    extra_json: _builtins.str
+    """Members of the client's JSON request the contract does not name, as a JSON object, exactly as
+    sent (nested objects intact; a member inside a known object or list element sits at the same
+    path, list elements by position). Only models whose backend forwards them (type `remote`) take
+    it; for any other model the gateway refuses the request with a 400 naming the member. Never a
+    member of the REST body itself: there the client just sends the members.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]: ...
     @_builtins.property
@@ -361,10 +369,11 @@ class ChatCompletionRequest(_message.Message):
         reasoning_effort: _builtins.str | None = ...,
         service_tier: _builtins.str | None = ...,
         store: _builtins.bool | None = ...,
+        extra_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_reasoning_effort", b"_reasoning_effort", "_seed", b"_seed", "_service_tier", b"_service_tier", "_store", b"_store", "_stream", b"_stream", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user", b"_user", "frequency_penalty", b"frequency_penalty", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "seed", b"seed", "service_tier", b"service_tier", "stop", b"stop", "store", b"store", "stream", b"stream", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_reasoning_effort", b"_reasoning_effort", "_seed", b"_seed", "_service_tier", b"_service_tier", "_store", b"_store", "_stream", b"_stream", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user", b"_user", "frequency_penalty", b"frequency_penalty", "logit_bias", b"logit_bias", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "model", b"model", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "seed", b"seed", "service_tier", b"service_tier", "stop", b"stop", "store", b"store", "stream", b"stream", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_reasoning_effort", b"_reasoning_effort", "_seed", b"_seed", "_service_tier", b"_service_tier", "_store", b"_store", "_stream", b"_stream", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user", b"_user", "extra_json", b"extra_json", "frequency_penalty", b"frequency_penalty", "logit_bias", b"logit_bias", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "model", b"model", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "seed", b"seed", "service_tier", b"service_tier", "stop", b"stop", "store", b"store", "stream", b"stream", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__frequency_penalty: _TypeAlias = _typing.Literal["frequency_penalty"]  # noqa: Y015
     _WhichOneofArgType__frequency_penalty: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty"]  # noqa: Y015
@@ -511,11 +520,18 @@ class ChatCompletion(_message.Message):
     CHOICES_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     SYSTEM_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     object: _builtins.str
     created: _builtins.int
     model: _builtins.str
     system_fingerprint: _builtins.str
+    extra_json: _builtins.str
+    """Members of the remote upstream's answer the contract does not name (`service_tier`,
+    `usage.prompt_tokens_details`, a choice's `logprobs`, ...), as a JSON object laid over this
+    message's OpenAI JSON at the same paths (list elements by position); the typed fields win on
+    conflict. Empty for other backends.
+    """
     @_builtins.property
     def choices(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatCompletionChoice]: ...
     @_builtins.property
@@ -530,10 +546,11 @@ class ChatCompletion(_message.Message):
         choices: _abc.Iterable[Global___ChatCompletionChoice] | None = ...,
         usage: _common_pb2.Usage | None = ...,
         system_fingerprint: _builtins.str | None = ...,
+        extra_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_system_fingerprint", b"_system_fingerprint", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_system_fingerprint", b"_system_fingerprint", "choices", b"choices", "created", b"created", "id", b"id", "model", b"model", "object", b"object", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_system_fingerprint", b"_system_fingerprint", "choices", b"choices", "created", b"created", "extra_json", b"extra_json", "id", b"id", "model", b"model", "object", b"object", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__system_fingerprint: _TypeAlias = _typing.Literal["system_fingerprint"]  # noqa: Y015
     _WhichOneofArgType__system_fingerprint: _TypeAlias = _typing.Literal["_system_fingerprint", b"_system_fingerprint"]  # noqa: Y015
@@ -691,11 +708,18 @@ class ChatCompletionChunk(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     SYSTEM_FINGERPRINT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     object: _builtins.str
     created: _builtins.int
     model: _builtins.str
     system_fingerprint: _builtins.str
+    extra_json: _builtins.str
+    """Members of the remote upstream's answer the contract does not name (`service_tier`,
+    `usage.prompt_tokens_details`, a choice's `logprobs`, ...), as a JSON object laid over this
+    message's OpenAI JSON at the same paths (list elements by position); the typed fields win on
+    conflict. Empty for other backends.
+    """
     @_builtins.property
     def choices(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatCompletionChunkChoice]: ...
     @_builtins.property
@@ -713,10 +737,11 @@ class ChatCompletionChunk(_message.Message):
         usage: _common_pb2.Usage | None = ...,
         system_fingerprint: _builtins.str | None = ...,
         error: _common_pb2.ErrorBody | None = ...,
+        extra_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_system_fingerprint", b"_system_fingerprint", "error", b"error", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_system_fingerprint", b"_system_fingerprint", "choices", b"choices", "created", b"created", "error", b"error", "id", b"id", "model", b"model", "object", b"object", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_system_fingerprint", b"_system_fingerprint", "choices", b"choices", "created", b"created", "error", b"error", "extra_json", b"extra_json", "id", b"id", "model", b"model", "object", b"object", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__system_fingerprint: _TypeAlias = _typing.Literal["system_fingerprint"]  # noqa: Y015
     _WhichOneofArgType__system_fingerprint: _TypeAlias = _typing.Literal["_system_fingerprint", b"_system_fingerprint"]  # noqa: Y015

@@ -65,6 +65,7 @@ class CompletionRequest(_message.Message):
     PRESENCE_PENALTY_FIELD_NUMBER: _builtins.int
     FREQUENCY_PENALTY_FIELD_NUMBER: _builtins.int
     LOGIT_BIAS_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     max_tokens: _builtins.int
     temperature: _builtins.float
@@ -79,6 +80,13 @@ class CompletionRequest(_message.Message):
     best_of: _builtins.int
     presence_penalty: _builtins.float
     frequency_penalty: _builtins.float
+    extra_json: _builtins.str
+    """Members of the client's JSON request the contract does not name, as a JSON object, exactly as
+    sent (nested objects intact; a member inside a known object or list element sits at the same
+    path, list elements by position). Only models whose backend forwards them (type `remote`) take
+    it; for any other model the gateway refuses the request with a 400 naming the member. Never a
+    member of the REST body itself: there the client just sends the members.
+    """
     @_builtins.property
     def prompt(self) -> _struct_pb2.Value:
         """A string, an array of strings, an array of token ids, or an array of token-id arrays."""
@@ -110,10 +118,11 @@ class CompletionRequest(_message.Message):
         presence_penalty: _builtins.float | None = ...,
         frequency_penalty: _builtins.float | None = ...,
         logit_bias: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        extra_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_best_of", b"_best_of", "_echo", b"_echo", "_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_tokens", b"_max_tokens", "_n", b"_n", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_stream", b"_stream", "_suffix", b"_suffix", "_temperature", b"_temperature", "_top_p", b"_top_p", "_user", b"_user", "best_of", b"best_of", "echo", b"echo", "frequency_penalty", b"frequency_penalty", "logprobs", b"logprobs", "max_tokens", b"max_tokens", "n", b"n", "presence_penalty", b"presence_penalty", "prompt", b"prompt", "seed", b"seed", "stop", b"stop", "stream", b"stream", "stream_options", b"stream_options", "suffix", b"suffix", "temperature", b"temperature", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_best_of", b"_best_of", "_echo", b"_echo", "_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_tokens", b"_max_tokens", "_n", b"_n", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_stream", b"_stream", "_suffix", b"_suffix", "_temperature", b"_temperature", "_top_p", b"_top_p", "_user", b"_user", "best_of", b"best_of", "echo", b"echo", "frequency_penalty", b"frequency_penalty", "logit_bias", b"logit_bias", "logprobs", b"logprobs", "max_tokens", b"max_tokens", "model", b"model", "n", b"n", "presence_penalty", b"presence_penalty", "prompt", b"prompt", "seed", b"seed", "stop", b"stop", "stream", b"stream", "stream_options", b"stream_options", "suffix", b"suffix", "temperature", b"temperature", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_best_of", b"_best_of", "_echo", b"_echo", "_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_tokens", b"_max_tokens", "_n", b"_n", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_stream", b"_stream", "_suffix", b"_suffix", "_temperature", b"_temperature", "_top_p", b"_top_p", "_user", b"_user", "best_of", b"best_of", "echo", b"echo", "extra_json", b"extra_json", "frequency_penalty", b"frequency_penalty", "logit_bias", b"logit_bias", "logprobs", b"logprobs", "max_tokens", b"max_tokens", "model", b"model", "n", b"n", "presence_penalty", b"presence_penalty", "prompt", b"prompt", "seed", b"seed", "stop", b"stop", "stream", b"stream", "stream_options", b"stream_options", "suffix", b"suffix", "temperature", b"temperature", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__best_of: _TypeAlias = _typing.Literal["best_of"]  # noqa: Y015
     _WhichOneofArgType__best_of: _TypeAlias = _typing.Literal["_best_of", b"_best_of"]  # noqa: Y015
@@ -211,11 +220,18 @@ class Completion(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     SYSTEM_FINGERPRINT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     object: _builtins.str
     created: _builtins.int
     model: _builtins.str
     system_fingerprint: _builtins.str
+    extra_json: _builtins.str
+    """Members of the remote upstream's answer the contract does not name (`service_tier`,
+    `usage.prompt_tokens_details`, a choice's `logprobs`, ...), as a JSON object laid over this
+    message's OpenAI JSON at the same paths (list elements by position); the typed fields win on
+    conflict. Empty for other backends.
+    """
     @_builtins.property
     def choices(self) -> _containers.RepeatedCompositeFieldContainer[Global___CompletionChoice]: ...
     @_builtins.property
@@ -233,10 +249,11 @@ class Completion(_message.Message):
         usage: _common_pb2.Usage | None = ...,
         system_fingerprint: _builtins.str | None = ...,
         error: _common_pb2.ErrorBody | None = ...,
+        extra_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_system_fingerprint", b"_system_fingerprint", "error", b"error", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_system_fingerprint", b"_system_fingerprint", "choices", b"choices", "created", b"created", "error", b"error", "id", b"id", "model", b"model", "object", b"object", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_system_fingerprint", b"_system_fingerprint", "choices", b"choices", "created", b"created", "error", b"error", "extra_json", b"extra_json", "id", b"id", "model", b"model", "object", b"object", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__system_fingerprint: _TypeAlias = _typing.Literal["system_fingerprint"]  # noqa: Y015
     _WhichOneofArgType__system_fingerprint: _TypeAlias = _typing.Literal["_system_fingerprint", b"_system_fingerprint"]  # noqa: Y015

@@ -28,11 +28,19 @@ class EmbeddingRequest(_message.Message):
     ENCODING_FORMAT_FIELD_NUMBER: _builtins.int
     DIMENSIONS_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     encoding_format: _builtins.str
     """float (default) | base64"""
     dimensions: _builtins.int
     user: _builtins.str
+    extra_json: _builtins.str
+    """Members of the client's JSON request the contract does not name, as a JSON object, exactly as
+    sent (nested objects intact; a member inside a known object or list element sits at the same
+    path, list elements by position). Only models whose backend forwards them (type `remote`) take
+    it; for any other model the gateway refuses the request with a 400 naming the member. Never a
+    member of the REST body itself: there the client just sends the members.
+    """
     @_builtins.property
     def input(self) -> _struct_pb2.Value:
         """A string, an array of strings, an array of token ids, or an array of token-id arrays."""
@@ -45,10 +53,11 @@ class EmbeddingRequest(_message.Message):
         encoding_format: _builtins.str | None = ...,
         dimensions: _builtins.int | None = ...,
         user: _builtins.str | None = ...,
+        extra_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "_encoding_format", b"_encoding_format", "_user", b"_user", "dimensions", b"dimensions", "encoding_format", b"encoding_format", "input", b"input", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "_encoding_format", b"_encoding_format", "_user", b"_user", "dimensions", b"dimensions", "encoding_format", b"encoding_format", "input", b"input", "model", b"model", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "_encoding_format", b"_encoding_format", "_user", b"_user", "dimensions", b"dimensions", "encoding_format", b"encoding_format", "extra_json", b"extra_json", "input", b"input", "model", b"model", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__dimensions: _TypeAlias = _typing.Literal["dimensions"]  # noqa: Y015
     _WhichOneofArgType__dimensions: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions"]  # noqa: Y015

@@ -167,6 +167,12 @@ class TaskResult(_message.Message):
     COMPLETION_FIELD_NUMBER: _builtins.int
     EMBEDDING_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
+    extra_json: _builtins.str
+    """Streamed tasks of a remote model: the upstream's members of its usage chunk the contract does
+    not name (`usage.prompt_tokens_details`, `service_tier`, ...), as a JSON object for the gateway
+    to lay over the usage chunk it writes. Non-streamed answers carry theirs in their own extra_json.
+    """
     @_builtins.property
     def chat(self) -> _chat_pb2.ChatCompletion: ...
     @_builtins.property
@@ -182,10 +188,11 @@ class TaskResult(_message.Message):
         completion: _completions_pb2.Completion | None = ...,
         embedding: _embeddings_pb2.EmbeddingResponse | None = ...,
         usage: _common_pb2.Usage | None = ...,
+        extra_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "completion", b"completion", "embedding", b"embedding", "result", b"result", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "completion", b"completion", "embedding", b"embedding", "result", b"result", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "completion", b"completion", "embedding", b"embedding", "extra_json", b"extra_json", "result", b"result", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["chat", "completion", "embedding"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015

@@ -3,6 +3,9 @@ backend decodes each upstream JSON object once (`json.loads`) and these pure fun
 protobuf message directly. The common shapes (text deltas, usage) are set field by field; anything
 else a chunk carries (tool calls, refusals, ...) goes through protobuf's JSON mapping.
 
+Members of an upstream object the contract does not name travel in the message's `extra_json`
+(`extra.split`), for the gateway to write where the upstream put them.
+
 Also here: the decision what an upstream error means for the account pool (`classify`)."""
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from google.protobuf import json_format, struct_pb2
 
 from uplion.v1 import chat_pb2, common_pb2, completions_pb2, embeddings_pb2
 
+from . import extra
 from .accounts import parse_retry_after
 
 _TEXT_DELTA_KEYS = frozenset({"role", "content"})
-_DELTA_KEYS = frozenset({"role", "content", "tool_calls", "refusal"})
 
 
 def _without_nulls(value: Any) -> Any:
@@ -52,6 +55,12 @@ def _envelope(msg: Any, d: Mapping[str, Any]) -> None:
         _usage(msg.usage, usage)
 
 
+def _extra(msg: Any, d: Mapping[str, Any]) -> None:
+    more = extra.split(d, msg.DESCRIPTOR)
+    if more:
+        msg.extra_json = extra.dumps(more)
+
+
 def _finish_reason(choice: Any, c: Mapping[str, Any]) -> None:
     reason = c.get("finish_reason")
     if reason is not None:
@@ -76,6 +85,7 @@ def chat_chunk(d: Mapping[str, Any]) -> chat_pb2.ChatCompletionChunk:
         else:
             json_format.ParseDict(_without_nulls(delta), out, ignore_unknown_fields=True)
         _finish_reason(choice, c)
+    _extra(chunk, d)
     return chunk
 
 
@@ -86,17 +96,22 @@ def completion_chunk(d: Mapping[str, Any]) -> completions_pb2.Completion:
     for c in d.get("choices") or ():
         choice = chunk.choices.add(index=int(c.get("index") or 0), text=str(c.get("text") or ""))
         _finish_reason(choice, c)
+    _extra(chunk, d)
     return chunk
 
 
 def chat_chunks_from_answer(d: Mapping[str, Any]) -> Iterator[chat_pb2.ChatCompletionChunk]:
     """A whole `chat.completion` (an upstream that answered a streamed request without streaming)
-    as the chunks it would have streamed: one delta per choice, then the usage."""
-    head = {k: d.get(k) for k in ("id", "created", "model", "system_fingerprint")}
+    as the chunks it would have streamed: one delta per choice (the whole message, members the
+    contract lacks included), then the usage."""
+    head = {k: v for k, v in d.items() if k not in ("object", "choices", "usage")}
     choices = []
     for c in d.get("choices") or ():
-        message = {k: v for k, v in (c.get("message") or {}).items() if k in _DELTA_KEYS}
-        choices.append({"index": c.get("index"), "delta": message, "finish_reason": c.get("finish_reason")})
+        message = dict(c.get("message") or {})
+        if isinstance(message.get("tool_calls"), list):
+            message["tool_calls"] = [{"index": i, **t} if isinstance(t, dict) else t
+                                     for i, t in enumerate(message["tool_calls"])]  # fmt: skip
+        choices.append({**{k: v for k, v in c.items() if k != "message"}, "delta": message})
     yield chat_chunk({**head, "object": "chat.completion.chunk", "choices": choices})
     if d.get("usage"):
         yield chat_chunk({**head, "object": "chat.completion.chunk", "choices": [], "usage": d["usage"]})

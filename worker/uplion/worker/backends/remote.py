@@ -28,6 +28,7 @@ from uplion.v1 import chat_pb2, common_pb2, completions_pb2, embeddings_pb2, tas
 
 from ..config import Account
 from ..content import prompt_texts, value_text
+from . import extra
 from .accounts import DISABLE_S, QUOTA_S, AccountState, now, pick_order, soonest_available
 from .base import BackendError, invalid, unavailable
 from .openai_wire import (
@@ -56,18 +57,24 @@ _READ_ERRORS = (_UpstreamFailed, aiohttp.ClientError, TimeoutError)
 
 
 def _body(message: Any, upstream_model: str, **fields: Any) -> bytes:
-    """The request as the upstream's JSON: the client's fields, the upstream's model name, `fields`."""
+    """The request as the upstream's JSON: the client's fields, the upstream's model name, `fields`,
+    and the members the contract does not name (`extra_json`) where the client put them."""
     body: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
     body["model"] = upstream_model
     if "seed" in body:
         body["seed"] = int(body["seed"])  # proto3 JSON prints int64 as a string
     body.pop("stream_options", None)
     body.update(fields)
-    return json.dumps(body, separators=(",", ":")).encode()
+    extra_json = body.pop(extra.EXTRA, "")
+    if extra_json:
+        extra.overlay(body, extra.loads(extra_json))
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-# every chat and completion request streams from upstream, with its usage
-_STREAMED = {"stream": True, "stream_options": {"include_usage": True}}
+def _streamed() -> dict[str, Any]:
+    """Every chat and completion request streams from upstream, with its usage (a fresh object: the
+    client's own stream_options members are laid over it)."""
+    return {"stream": True, "stream_options": {"include_usage": True}}
 
 
 def _chat_chars(request: chat_pb2.ChatCompletionRequest) -> int:
@@ -97,6 +104,8 @@ def _generated_chars(chunk: chat_pb2.ChatCompletionChunk | completions_pb2.Compl
 
 
 class RemoteBackend:
+    forwards_unknown = True  # a request's extra_json goes to the upstream
+
     def __init__(self, accounts: tuple[Account, ...], upstream_model: str, timeout_s: float) -> None:
         self.upstream_model = upstream_model
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -215,12 +224,12 @@ class RemoteBackend:
         raise self._none_left(problems)
 
     def chat(self, request: chat_pb2.ChatCompletionRequest) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
-        body = _body(request, self.upstream_model, **_STREAMED)
+        body = _body(request, self.upstream_model, **_streamed())
         prompt = estimate_tokens(_chat_chars(request))
         return self._stream("/chat/completions", body, chat_chunk, chat_chunks_from_answer, prompt)
 
     def completion(self, request: completions_pb2.CompletionRequest) -> AsyncIterator[completions_pb2.Completion]:
-        body = _body(request, self.upstream_model, **_STREAMED)
+        body = _body(request, self.upstream_model, **_streamed())
         prompt = estimate_tokens(_prompt_chars(request.prompt))
         return self._stream("/completions", body, completion_chunk, completion_chunks_from_answer, prompt)
 
