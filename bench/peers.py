@@ -594,7 +594,7 @@ def trees_of(stack: Stack, litellm: Proc) -> list[tuple[str, str, int, bool]]:
     for name, pid in stack.processes():
         group = "uplion backing" if name in UPLION_BACKING else "uplion"
         label = {"envoy": "envoy (edge)", "postgres": "postgres (all backends)"}.get(name, name)
-        out.append((group, label, pid, name == "postgres"))
+        out.append((group, label, pid, name == "postgres" or name.startswith("worker ")))
     return out
 
 

@@ -166,7 +166,8 @@ class Stack:
 
     def processes(self) -> list[tuple[str, int]]:
         """(name, pid) of every process started so far, in start order; the rate limiter's
-        settler is listed as its own entry ("ratelimit settler")."""
+        settler is listed as its own entry ("ratelimit settler"), and each model's worker processes
+        the local runner started as "worker <model>"."""
         out = []
         for name, svc in self._started:
             proc = getattr(svc, "proc", None)
@@ -175,6 +176,9 @@ class Stack:
             settler = getattr(svc, "settler", None)
             if settler is not None:
                 out.append((f"{name} settler", settler.proc.pid))
+        if self.models is not None:
+            for model, run in list(self.models.running.items()):
+                out += [(f"worker {model}", p.pid) for p in run.procs]
         return out
 
     def dead(self) -> list[str]:
