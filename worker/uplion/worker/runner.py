@@ -306,6 +306,11 @@ class Runner:
         await asyncio.gather(*self._slots, return_exceptions=True)
         if self._cancel_loop:
             self._cancel_loop.cancel()
-        with contextlib.suppress(pulsar.PulsarException):
-            await self.consumer.close()
+            await asyncio.gather(self._cancel_loop, return_exceptions=True)
+        # everything this worker opened is closed before the client is: a reader or producer left
+        # open has C++ threads that can still call back into Python while the process exits
+        # (seen once as `terminate called without an active exception` at a worker's shutdown)
+        for closable in (self.consumer, self.cancel_reader, self.dlq):
+            with contextlib.suppress(pulsar.PulsarException):
+                await closable.close()
         await self._producers.close()
