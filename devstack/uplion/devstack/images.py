@@ -468,6 +468,22 @@ class Built:
     rebuilt: bool
 
 
+# a build holds an image's files several times over (the build stage, the final stage, the layer
+# being committed): worker-local (6.5 GB, CUDA libraries) failed with 30 GB free and built with 37 GB
+FREE_FOR_BUILD = {"worker-local": 34 << 30}
+DEFAULT_FREE_FOR_BUILD = 6 << 30
+
+
+def space_problem(name: str, free: int, where: Path) -> str | None:
+    """Why building image `name` would run out of disk with `free` bytes under `where`, or None (pure)."""
+    need = FREE_FOR_BUILD.get(name, DEFAULT_FREE_FOR_BUILD)
+    if free >= need:
+        return None
+    return (f"building {image_ref(name)} needs about {need >> 30} GB free under {where} (a build holds the image's "
+            f"files several times over), and {free / (1 << 30):.1f} GB are: free some space, or set "
+            "UPLION_IMAGE_STORAGE to a folder on a larger disk, and run again")  # fmt: skip
+
+
 def build_image(name: str, log: Path | None = None) -> Built:
     """Build `localhost/uplion/<name>:<version>` unless the image with the same recipe exists."""
     image = IMAGES[name]
@@ -480,6 +496,11 @@ def build_image(name: str, log: Path | None = None) -> Built:
     if image_label(ref, RECIPE_LABEL) == recipe.key:
         return Built(name, ref, recipe.key, time.monotonic() - started, False)
     previous = image_id(ref)
+    where = storage_dir()
+    where.mkdir(parents=True, exist_ok=True)
+    problem = space_problem(name, shutil.disk_usage(where).free, where)
+    if problem is not None:
+        raise RuntimeError(problem)
     # chroot isolation: RUN steps need no OCI runtime (crun refuses this machine's hybrid cgroups)
     cmd = [_tool("buildah"), *storage_flags(), "build", "--isolation=chroot", "--pull=never", "--layers=false",
            "--format=oci", "-f", str(image.containerfile), "-t", ref]  # fmt: skip
