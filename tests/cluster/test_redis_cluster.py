@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,16 +16,10 @@ from uplion.core.credentials import limits_key, secret_hash, spend_key, token_ke
 from uplion.v1 import admin_pb2
 
 from ..edge.test_ratelimit_edge import burst, wait_for_fresh_minute
+from ..kube_api import eventually
 from .conftest import MODEL, ClusterEdge
 
 CHAT: dict[str, object] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
-
-
-def until(pred: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def limit_user(edge: ClusterEdge, user_id: str, **limits: int) -> None:
@@ -39,7 +32,7 @@ def test_the_cluster_spreads_one_users_keys_over_one_slot(cluster_edge: ClusterE
     user_id, _, key = cluster_edge.new_key()
     limit_user(cluster_edge, user_id, requests_per_minute=50)
     cluster_edge.sdk(key).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
-    until(lambda: r.exists(user_key(user_id), limits_key("user", user_id)) == 2)
+    eventually(lambda: r.exists(user_key(user_id), limits_key("user", user_id)) == 2, timeout=10, interval=0.05)
     keys = (user_key(user_id), spend_key("user", user_id), limits_key("user", user_id))
     slots = {r.keyslot(k) for k in keys}  # type: ignore[no-untyped-call]
     assert len(slots) == 1
@@ -63,7 +56,7 @@ def test_keys_work_and_revocation_reaches_the_edge(cluster_edge: ClusterEdge) ->
             return True
         return False
 
-    until(refused, timeout=3)  # authz's cache lives 0.5 s; the tombstone is on the cluster
+    eventually(refused, timeout=3, interval=0.05)  # authz's cache lives 0.5 s; the tombstone is on the cluster
     assert cluster_edge.authz.metric("uplion_authz_backend_failures_total", backend="redis") == 0
     assert cluster_edge.authz.metric("uplion_authz_lookups_total", source="redis") > 0
 
@@ -74,7 +67,7 @@ def test_a_key_unknown_to_redis_is_refilled_from_postgres(cluster_edge: ClusterE
     r.delete(token_key(secret_hash(key)))
     r.delete(user_key(user_id))
     assert cluster_edge.sdk(key).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
-    until(lambda: r.exists(token_key(secret_hash(key)), user_key(user_id)) == 2)
+    eventually(lambda: r.exists(token_key(secret_hash(key)), user_key(user_id)) == 2, timeout=10, interval=0.05)
     r.close()
 
 
@@ -112,7 +105,7 @@ async def test_tokens_are_reserved_then_settled(cluster_edge: ClusterEdge) -> No
     used = sum(int(b.decode().split('"total_tokens":')[-1].split("}")[0].strip(' "')) for b in served)
     r = cluster_edge.redis()
     counter = f"uplion:rl:uplion:generic_key_tokens|user_id_{{{user_id}}}:{int(time.time()) // 60 * 60}"
-    until(lambda: int(r.get(counter) or 0) == used)
+    eventually(lambda: int(r.get(counter) or 0) == used, timeout=10, interval=0.05)
     r.close()
     assert cluster_edge.ratelimit.metric("uplion_ratelimit_reservations_settled_total", result="settled") >= len(served)
 

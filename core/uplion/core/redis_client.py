@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
@@ -77,5 +78,6 @@ async def run_scripts(r: AnyRedis, calls: Sequence[Call]) -> list[Any]:
     raise NoScriptError(f"{len(pending)} script calls refused after loading their scripts")
 
 
+@cache
 def _sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 (Redis names scripts by SHA-1)
