@@ -128,7 +128,10 @@ class Dispatcher:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._reader_task:
+            # the read it waits on must be over before the reader and client close: a C++ callback
+            # into a Python future that is gone can end the process with std::terminate at exit
             self._reader_task.cancel()
+            await asyncio.gather(self._reader_task, return_exceptions=True)
         with contextlib.suppress(pulsar.PulsarException):
             await self.usage_producer.flush()
         await self._producers.close()
