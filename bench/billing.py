@@ -29,11 +29,12 @@ import psutil
 import pulsar
 
 from uplion.core.migrations import migrate
+from uplion.core.pulsar_auth import BILLING, billing_permissions
 from uplion.core.subscriptions import BILLING_SUBSCRIPTION
 from uplion.core.topics import Topics
 from uplion.devstack.postgres import start_postgres
 from uplion.devstack.procs import free_port, spawn, wait_until
-from uplion.devstack.pulsar import start_pulsar
+from uplion.devstack.pulsar import pulsar_credentials, start_pulsar
 from uplion.v1 import common_pb2, usage_pb2
 
 from .common import parser_for, workdir
@@ -91,7 +92,8 @@ async def main(n: int, batch: int, delay_ms: int, work: Path) -> None:
         await conn.execute("INSERT INTO model_prices VALUES ('m', $1, 1000, 3000)", datetime.fromtimestamp(0, UTC))
         await conn.close()
         payloads, distinct = events(n)
-        client = pulsar.Client(broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+        client = pulsar.Client(broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
+                               authentication=broker.authentication())  # fmt: skip
         client.subscribe(topics.usage(), BILLING_SUBSCRIPTION, consumer_type=pulsar.ConsumerType.Failover,
                          receiver_queue_size=0).close()  # fmt: skip
         producer = client.create_producer(topics.usage(), batching_enabled=True, block_if_queue_full=True,
@@ -102,9 +104,11 @@ async def main(n: int, batch: int, delay_ms: int, work: Path) -> None:
         client.close()
 
         metrics_port = free_port()
-        env = {**os.environ, "UPLION_LOG_LEVEL": "WARNING", "UPLION_PULSAR_URL": broker.service_url,
-               "UPLION_PULSAR_NAMESPACE": ns, "UPLION_DATABASE_URL": pg.dsn, "UPLION_METRICS_PORT": str(metrics_port),
-               "UPLION_BILLING_BATCH_EVENTS": str(batch), "UPLION_BILLING_BATCH_DELAY_MS": str(delay_ms)}  # fmt: skip
+        pulsar_env = {"UPLION_PULSAR_URL": broker.service_url, "UPLION_PULSAR_NAMESPACE": ns}
+        credentials = pulsar_credentials(broker.service_url, pulsar_env, BILLING, billing_permissions)
+        env = {**os.environ, "UPLION_LOG_LEVEL": "WARNING", **pulsar_env, **credentials, "UPLION_DATABASE_URL": pg.dsn,
+               "UPLION_METRICS_PORT": str(metrics_port), "UPLION_BILLING_BATCH_EVENTS": str(batch),
+               "UPLION_BILLING_BATCH_DELAY_MS": str(delay_ms)}  # fmt: skip
         t0 = time.perf_counter()
         proc = spawn("billing", [sys.executable, "-m", "uplion.billing"], work / "billing.log", env=env)
         conn = await asyncpg.connect(pg.dsn)

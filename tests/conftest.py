@@ -33,6 +33,9 @@ def run_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def broker(run_dir: Path) -> Iterator[Pulsar]:
+    """Pulsar with token authentication and authorization on (docs/pulsar-auth.md): the devstack's
+    service starters give each service its role's token; a test's own client uses
+    `broker.authentication()` (the superuser)."""
     p = start_pulsar(run_dir / "pulsar")
     yield p
     p.stop()

@@ -14,11 +14,12 @@ import pulsar
 import pytest
 
 from uplion.core.migrations import migrate
+from uplion.core.pulsar_auth import BILLING, billing_permissions
 from uplion.core.subscriptions import BILLING_SUBSCRIPTION
 from uplion.core.topics import Topics
 from uplion.devstack.postgres import Postgres
 from uplion.devstack.procs import Proc, free_port, spawn, wait_until
-from uplion.devstack.pulsar import Pulsar
+from uplion.devstack.pulsar import Pulsar, pulsar_credentials
 from uplion.v1 import common_pb2, usage_pb2
 
 T0 = 1_790_000_000  # a fixed start time (2026-09) for reproducible buckets
@@ -38,11 +39,12 @@ class BillingEnv:
     def start(self, **env: str) -> Proc:
         import os
 
+        pulsar_env = {"UPLION_PULSAR_URL": self.broker.service_url, "UPLION_PULSAR_NAMESPACE": self.namespace}
         settings = {
             **os.environ,
             "UPLION_LOG_LEVEL": "WARNING",
-            "UPLION_PULSAR_URL": self.broker.service_url,
-            "UPLION_PULSAR_NAMESPACE": self.namespace,
+            **pulsar_env,
+            **pulsar_credentials(self.broker.service_url, pulsar_env, BILLING, billing_permissions),
             "UPLION_DATABASE_URL": self.dsn,
             "UPLION_METRICS_PORT": str(free_port()),
             **env,
@@ -84,7 +86,8 @@ Publisher = Callable[[list[bytes]], None]
 
 @pytest.fixture
 def publish(billing_env: BillingEnv) -> Iterator[Publisher]:
-    client = pulsar.Client(billing_env.broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    client = pulsar.Client(billing_env.broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
+                           authentication=billing_env.broker.authentication())  # fmt: skip
     # as the gateway does at start: billing's subscription exists before the first event
     client.subscribe(billing_env.topics.usage(), BILLING_SUBSCRIPTION, consumer_type=pulsar.ConsumerType.Failover,
                      receiver_queue_size=0).close()  # fmt: skip

@@ -215,7 +215,8 @@ async def test_poison_events_go_to_dead_letters_and_the_rest_is_billed(
         conn = await asyncpg.connect(billing_env.dsn)
         assert await conn.fetchval("SELECT count(*) FROM usage_events") == 10
         await conn.close()
-        client = pa.Client(billing_env.broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+        client = pa.Client(billing_env.broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
+                           authentication=billing_env.broker.authentication())  # fmt: skip
         reader = await client.create_reader(billing_env.topics.usage() + "-dlq", pulsar.MessageId.earliest)
         parked = [await asyncio.wait_for(reader.read_next(), 10) for _ in range(2)]
         with pytest.raises(TimeoutError):  # nothing else was parked

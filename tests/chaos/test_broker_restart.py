@@ -70,7 +70,7 @@ async def test_billing_applies_every_event_once_across_a_broker_restart(
     env = BillingEnv(ns, dsn, broker, tmp_path)
     billing = env.start(UPLION_BILLING_BATCH_DELAY_MS="50")
     client = pulsar.Client(broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
-                           operation_timeout_seconds=5)  # fmt: skip
+                           operation_timeout_seconds=5, authentication=broker.authentication())  # fmt: skip
     try:
         producer = client.create_producer(env.topics.usage(), batching_enabled=False, send_timeout_millis=3000)
         before = [event(f"b-{i}", prompt=i + 1).SerializeToString() for i in range(300)]

@@ -13,12 +13,13 @@ import asyncpg
 import pulsar
 
 from uplion.core.migrations import migrate
+from uplion.core.pulsar_auth import BILLING, billing_permissions
 from uplion.core.subscriptions import BILLING_SUBSCRIPTION
 from uplion.core.topics import Topics
 from uplion.devstack.platform import service_env
 from uplion.devstack.postgres import start_postgres
 from uplion.devstack.procs import free_port, spawn, wait_until
-from uplion.devstack.pulsar import Pulsar
+from uplion.devstack.pulsar import Pulsar, pulsar_credentials
 from uplion.devstack.redis import Redis
 from uplion.v1 import common_pb2, usage_pb2
 
@@ -65,10 +66,13 @@ async def test_billing_waits_out_a_postgres_restart_and_applies_every_event_once
     await migrate(conn, "uplion.billing", "billing")
     await conn.execute("INSERT INTO model_prices VALUES ('m', to_timestamp(0), 1000, 3000)")
     await conn.close()
-    client = pulsar.Client(broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    client = pulsar.Client(broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
+                           authentication=broker.authentication())  # fmt: skip
     client.subscribe(topic, BILLING_SUBSCRIPTION, consumer_type=pulsar.ConsumerType.Failover).close()
     producer = client.create_producer(topic)
-    env = service_env({"UPLION_PULSAR_URL": broker.service_url, "UPLION_PULSAR_NAMESPACE": ns,
+    pulsar_env = {"UPLION_PULSAR_URL": broker.service_url, "UPLION_PULSAR_NAMESPACE": ns}
+    credentials = pulsar_credentials(broker.service_url, pulsar_env, BILLING, billing_permissions)
+    env = service_env({**pulsar_env, **credentials,
                        "UPLION_DATABASE_URL": pg.dsn, "UPLION_METRICS_PORT": str(free_port()),
                        "UPLION_BILLING_BATCH_DELAY_MS": "50", "UPLION_REDIS_URL": redis_server.url,
                        # the spend mirror is rebuilt from PostgreSQL often, so one falls into the outage

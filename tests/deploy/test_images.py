@@ -23,10 +23,11 @@ import pytest
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from uplion.core import pulsar_auth
 from uplion.devstack import images
 from uplion.devstack.platform import Service, start_gateway
 from uplion.devstack.procs import free_port
-from uplion.devstack.pulsar import Pulsar
+from uplion.devstack.pulsar import Pulsar, pulsar_credentials
 from uplion.devstack.redis import Redis
 from uplion.v1 import chat_pb2, embeddings_pb2, inference_pb2_grpc
 
@@ -217,6 +218,12 @@ def test_worker_images_backends(built: dict[str, images.Built]) -> None:
 # --- running against the session's real services ---------------------------------------------
 
 
+def worker_credentials(broker: Pulsar, model: str, env: dict[str, str]) -> dict[str, str]:
+    """The model's worker token (the broker has authentication on), its permissions granted."""
+    role = pulsar_auth.worker_role(model)
+    return pulsar_credentials(broker.service_url, env, role, lambda t: pulsar_auth.worker_permissions(model, t))
+
+
 def test_gateway_container_is_serving(built: dict[str, images.Built], broker: Pulsar, containers: Any) -> None:
     port, metrics = free_port(), free_port()
     env = {
@@ -226,6 +233,7 @@ def test_gateway_container_is_serving(built: dict[str, images.Built], broker: Pu
         "UPLION_METRICS_PORT": str(metrics),
         "UPLION_METRICS_HOST": "127.0.0.1",
     }
+    env |= pulsar_credentials(broker.service_url, env, pulsar_auth.GATEWAY, pulsar_auth.gateway_permissions)
     c = containers(built["platform"].ref, env=env)
     assert health_status(port, container=c) == health_pb2.HealthCheckResponse.SERVING
     assert health_status(port, "uplion.v1.InferenceService") == health_pb2.HealthCheckResponse.SERVING
@@ -239,6 +247,7 @@ def test_worker_container_serves_a_chat_completion_through_the_edge_container(
     health = free_port()
     env = {"UPLION_MODEL": model, "UPLION_MODEL_TYPE": "echo", "UPLION_PULSAR_URL": broker.service_url,
            "UPLION_HEALTH_PORT": str(health), "UPLION_METRICS_PORT": str(free_port())}  # fmt: skip
+    env |= worker_credentials(broker, model, env)
     worker = containers(built["worker"].ref, env=env)
     assert health_status(health, "uplion.worker", timeout=60, container=worker) == 1
     with grpc.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
@@ -293,6 +302,7 @@ def test_worker_local_container_serves_minilm_embeddings(
     model, health = "img-minilm", free_port()
     env = {"UPLION_MODEL": model, "UPLION_MODEL_TYPE": "local", "UPLION_LOCAL_MODEL_PATH": "package:all-MiniLM-L6-v2",
            "UPLION_PULSAR_URL": broker.service_url, "UPLION_HEALTH_PORT": str(health)}  # fmt: skip
+    env |= worker_credentials(broker, model, env)
     worker = containers(built["worker-local"].ref, env=env)
     assert health_status(health, "uplion.worker", timeout=180, container=worker) == 1
     texts = struct_pb2.Value()

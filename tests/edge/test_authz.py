@@ -131,7 +131,7 @@ def test_exhausted_quota_is_429_insufficient_quota_until_topped_up(edge: Edge) -
 def test_forged_identity_headers_are_overwritten(edge: Edge, broker: Pulsar) -> None:
     """The usage event the gateway publishes names the key's real owner, not what the client sent."""
     user_id, token_id, secret = edge.new_key(allowed_models=["edge-echo"], set_allowed_models=True)
-    client = pulsar.Client(broker.service_url)
+    client = pulsar.Client(broker.service_url, authentication=broker.authentication())
     reader = client.create_reader(Topics().usage(), pulsar.MessageId.latest)
     forged = {"x-uplion-user-id": "attacker", "x-uplion-token-id": "stolen", "x-uplion-tier": "enterprise",
               "x-uplion-allowed-models": "*"}  # fmt: skip

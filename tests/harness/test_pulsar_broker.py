@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import textwrap
 import uuid
@@ -12,6 +13,7 @@ import pulsar
 import pulsar.asyncio as pa
 import pytest
 
+from uplion.core.pulsar_auth import SUPERUSER
 from uplion.devstack.procs import spawn
 from uplion.devstack.pulsar import PULSAR_VERSION, Pulsar, check_free_space
 
@@ -32,7 +34,8 @@ def test_broker_reports_apache_pulsar(broker: Pulsar) -> None:
 def test_bookie_is_writable_and_low_disk_is_refused_with_the_reason(broker: Pulsar, tmp_path: Path) -> None:
     # A read-only bookie (its default once 95 % of the disk is used) lets the broker start, but every
     # new topic or cursor then times out; the devstack raises that threshold and refuses a full disk.
-    client = pulsar.Client(broker.service_url, logger=QUIET, operation_timeout_seconds=10)
+    client = pulsar.Client(broker.service_url, logger=QUIET, operation_timeout_seconds=10,
+                           authentication=broker.authentication())  # fmt: skip
     try:
         topic = _topic("writable")
         client.subscribe(topic, "writable-sub").close()
@@ -44,7 +47,7 @@ def test_bookie_is_writable_and_low_disk_is_refused_with_the_reason(broker: Puls
 
 
 async def test_shared_subscription_spreads_300_messages_over_3_consumers(broker: Pulsar) -> None:
-    client = pa.Client(broker.service_url, logger=QUIET)
+    client = pa.Client(broker.service_url, logger=QUIET, authentication=broker.authentication())
     topic = _topic("spread")
     consumers = [
         await client.subscribe(
@@ -76,8 +79,9 @@ async def test_shared_subscription_spreads_300_messages_over_3_consumers(broker:
 
 CONSUMER_SCRIPT = textwrap.dedent(
     """
-    import sys, pulsar
-    client = pulsar.Client(sys.argv[1], logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    import os, sys, pulsar
+    client = pulsar.Client(sys.argv[1], logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
+                           authentication=pulsar.AuthenticationToken(os.environ["UPLION_PULSAR_TOKEN"]))
     consumer = client.subscribe(sys.argv[2], "crash-sub", consumer_type=pulsar.ConsumerType.Shared,
                                 receiver_queue_size=0)
     msg = consumer.receive()
@@ -90,14 +94,15 @@ CONSUMER_SCRIPT = textwrap.dedent(
 
 async def test_unacked_message_of_sigkilled_consumer_is_redelivered(broker: Pulsar, tmp_path: Path) -> None:
     topic = _topic("crash")
-    client = pa.Client(broker.service_url, logger=QUIET)
+    client = pa.Client(broker.service_url, logger=QUIET, authentication=broker.authentication())
     # create the subscription first so the message is retained for it
     survivor = await client.subscribe(topic, "crash-sub", consumer_type=pulsar_shared(), receiver_queue_size=0)
     await survivor.close()
 
     script = tmp_path / "consumer.py"
     script.write_text(CONSUMER_SCRIPT)
-    victim = spawn("victim", [sys.executable, str(script), broker.service_url, topic], tmp_path / "victim.log")
+    env = {**os.environ, "UPLION_PULSAR_TOKEN": broker.token(SUPERUSER)}
+    victim = spawn("victim", [sys.executable, str(script), broker.service_url, topic], tmp_path / "victim.log", env=env)
     try:
         producer = await client.create_producer(topic, batching_enabled=False)
         await producer.send(b"the-task")

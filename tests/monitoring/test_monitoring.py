@@ -57,7 +57,8 @@ def test_alert_rules_check_and_their_unit_tests_pass() -> None:
 
 def test_every_queried_metric_exists(broker: Pulsar) -> None:
     # a model's queue with a waiting task: the broker exports topic and subscription metrics for it
-    client = pulsar.Client(broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    client = pulsar.Client(broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
+                           authentication=broker.authentication())  # fmt: skip
     topics = Topics()
     client.subscribe(topics.tasks("monitoring-probe"), topics.subscription("monitoring-probe")).close()
     client.create_producer(topics.tasks("monitoring-probe")).send(b"probe")

@@ -275,12 +275,13 @@ def test_backlog_keda_reads_exists_and_grows(broker: Pulsar, kube: Any) -> None:
     meta = so["spec"]["triggers"][0]["metadata"]
     topic = urlparse(meta["topic"])  # persistent://tenant/ns/name
     url = f"{meta['adminURL']}/admin/v2/persistent/{topic.netloc}{topic.path}/stats"
-    c = pulsar.Client(broker.service_url)
+    c = pulsar.Client(broker.service_url, authentication=broker.authentication())
     c.subscribe(meta["topic"], meta["subscription"], consumer_type=pulsar.ConsumerType.Shared).close()
     producer = c.create_producer(meta["topic"])
 
     def backlog() -> int:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        # as KEDA's scaler with `authModes: bearer` would send it on a broker with authentication
+        with urllib.request.urlopen(urllib.request.Request(url, headers=broker.admin_headers()), timeout=5) as r:
             return int(json.loads(r.read())["subscriptions"][meta["subscription"]]["msgBacklog"])
 
     try:

@@ -94,7 +94,7 @@ async def test_retryable_failures_end_on_the_dead_letter_topic(
     assert error_json(err.value)["code"] == "retries_exhausted"
     assert w.metric(TASKS, outcome="retry") == 2
     assert w.metric(TASKS, outcome="dead_letter") == 1
-    client = pa.Client(broker.service_url, logger=pulsar_logger())
+    client = pa.Client(broker.service_url, logger=pulsar_logger(), authentication=broker.authentication())
     reader = await client.create_reader(Topics().dead_letters("dlq"), pulsar.MessageId.earliest)
     msg = await asyncio.wait_for(reader.read_next(), 10)
     parked = task_pb2.Task.FromString(msg.data())

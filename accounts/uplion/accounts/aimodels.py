@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -259,6 +259,7 @@ class Backlog:
 
     admin_url: str
     topics: Topics
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # the Pulsar token, if any
 
     async def of(self, session: aiohttp.ClientSession, model: str) -> int:
         if not self.admin_url:
@@ -266,7 +267,7 @@ class Backlog:
         local = self.topics.tasks(model).removeprefix("persistent://")
         url = f"{self.admin_url.rstrip('/')}/admin/v2/persistent/{local}/stats"
         try:
-            async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+            async with session.get(url, headers=self.headers, timeout=aiohttp.ClientTimeout(total=2)) as resp:
                 if resp.status == 404:
                     return 0  # no topic yet: nothing was ever sent
                 if resp.status != 200:

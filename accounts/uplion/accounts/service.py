@@ -133,7 +133,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self.cfg = cfg
         self.reads = reads or pool  # usage queries: a read replica when configured
         self.models = models
-        self.backlog = Backlog(cfg.pulsar_admin_url, cfg.pulsar.topics)
+        self.backlog = Backlog(cfg.pulsar_admin_url, cfg.pulsar.topics, cfg.pulsar.admin_headers())
         self.pool = pool
         self.redis = redis
         self.publish = publisher

@@ -16,7 +16,6 @@ import pulsar
 from google.protobuf.message import DecodeError
 from prometheus_client import Counter, Histogram
 
-from uplion.core.pulsar import CLIENT_LOGGER
 from uplion.core.redis_client import ERRORS as REDIS_ERRORS
 from uplion.core.redis_client import AnyRedis
 from uplion.core.subscriptions import BILLING_SUBSCRIPTION
@@ -77,7 +76,7 @@ class UsageConsumer:
         self._servers: frozenset[str] = frozenset()  # the Redis run ids the mirror was last rebuilt on
         self._servers_checked = 0.0
         self.topics = cfg.pulsar.topics
-        self.client = pulsar.Client(cfg.pulsar.url, logger=CLIENT_LOGGER)
+        self.client = pulsar.Client(cfg.pulsar.url, **cfg.pulsar.client_options())
         policy = pulsar.ConsumerBatchReceivePolicy(cfg.batch_max_events, 64 * 1024 * 1024, cfg.batch_max_delay_ms)
         self.consumer = self.client.subscribe(
             self.topics.usage(),

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulsar
 import pulsar.asyncio as pa
 
-from .config import env_str
+from .config import ConfigError, env_str
 from .topics import Topics
 
 # The Pulsar C++ client's own warnings and errors, in its own line format on stderr. A Python logger
@@ -25,6 +26,8 @@ class PulsarSettings:
     url: str
     tenant: str
     namespace: str
+    reply_namespace: str = ""  # empty: the reply topics live beside the tasks, in `namespace`
+    token: str = field(default="", repr=False)  # a JWT (uplion.core.pulsar_auth); empty: no authentication
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PulsarSettings:
@@ -32,11 +35,40 @@ class PulsarSettings:
             url=env_str(env, "UPLION_PULSAR_URL", "pulsar://127.0.0.1:6650"),
             tenant=env_str(env, "UPLION_PULSAR_TENANT", "public"),
             namespace=env_str(env, "UPLION_PULSAR_NAMESPACE", "default"),
+            reply_namespace=env.get("UPLION_PULSAR_REPLY_NAMESPACE", ""),
+            token=_token(env),
         )
 
     @property
     def topics(self) -> Topics:
-        return Topics(self.tenant, self.namespace)
+        return Topics(self.tenant, self.namespace, self.reply_namespace)
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments of every service's `pulsar.Client` / `pulsar.asyncio.Client`: the
+        client's logger and, given a token, token authentication."""
+        auth = pulsar.AuthenticationToken(self.token) if self.token else None
+        return {"logger": CLIENT_LOGGER, "authentication": auth}
+
+    def admin_headers(self) -> dict[str, str]:
+        """HTTP headers for the broker's admin REST API (the same token)."""
+        return {"authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+def _token(env: Mapping[str, str]) -> str:
+    """UPLION_PULSAR_TOKEN, or the contents of UPLION_PULSAR_TOKEN_FILE (a mounted Secret), read
+    once at start: a rotated token takes effect on restart."""
+    token, path = env.get("UPLION_PULSAR_TOKEN", "").strip(), env.get("UPLION_PULSAR_TOKEN_FILE", "")
+    if not path:
+        return token
+    if token:
+        raise ConfigError("set UPLION_PULSAR_TOKEN or UPLION_PULSAR_TOKEN_FILE, not both")
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"UPLION_PULSAR_TOKEN_FILE: cannot read {path}: {e.strerror}") from None
+    if not token:
+        raise ConfigError(f"UPLION_PULSAR_TOKEN_FILE: {path} is empty")
+    return token
 
 
 class Producers:

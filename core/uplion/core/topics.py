@@ -17,9 +17,10 @@ def safe_name(model: str) -> str:
 class Topics:
     tenant: str = "public"
     namespace: str = "default"
+    reply_namespace: str = ""  # where reply topics live; empty: beside the tasks (uplion.core.pulsar_auth)
 
-    def _full(self, local: str) -> str:
-        return f"persistent://{self.tenant}/{self.namespace}/{local}"
+    def _full(self, local: str, namespace: str = "") -> str:
+        return f"persistent://{self.tenant}/{namespace or self.namespace}/{local}"
 
     def tasks(self, model: str) -> str:
         return self._full(f"model-{safe_name(model)}")
@@ -34,7 +35,7 @@ class Topics:
         return self._full(f"model-{safe_name(model)}-dlq")
 
     def replies(self, gateway_id: str) -> str:
-        return self._full(f"gateway-{safe_name(gateway_id)}-replies")
+        return self._full(f"gateway-{safe_name(gateway_id)}-replies", self.reply_namespace)
 
     def usage(self) -> str:
         return self._full("usage")

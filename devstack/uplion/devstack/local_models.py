@@ -2,8 +2,10 @@
 (`models/` by default), with the environment the operator would give their pods
 (`uplion.core.aimodels.worker_env`, resolved by `resolve_env`). A thread re-reads the folder every
 second: a new file starts workers, a changed spec restarts them with the new settings, a removed
-file stops them. Each model's status (Pending, Running, Failed with a reason) and its recent events
-go to a JSON file the admin API reads; writing it is atomic."""
+file stops them. On a broker with authentication each model's workers get a token of their own
+role (`uplion-worker-<model>`), its permissions granted first (docs/pulsar-auth.md). Each model's
+status (Pending, Running, Failed with a reason) and its recent events go to a JSON file the admin
+API reads; writing it is atomic."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from uplion.core import pulsar_auth
 from uplion.core.aimodels import (
     Manifest,
     Platform,
@@ -34,6 +37,7 @@ from uplion.core.model_folder import FolderModel, read_folder
 
 from .platform import service_env
 from .procs import Proc, free_port, spawn
+from .pulsar import pulsar_credentials
 
 log = logging.getLogger("uplion.devstack")
 READY_LINE = "serving model"
@@ -199,7 +203,12 @@ class LocalModels:
     def _spawn(self, name: str, want: Desired, slot: int) -> Proc:
         metrics = free_port()
         worker_id = f"{name}-{want.digest[:6]}-{slot}"
-        env = {**want.env, "UPLION_WORKER_ID": worker_id, "UPLION_METRICS_PORT": str(metrics)}
+        # on a broker with authentication: the model's own role, its permissions granted (idempotent)
+        role, model = pulsar_auth.worker_role(want.model), want.model
+        pulsar = pulsar_credentials(
+            self.platform.pulsar_url, want.env, role, lambda t: pulsar_auth.worker_permissions(model, t)
+        )
+        env = {**want.env, **pulsar, "UPLION_WORKER_ID": worker_id, "UPLION_METRICS_PORT": str(metrics)}
         log_path = self.logs / f"worker-{worker_id}.log"
         return spawn(f"worker {name}", [sys.executable, "-m", "uplion.worker"], log_path, env=service_env(env))
 

@@ -12,8 +12,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from uplion.core import pulsar_auth
+
 from .envoy import Envoy, start_envoy
 from .procs import NotReady, Proc, free_port, spawn, wait_until
+from .pulsar import pulsar_credentials
 
 
 def service_env(extra: dict[str, str]) -> dict[str, str]:
@@ -54,10 +57,13 @@ def wait_for_line(proc: Proc, needle: str, timeout: float) -> None:
 
 
 def start_gateway(workdir: Path, pulsar_url: str, models: list[str], port: int = 0, **env: str) -> Service:
+    """The gateway; on a broker this process started with authentication, as `uplion-gateway` with
+    its permissions granted (`pulsar_credentials`), as every starter here does for its service."""
     port, metrics = port or free_port(), free_port()
     settings = {
         "UPLION_GATEWAY_LISTEN": f"127.0.0.1:{port}",
         "UPLION_PULSAR_URL": pulsar_url,
+        **pulsar_credentials(pulsar_url, env, pulsar_auth.GATEWAY, pulsar_auth.gateway_permissions),
         "UPLION_MODELS": ",".join(models),
         "UPLION_METRICS_PORT": str(metrics),
         "UPLION_GATEWAY_ID": f"gw-{port}",
@@ -76,6 +82,9 @@ def start_worker(workdir: Path, pulsar_url: str, model: str, model_type: str = "
         "UPLION_MODEL": model,
         "UPLION_MODEL_TYPE": model_type,
         "UPLION_PULSAR_URL": pulsar_url,
+        **pulsar_credentials(
+            pulsar_url, env, pulsar_auth.worker_role(model), lambda t: pulsar_auth.worker_permissions(model, t)
+        ),
         "UPLION_METRICS_PORT": str(metrics),
         "UPLION_WORKER_ID": worker_id,
         **env,
@@ -135,9 +144,13 @@ def start_python_service(
 
 
 def start_accounts(workdir: Path, database_url: str, redis_url: str = "", port: int = 0, **env: str) -> Service:
+    # given Pulsar's admin URL (for the models' backlog): as `uplion-accounts` on a broker with authentication
+    pulsar = pulsar_credentials(
+        env.get("UPLION_PULSAR_ADMIN_URL", ""), env, pulsar_auth.ACCOUNTS, pulsar_auth.accounts_permissions
+    )
     return start_python_service(
         workdir, "accounts", "UPLION_ACCOUNTS_LISTEN", port, UPLION_DATABASE_URL=database_url,
-        UPLION_REDIS_URL=redis_url, UPLION_SESSION_SECRET=secrets.token_urlsafe(48), **env,
+        UPLION_REDIS_URL=redis_url, UPLION_SESSION_SECRET=secrets.token_urlsafe(48), **{**pulsar, **env},
     )  # fmt: skip
 
 
@@ -159,7 +172,8 @@ def bootstrap_admin(database_url: str, email: str = "admin@uplion.local") -> dic
 
 
 def start_billing(workdir: Path, pulsar_url: str, database_url: str, redis_url: str = "", **env: str) -> Service:
+    pulsar = pulsar_credentials(pulsar_url, env, pulsar_auth.BILLING, pulsar_auth.billing_permissions)
     return start_python_service(
         workdir, "billing", None, 0, ready="consuming usage events", log_name="billing", UPLION_PULSAR_URL=pulsar_url,
-        UPLION_DATABASE_URL=database_url, UPLION_REDIS_URL=redis_url, **env,
+        UPLION_DATABASE_URL=database_url, UPLION_REDIS_URL=redis_url, **{**pulsar, **env},
     )  # fmt: skip

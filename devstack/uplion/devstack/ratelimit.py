@@ -8,9 +8,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from uplion.core import pulsar_auth
+
 from .gotools import ratelimit_binary, reference_ratelimit
 from .platform import Service, service_env, start_python_service, wait_for_line
 from .procs import free_port, spawn, tcp_open, wait_until
+from .pulsar import pulsar_credentials
 
 
 @dataclass
@@ -41,7 +44,8 @@ def start_ratelimit(
     wait_for_line(proc, "listening on port", 60)
     settler = None
     if pulsar_url:
-        settler_env = {**env, "UPLION_REDIS_URL": redis_url, "UPLION_PULSAR_URL": pulsar_url}
+        credentials = pulsar_credentials(pulsar_url, env, pulsar_auth.SETTLER, pulsar_auth.settler_permissions)
+        settler_env = {**credentials, **env, "UPLION_REDIS_URL": redis_url, "UPLION_PULSAR_URL": pulsar_url}
         settler = start_python_service(
             workdir, "ratelimit", None, 0, "consuming usage events", f"ratelimit-settler-{port}", **settler_env
         )

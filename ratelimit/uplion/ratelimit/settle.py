@@ -15,7 +15,7 @@ import pulsar
 from google.protobuf.message import DecodeError
 from prometheus_client import Counter
 
-from uplion.core.pulsar import CLIENT_LOGGER, PulsarSettings
+from uplion.core.pulsar import PulsarSettings
 from uplion.core.redis_client import AnyRedis, Call, run_scripts
 from uplion.v1 import usage_pb2
 
@@ -111,7 +111,7 @@ class Settler:
     def __init__(self, pulsar_settings: PulsarSettings, redis: AnyRedis) -> None:
         self.settings = pulsar_settings
         self.redis = redis
-        self.client = pulsar.Client(pulsar_settings.url, logger=CLIENT_LOGGER)
+        self.client = pulsar.Client(pulsar_settings.url, **pulsar_settings.client_options())
 
     async def settle_all(self, items: list[tuple[str, int]]) -> list[bool]:
         """Refund or charge each reservation the difference between reserved and used tokens; True

@@ -13,7 +13,6 @@ import pulsar.asyncio as pa
 from uplion.core.config import ConfigError
 from uplion.core.lifecycle import install_stop_signals, run_service
 from uplion.core.observability import Health, start_metrics
-from uplion.core.pulsar import CLIENT_LOGGER
 
 from .backends.base import Backend
 from .config import WorkerConfig
@@ -54,7 +53,7 @@ async def serve(cfg: WorkerConfig) -> None:
         if events is not None:
             await asyncio.to_thread(events.post_now, "ConfigurationError", message)
         raise SystemExit(2) from None
-    client = pa.Client(cfg.pulsar.url, logger=CLIENT_LOGGER)
+    client = pa.Client(cfg.pulsar.url, **cfg.pulsar.client_options())
     runner = Runner(cfg, backend, client, events)
     try:
         await runner.start()
