@@ -47,3 +47,57 @@ def test_envoyfilter_carries_the_same_filters_as_the_local_envoy() -> None:
     assert operations == ["INSERT_FIRST", "INSERT_BEFORE", "INSERT_BEFORE"]
     local_filters = [f["name"] for f in local_hcm["http_filters"]]
     assert local_filters[0] == "envoy.filters.http.lua"
+
+
+def _istio_match(pattern: str, path: str) -> bool:
+    """Istio's path match: exact, prefix (`abc*`), suffix (`*abc`) or any (`*`)."""
+    if pattern == "*":
+        return True
+    if pattern.endswith("*"):
+        return path.startswith(pattern[:-1])
+    if pattern.startswith("*"):
+        return path.endswith(pattern[1:])
+    return path == pattern
+
+
+def test_the_same_paths_need_a_key_on_istio_and_on_the_local_envoy() -> None:
+    """Istio's CUSTOM AuthorizationPolicy (ext_authz) covers exactly the paths for which the local
+    Envoy's route keeps ext_authz on: server reflection needs a key, gRPC health checking does not,
+    the admin API authenticates itself, the console's files are public."""
+    policy = yaml.safe_load((ROOT / "istio" / "manifests" / "authorization-policy.yaml").read_text())
+    [rule] = policy["spec"]["rules"]
+    [operation] = [t["operation"] for t in rule["to"]]
+
+    def istio_needs_key(path: str) -> bool:
+        return any(_istio_match(p, path) for p in operation["paths"]) and not any(
+            _istio_match(p, path) for p in operation.get("notPaths", [])
+        )
+
+    local = yaml.safe_load(local_envoy_config(1, 2, "d.pb", 3, 4, (5,), console_port=6))
+    hcm = local["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+
+    def local_needs_key(path: str) -> bool:
+        for route in routes:
+            match = route["match"]
+            if match.get("path") == path or ("prefix" in match and path.startswith(match["prefix"])):
+                authz = route.get("typed_per_filter_config", {}).get("envoy.filters.http.ext_authz", {})
+                return not authz.get("disabled", False)
+        raise AssertionError(f"no route for {path}")
+
+    needs_key = {
+        "/v1/chat/completions": True,
+        "/v1/models": True,
+        "/uplion.v1.InferenceService/CreateChatCompletion": True,
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": True,
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": True,
+        "/grpc.health.v1.Health/Check": False,
+        "/grpc.health.v1.Health/Watch": False,
+        "/grpc.health.v1.Health/List": True,  # not a probe: only Check and Watch are keyless
+        "/admin/v1/users": False,
+        "/uplion.v1.AdminService/ListUsers": False,
+        "/": False,
+        "/assets/index.js": False,
+    }
+    assert {p: istio_needs_key(p) for p in needs_key} == needs_key
+    assert {p: local_needs_key(p) for p in needs_key} == needs_key

@@ -18,6 +18,8 @@ GHZ = ("github.com/bojand/ghz/cmd/ghz", "v0.93.0")
 PROMTOOL = ("github.com/prometheus/prometheus/cmd/promtool", "v0.316.0")
 # The reference rate-limit service (envoyproxy/ratelimit), for conformance tests and benchmarks.
 REFERENCE_RATELIMIT = ("github.com/envoyproxy/ratelimit/src/service_cmd", "v1.4.1-0.20260122083618-3fb702589d36")
+# grpcurl, the command-line gRPC client (server reflection, every streaming shape), for the edge's native gRPC tests
+GRPCURL = ("github.com/fullstorydev/grpcurl/cmd/grpcurl", "v1.9.4")
 
 
 def go_command() -> str:
@@ -81,6 +83,10 @@ def ghz() -> Path:
 
 def reference_ratelimit() -> Path:
     return go_binary(*REFERENCE_RATELIMIT)
+
+
+def grpcurl() -> Path:
+    return go_binary(*GRPCURL)
 
 
 def promtool() -> Path:

@@ -13,6 +13,20 @@ ADMIN_PREFIXES = ["/admin/", "/uplion.v1.AdminService/"]
 # what the gateway serves (REST, native gRPC, health and reflection); every other path is the web
 # console's when one is deployed
 API_PREFIXES = ["/v1/", "/uplion.", "/grpc."]
+# gRPC methods whose request is a stream (client- or bidi-streaming): server reflection, which
+# grpcurl and other tools call before anything else. The Lua filter does not buffer their bodies (a
+# streamed request does not end while its call waits for answers: buffering it would hold the call
+# until its deadline) and reserves no tokens for them; ext_authz and the rate limiter run on their
+# headers as on any request. Exact paths: the path names the method the server runs, so no unary
+# inference RPC can be sent under one of these and escape the token estimate. A client- or
+# bidi-streaming method added to proto/ must be added here (tests/edge/test_grpc_edge.py checks it).
+STREAMING_REQUEST_METHODS = (
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+)
+# Answered without an API key (probes of load balancers and orchestrators): gRPC health checking.
+# Exact paths, so no other method rides on the keyless route.
+KEYLESS_METHODS = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")
 AUTHZ_TIMEOUT = "1s"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 # Request headers under this prefix are uplion's own: set by the edge (the Lua filter) and by
@@ -42,10 +56,12 @@ def client_may_send(header: str) -> bool:
 def lua_source() -> str:
     text = resources.files("uplion.edge").joinpath("openai_edge.lua").read_text()
     client_headers = " ".join(f'["{h}"] = true,' for h in CLIENT_HEADERS)
+    streaming = " ".join(f'["{m}"] = true,' for m in STREAMING_REQUEST_METHODS)
     for name, value in (
         ("__MAX_BODY_BYTES__", str(MAX_BODY_BYTES)),
         ("__TRUSTED_PREFIX__", TRUSTED_HEADER_PREFIX),
         ("__CLIENT_HEADERS__", client_headers),
+        ("__STREAMING_REQUESTS__", streaming),
         ("__CLIENT_ADDRESS_HEADER__", CLIENT_ADDRESS_HEADER),
         ("__MAX_HEADER_BYTES__", str(MAX_HEADER_BYTES)),
         ("__HEADERS_TOO_LARGE__", HEADERS_TOO_LARGE),
@@ -104,8 +120,10 @@ def transcoder_filter(descriptor: Descriptor) -> dict[str, Any]:
 
 def ext_authz_filter(cluster: str) -> dict[str, Any]:
     """API keys and quotas checked by uplion's authz service (gRPC). If it cannot answer, requests
-    are refused with 503 (the Lua filter gives the body OpenAI's shape); only the Authorization
-    header and the client address the Lua filter set are sent to it."""
+    are refused with 503 (the Lua filter gives the body OpenAI's shape; native gRPC clients get the
+    matching gRPC status: UNAUTHENTICATED for a missing or wrong key); only the Authorization header and
+    the client address the Lua filter set are sent to it, never the body (`with_request_body` is
+    not set: a streamed request, such as server reflection, is checked on its headers alone)."""
     return {
         "name": "envoy.filters.http.ext_authz",
         "typed_config": {
@@ -120,7 +138,7 @@ def ext_authz_filter(cluster: str) -> dict[str, Any]:
 
 
 def ext_authz_disabled() -> dict[str, Any]:
-    """Per-route config turning ext_authz off (the admin routes)."""
+    """Per-route config turning ext_authz off (the admin routes, gRPC health checking)."""
     return {
         "envoy.filters.http.ext_authz": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",

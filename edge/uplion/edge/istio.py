@@ -17,6 +17,7 @@ import yaml
 from .filters import (
     ADMIN_PREFIXES,
     API_PREFIXES,
+    KEYLESS_METHODS,
     Descriptor,
     connection_manager_settings,
     lua_filter,
@@ -155,8 +156,21 @@ def _authorization() -> list[dict[str, Any]]:
                 "selector": {"matchLabels": {"istio": "ingressgateway"}},
                 "action": "CUSTOM",
                 "provider": {"name": AUTHZ_PROVIDER},
-                # every inference path, REST and native gRPC; the admin API authenticates itself
-                "rules": [{"to": [{"operation": {"paths": ["/v1/*", "/uplion.v1.InferenceService/*"]}}]}],
+                # every path the gateway serves, REST and native gRPC (server reflection included),
+                # as on the local edge: not the admin API (it authenticates itself), not gRPC health
+                # checking (probes carry no key), not the console's public files
+                "rules": [
+                    {
+                        "to": [
+                            {
+                                "operation": {
+                                    "paths": [f"{p}*" for p in API_PREFIXES],
+                                    "notPaths": [*(f"{p}*" for p in ADMIN_PREFIXES), *KEYLESS_METHODS],
+                                }
+                            }
+                        ]
+                    }
+                ],
             },
         }
     ]

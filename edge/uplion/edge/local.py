@@ -10,6 +10,7 @@ import yaml
 from .filters import (
     ADMIN_PREFIXES,
     API_PREFIXES,
+    KEYLESS_METHODS,
     MAX_BODY_BYTES,
     Descriptor,
     connection_manager_settings,
@@ -55,7 +56,8 @@ def local_envoy_config(
     console_port: int | None = None,
 ) -> str:
     """Without `authz_port` no key is checked (benchmarks of the bare transcoding path). With
-    `console_port` every path outside the APIs goes to the web console (public assets: no key)."""
+    `console_port` every path outside the APIs goes to the web console (public assets: no key).
+    gRPC health checking (`KEYLESS_METHODS`) reaches the gateway without a key."""
     routes: list[dict[str, Any]] = []
     clusters = [_cluster("gateway", gateway_port)]
     if accounts_port:
@@ -71,6 +73,12 @@ def local_envoy_config(
     # streams must not be cut by the default 15 s route timeout; the gateway enforces each
     # request's deadline itself
     to_gateway = {"cluster": "gateway", "timeout": "0s"}
+    if authz_port:
+        # exact paths: nothing else reaches the gateway without a key
+        routes += [
+            {"match": {"path": m}, "route": to_gateway, "typed_per_filter_config": ext_authz_disabled()}
+            for m in KEYLESS_METHODS
+        ]
     if console_port:
         clusters.append(_cluster("console", console_port, http2=False))
         routes += [{"match": {"prefix": p}, "route": to_gateway} for p in API_PREFIXES]
