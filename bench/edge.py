@@ -41,31 +41,42 @@ BODY = json.dumps({"model": "echo", "messages": [{"role": "user", "content": PRO
 
 
 async def over_http(
-    base: str, concurrency: int, duration: float, stream: bool, label: str, pids: list[int], key: str = ""
-) -> Result:
+    base: str, concurrency: int, duration: float, stream: bool, label: str, pids: list[int], key: str = "",
+    path: str = "/v1/chat/completions", body: str = BODY, first_marker: bytes = b'"content"',
+) -> Result:  # fmt: skip
     # aiohttp: httpx's client saturates a core by itself at c=64 and would measure itself
     headers = {"content-type": "application/json"}
     if key:
         headers["authorization"] = f"Bearer {key}"
-    body = BODY if not stream else BODY[:-1] + ', "stream": true}'
+    body = body if not stream else body[:-1] + ', "stream": true}'
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(base, connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
         async def one() -> float | None:
             t0 = time.perf_counter()
-            async with session.post("/v1/chat/completions", data=body, headers=headers) as r:
+            async with session.post(path, data=body, headers=headers) as r:
                 r.raise_for_status()
                 if not stream:
                     await r.read()
                     return None
                 first: float | None = None
                 async for line in r.content:
-                    if first is None and b'"content"' in line:
+                    if first is None and first_marker in line:
                         first = (time.perf_counter() - t0) * 1000
                 return first
 
         n, secs, lat, err = await closed_loop(one, concurrency, duration)
     return Result(label, n, secs, lat, rss_mb(pids), err)
+
+
+def unlimited_key(admin: Client, email: str) -> str:
+    """A member's API key whose rate limits are far above what a benchmark sends: the limiter's cost
+    is measured, not its refusals."""
+    user, token = admin.create_user_with_token(email)
+    limits = admin_pb2.RateLimits(requests_per_minute=2**31, tokens_per_minute=2**31)
+    admin.call("UpdateUser", admin_pb2.UpdateUserRequest(user_id=user.user_id, rate_limits=limits))
+    admin.call("UpdateToken", admin_pb2.UpdateTokenRequest(token_id=token.token.token_id, rate_limits=limits))
+    return token.secret
 
 
 async def over_grpc(port: int, concurrency: int, duration: float, label: str, pids: list[int]) -> Result:
@@ -97,13 +108,7 @@ async def main(duration: float, work: Path) -> None:
         authz = start_authz(work, pg.dsn, redis.url)
         ratelimit = start_ratelimit(work, redis.url, pulsar_url=pulsar.service_url)
         started += [accounts, authz, ratelimit]
-        admin = Client(f"127.0.0.1:{accounts.port}", bootstrap_admin(pg.dsn)["secret"])
-        # limits far above what the benchmark sends: the limiter's cost is measured, not its refusals
-        user, token = admin.create_user_with_token("bench@edge.test")
-        limits = admin_pb2.RateLimits(requests_per_minute=2**31, tokens_per_minute=2**31)
-        admin.call("UpdateUser", admin_pb2.UpdateUserRequest(user_id=user.user_id, rate_limits=limits))
-        admin.call("UpdateToken", admin_pb2.UpdateTokenRequest(token_id=token.token.token_id, rate_limits=limits))
-        key = token.secret
+        key = unlimited_key(Client(f"127.0.0.1:{accounts.port}", bootstrap_admin(pg.dsn)["secret"]), "bench@edge.test")
         full, full_port = start_edge(work, gw.port, authz_port=authz.port, ratelimit_ports=(ratelimit.port,))
         envoys.append(full)
         base, full_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{full_port}"

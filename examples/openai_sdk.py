@@ -21,3 +21,7 @@ print("stream:", "|".join(c.choices[0].delta.content for c in stream if c.choice
 
 emb = client.embeddings.create(model="minilm", input="uplion serves models")
 print(f"embedding: {len(emb.data[0].embedding)} dimensions")
+
+first = client.responses.create(model="echo", input="the Responses API")  # stored for its owner
+later = client.responses.create(model="echo", input="continues it", previous_response_id=first.id)
+print("responses:", first.output_text, "|", later.output_text, "|", client.responses.retrieve(later.id).status)

@@ -99,6 +99,7 @@ def test_run_command_serves_the_quickstart_example(tmp_path: Path) -> None:
         assert "chat: hello over HTTP" in out
         assert "stream: streamed |over |HTTP" in out
         assert "embedding: 384 dimensions" in out
+        assert "responses: the Responses API | continues it | completed" in out
         children = psutil.Process(up.pid).children(recursive=True)
         # pulsar, postgres, redis, gateway, two workers, accounts, authz, ratelimit, envoy, billing
         assert len(children) >= 11

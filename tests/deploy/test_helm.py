@@ -27,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.kube_api import apply_documents, eventually
 from uplion.devstack.helm import helm_binary
 from uplion.devstack.kube import KUBERNETES_VERSION, Kube
-from uplion.edge.filters import ADMIN_PREFIXES, API_PREFIXES
+from uplion.edge.filters import ADMIN_PREFIXES, API_PREFIXES, KEYLESS_METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "uplion"
@@ -203,7 +203,8 @@ def test_images_commands_and_settings(default_docs: list[dict[str, Any]]) -> Non
     # secrets are referenced, never inlined
     secret_vars = {"UPLION_DATABASE_URL": "uplion-database", "UPLION_REDIS_URL": "uplion-redis",
                    "UPLION_SESSION_SECRET": "uplion-session"}  # fmt: skip
-    for name in ("uplion-authz", "uplion-accounts", "uplion-billing"):
+    assert "UPLION_DATABASE_URL" in env["uplion-gateway"]  # stored responses
+    for name in ("uplion-gateway", "uplion-authz", "uplion-accounts", "uplion-billing"):
         for var, secret in secret_vars.items():
             if var in env[name]:
                 assert env[name][var]["valueFrom"]["secretKeyRef"]["name"] == secret
@@ -272,7 +273,7 @@ def test_accounts_and_gateway_rbac(default_docs: list[dict[str, Any]]) -> None:
 
 def _edge_routes(config: dict[str, Any]) -> list[str]:
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    return [r["match"]["prefix"] for r in hcm["route_config"]["virtual_hosts"][0]["routes"]]
+    return [r["match"].get("prefix") or r["match"]["path"] for r in hcm["route_config"]["virtual_hosts"][0]["routes"]]
 
 
 @pytest.mark.parametrize("console", [True, False])
@@ -296,10 +297,10 @@ def test_envoy_edge_config_validates_in_envoy(console: bool, tmp_path: Path) -> 
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     if console:
-        assert _edge_routes(config) == [*ADMIN_PREFIXES, *API_PREFIXES, "/"]
+        assert _edge_routes(config) == [*ADMIN_PREFIXES, *KEYLESS_METHODS, *API_PREFIXES, "/"]
         assert upstreams["console"]["socket_address"]["address"] == "uplion-console.edge-ns.svc.cluster.local"
     else:
-        assert _edge_routes(config) == [*ADMIN_PREFIXES, "/"]
+        assert _edge_routes(config) == [*ADMIN_PREFIXES, *KEYLESS_METHODS, "/"]
         assert "console" not in upstreams
 
 

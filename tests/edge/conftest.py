@@ -1,7 +1,7 @@
 """The HTTP edge under test: real Envoy (uplion's filters, ext_authz) → gateway → Pulsar → workers,
 with the accounts and authz services on real PostgreSQL and Redis. `edge-remote` is a remote model
 whose upstream is the wire-true fake OpenAI account (tests/fakes), answering with OpenAI's full
-members (`rich-*` key)."""
+members (`rich-*` key); `edge-responses` is one whose upstream serves the Responses API itself."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from uplion.devstack.redis import Redis
 
 from ..fakes.openai_server import FakeOpenAI, threaded
 
-EDGE_MODELS = ["edge-echo", "edge-slow", "edge-broken", "edge-remote"]
+EDGE_MODELS = ["edge-echo", "edge-slow", "edge-broken", "edge-remote", "edge-responses"]
 
 
 @dataclass
@@ -83,10 +83,20 @@ async def edge(broker: Pulsar, postgres: Postgres, redis_server: Redis, run_dir:
     stack = ExitStack()
     upstream = stack.enter_context(threaded())
     gw = start_gateway(d, broker.service_url, EDGE_MODELS, UPLION_DEFAULT_TIMEOUT_S="60",
-                       UPLION_REMOTE_MODELS="edge-remote")  # fmt: skip
+                       UPLION_REMOTE_MODELS="edge-remote", UPLION_RESPONSES_MODELS="edge-responses",
+                       UPLION_DATABASE_URL=dsn)  # fmt: skip
     workers = [
         start_worker(
             d, broker.service_url, "edge-remote", "remote", UPLION_BASE_URL=upstream.base_url, UPLION_API_KEYS="rich-1"
+        ),
+        start_worker(  # an upstream that serves the Responses API itself: requests are passed through
+            d,
+            broker.service_url,
+            "edge-responses",
+            "remote",
+            UPLION_BASE_URL=upstream.base_url,
+            UPLION_API_KEYS="good-responses",
+            UPLION_UPSTREAM_MODEL="fake-responses-model",
         ),
         start_worker(d, broker.service_url, "edge-echo", UPLION_MAX_PROCESS_NUM="16"),
         start_worker(d, broker.service_url, "edge-slow", UPLION_ECHO_TOKEN_DELAY_MS="300"),

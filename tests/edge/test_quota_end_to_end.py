@@ -15,7 +15,7 @@ import redis
 from uplion.core.credentials import spend_key
 from uplion.devstack.platform import start_billing, start_edge, start_gateway, start_worker
 from uplion.devstack.pulsar import Pulsar
-from uplion.v1 import admin_pb2
+from uplion.v1 import admin_pb2, usage_pb2
 
 from .conftest import Edge
 
@@ -33,6 +33,16 @@ async def _billed(dsn: str, user_id: str) -> asyncpg.Record:
         await conn.close()
     assert row is not None
     return row
+
+
+async def _kinds(dsn: str, user_id: str) -> set[int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {
+            r["kind"] for r in await conn.fetch("SELECT DISTINCT kind FROM usage_events WHERE user_id = $1", user_id)
+        }
+    finally:
+        await conn.close()
 
 
 LIMIT = 200  # micro-credits; at 1,000 per 1k tokens every token costs 1
@@ -54,9 +64,12 @@ def test_billing_exhausts_the_quota_and_authz_refuses(edge: Edge, broker: Pulsar
         )
         sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=created.secret, max_retries=0)
         served, refused = 0, None
-        for _ in range(300):
+        for i in range(300):
             try:
-                sdk.chat.completions.create(model=model, messages=[{"role": "user", "content": "one two three"}])
+                if i % 2:  # the Responses API is billed and limited as chat is (this gateway stores none)
+                    sdk.responses.create(model=model, input="one two three", store=False)
+                else:
+                    sdk.chat.completions.create(model=model, messages=[{"role": "user", "content": "one two three"}])
                 served += 1
             except openai.RateLimitError as e:
                 refused = e
@@ -89,6 +102,10 @@ def test_billing_exhausts_the_quota_and_authz_refuses(edge: Edge, broker: Pulsar
         assert sum(r.completion_tokens for r in by_model.rows) == raw["c"]
         assert sum(r.cost_micro_credits for r in by_model.rows) == raw["cost"]
         assert {r.model for r in by_model.rows} == {model}
+        assert asyncio.run(_kinds(edge.dsn, user.user_id)) == {
+            usage_pb2.REQUEST_KIND_CHAT_COMPLETION,
+            usage_pb2.REQUEST_KIND_RESPONSE,
+        }
         me = edge.admin.call("GetUser", admin_pb2.GetUserRequest(user_id=user.user_id))
         assert me.quota.used_micro_credits == spent
 

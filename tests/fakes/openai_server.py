@@ -11,6 +11,10 @@ object has `system_fingerprint` and `service_tier`, every choice `logprobs` (one
 usage `prompt_tokens_details`/`completion_tokens_details`, and the last delta (or the message)
 `annotations`. Every request body is kept in `received`, as the fake read it.
 
+`/v1/responses` answers as OpenAI's Responses API does (a `response` object, or with `stream` its typed
+events with `event:` lines), echoing the last input text, with members uplion's contract lacks (a
+reasoning item, `billing`, cached-token details); every answer and event it sent is kept in `sent`.
+
 `threaded()` runs one on its own event loop in a thread, for suites whose tests block (sync clients).
 """
 
@@ -39,6 +43,7 @@ class FakeOpenAI:
     limit_first: int = 1
     calls: Counter[str] = field(default_factory=Counter)
     received: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[bytes] = field(default_factory=list)  # /v1/responses: each answer body or event data
     runner: web.AppRunner | None = None
     port: int = 0
 
@@ -51,6 +56,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/responses", self.responses)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -150,6 +156,72 @@ class FakeOpenAI:
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's Responses API, echoing the last input text word by word."""
+        denied = self._gate(request)
+        if denied:
+            return denied
+        body: dict[str, Any] = await request.json()
+        self.received.append(body)
+        text = _last_text(body.get("input"))
+        rid = f"resp_fake{len(self.received):06d}"
+        words = [w + " " for w in text.split()]
+        message = {
+            "id": f"msg_{rid}",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": "".join(words)}],
+        }
+        reasoning = {"id": f"rs_{rid}", "type": "reasoning", "summary": []}
+        details = {"cached_tokens": 1, "cache_write_tokens": 0}
+        usage = {
+            "input_tokens": len(text.split()),
+            "input_tokens_details": details,
+            "output_tokens": len(words),
+            "output_tokens_details": {"reasoning_tokens": 2},
+            "total_tokens": len(text.split()) + len(words),
+        }
+        whole = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed",
+                 "background": False, "billing": {"payer": "developer"}, "error": None, "incomplete_details": None,
+                 "instructions": body.get("instructions"), "model": body["model"], "output": [reasoning, message],
+                 "previous_response_id": body.get("previous_response_id"), "store": body.get("store", True),
+                 "usage": usage, "metadata": body.get("metadata", {})}  # fmt: skip
+        if not body.get("stream"):
+            raw = json.dumps(whole).encode()
+            self.sent.append(raw)
+            return web.Response(body=raw, content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        seq = 0
+
+        async def send(kind: str, **members: Any) -> None:
+            nonlocal seq
+            raw = json.dumps({"type": kind, "sequence_number": seq, **members}).encode()
+            seq += 1
+            self.sent.append(raw)
+            await resp.write(b"event: " + kind.encode() + b"\ndata: " + raw + b"\n\n")
+
+        started = {**whole, "status": "in_progress", "output": [], "usage": None}
+        await send("response.created", response=started)
+        await send("response.in_progress", response=started)
+        await send("response.output_item.added", output_index=0, item=reasoning)
+        await send("response.output_item.done", output_index=0, item=reasoning)
+        opened = {**message, "status": "in_progress", "content": []}
+        await send("response.output_item.added", output_index=1, item=opened)
+        part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+        await send("response.content_part.added", item_id=message["id"], output_index=1, content_index=0, part=part)
+        for w in words:
+            await send("response.output_text.delta", item_id=message["id"], output_index=1, content_index=0, delta=w,
+                       logprobs=[], obfuscation="xyz")  # fmt: skip
+        done: dict[str, Any] = {**part, "text": "".join(words)}
+        await send("response.output_text.done", item_id=message["id"], output_index=1, content_index=0,
+                   text=done["text"], logprobs=[])  # fmt: skip
+        await send("response.content_part.done", item_id=message["id"], output_index=1, content_index=0, part=done)
+        await send("response.output_item.done", output_index=1, item=message)
+        await send("response.completed", response=whole)
+        return resp
+
     async def embeddings(self, request: web.Request) -> web.Response:
         denied = self._gate(request)
         if denied:
@@ -172,6 +244,21 @@ ANNOTATIONS = [{"type": "url_citation", "url_citation": {"start_index": 0, "end_
 PROMPT_DETAILS = {"cached_tokens": 1, "audio_tokens": 0}
 COMPLETION_DETAILS = {"reasoning_tokens": 2, "audio_tokens": 0, "accepted_prediction_tokens": 0,
                       "rejected_prediction_tokens": 0}  # fmt: skip
+
+
+def _last_text(value: Any) -> str:
+    """The text of the last input message (a string input is one)."""
+    if isinstance(value, str):
+        return value
+    for item in reversed(value if isinstance(value, list) else []):
+        content = item.get("content") if isinstance(item, dict) else None
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            texts = [str(p.get("text", "")) for p in content if isinstance(p, dict)]
+            if texts:
+                return texts[-1]
+    return ""
 
 
 def logprob(token: str) -> dict[str, Any]:

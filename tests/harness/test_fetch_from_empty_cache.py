@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from uplion.devstack import gotools, node, pulsar
-from uplion.devstack.cache import RECIPE_FILE, cache_root
+from uplion.devstack.cache import RECIPE_FILE, cache_root, tool_version
 
 NODE_SUITE = Path(__file__).resolve().parents[1] / "node"
 
@@ -49,15 +49,21 @@ def test_pulsar_assembles_into_an_empty_cache_and_the_broker_starts(empty_cache:
 def test_go_tools_build_into_an_empty_cache(empty_cache: Path) -> None:
     rls = gotools.ratelimit_binary()
     reference = gotools.reference_ratelimit()
-    for binary in (rls, reference):
+    grpcurl = gotools.grpcurl()
+    for binary in (rls, reference, grpcurl):
         assert binary.is_relative_to(empty_cache)
     # the binary runs: without its one required setting it says which is missing
     out = subprocess.run([str(rls)], capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 2
     assert "UPLION_REDIS_URL is required" in out.stderr
+    # grpcurl is the pinned module's (go install sets no -version string: the build info says it)
+    info = subprocess.run([gotools.go_command(), "version", "-m", str(grpcurl)], capture_output=True, text=True,
+                          timeout=60, check=True)  # fmt: skip
+    assert f"mod\tgithub.com/fullstorydev/grpcurl\t{gotools.GRPCURL[1]}" in info.stdout, info.stdout
     assert set(_only_finished_artifacts(empty_cache)) == {
         gotools.ratelimit_recipe().folder,
         reference.parent.name,
+        grpcurl.parent.name,
     }
 
 
@@ -68,3 +74,27 @@ def test_node_packages_install_into_an_empty_cache(empty_cache: Path, tmp_path: 
                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
     assert out.stdout.strip() == "function"
     assert _only_finished_artifacts(empty_cache) == [node.node_recipe(NODE_SUITE).folder]
+
+
+def test_node_runtime_fetches_into_an_empty_cache(empty_cache: Path) -> None:
+    """Node.js 22 for the AI SDK suite (prebuild's step, tests/edge/test_node_sdk.py): fetched with
+    `npm pack` (~51 MB), integrity checked, cached. Where the `node` on PATH is 22+ already, that one
+    is the answer and nothing is fetched."""
+    binary = node.node_binary(22)
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60,
+                             check=True).stdout.strip()  # fmt: skip
+    on_path = node._major(tool_version("node"))
+    if on_path >= 22:
+        assert version == tool_version("node")
+        assert not binary.is_relative_to(empty_cache)
+        assert not empty_cache.exists() or _only_finished_artifacts(empty_cache) == []
+        return
+    assert version == f"v{node.NODE_RUNTIME}"
+    assert binary.is_relative_to(empty_cache)
+    folder = binary.parents[1].name
+    assert folder in {node.node_runtime_recipe(arch).folder for arch in node.NODE_RUNTIME_INTEGRITY}
+    assert _only_finished_artifacts(empty_cache) == [folder]
+    # a second call is the cache lookup: the same file, not written again
+    before = binary.stat()
+    assert node.node_binary(22) == binary
+    assert (binary.stat().st_ino, binary.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)

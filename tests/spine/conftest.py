@@ -21,7 +21,7 @@ from uplion.v1 import inference_pb2_grpc, usage_pb2
 MODELS = [
     "echo", "stream", "embed", "deadline", "expired", "cancel", "dlq", "fatal", "late", "load", "remote",
     "remote-down", "order", "midstream", "kill", "minilm", "tiny-lm", "drain", "remote-plain", "remote-nousage",
-    "remote-inband", "remote-down-inband", "multi", "remote-rich", "remote-misnamed",
+    "remote-inband", "remote-down-inband", "multi", "remote-rich", "remote-misnamed", "remote-capped",
 ]  # fmt: skip
 # models the gateway's static configuration says a remote backend serves (remote-misnamed is served by
 # an echo worker: the worker itself refuses what it cannot pass on)
@@ -38,7 +38,7 @@ def spine_dir(run_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def gateway(broker: Pulsar, spine_dir: Path) -> Iterator[Service]:
     # a durable subscription (as billing will have) keeps usage events retained for the tests
-    client = pulsar_module.Client(broker.service_url, logger=pulsar_logger())
+    client = pulsar_module.Client(broker.service_url, logger=pulsar_logger(), authentication=broker.authentication())
     client.subscribe(Topics().usage(), "tests-usage-audit").close()
     client.close()
     gw = start_gateway(spine_dir, broker.service_url, MODELS, UPLION_DEFAULT_TIMEOUT_S="60",
@@ -76,7 +76,7 @@ async def usage_events(
     """Every usage event for `model` on the usage topic (of requests the gateway refused when
     `refused`, else of the others), waiting until at least `expected` arrived and then a little
     longer, so that an extra (duplicate) event would be seen too."""
-    client = pa.Client(broker.service_url, logger=pulsar_logger())
+    client = pa.Client(broker.service_url, logger=pulsar_logger(), authentication=broker.authentication())
     reader = await client.create_reader(Topics().usage(), pulsar.MessageId.earliest)
     events: list[usage_pb2.UsageEvent] = []
     loop = asyncio.get_running_loop()

@@ -131,3 +131,24 @@ async def test_members_a_backend_cannot_pass_on_are_refused_by_name(stub: Stub, 
         await stub.CreateChatCompletion(chat("remote-misnamed", "hi", extra_json='{"verbosity": "low"}'), timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "verbosity" in error_json(err.value)["message"]
+
+
+async def test_a_request_naming_no_cap_is_cut_at_the_models_output_cap(
+    stub: Stub, workers: WorkerFactory, fake: FakeOpenAI
+) -> None:
+    workers("remote-capped", "remote", UPLION_BASE_URL=fake.base_url, UPLION_API_KEYS="good-1",
+            UPLION_MAX_OUTPUT_TOKENS="5")  # fmt: skip
+    words = " ".join(f"w{i}" for i in range(12))
+    reply = await stub.CreateChatCompletion(chat("remote-capped", words), timeout=30)
+    assert reply.choices[0].message.content == "w0 w1 w2 w3 w4 "
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 5  # billed what it counted: the upstream's usage never came
+    assert "max_tokens" not in fake.received[-1]
+    assert "max_completion_tokens" not in fake.received[-1]  # never sent upstream: small contexts would refuse it
+    request = chat("remote-capped", words, stream_options=chat_pb2.StreamOptions(include_usage=True))
+    chunks = [c async for c in stub.StreamChatCompletion(request, timeout=30)]
+    assert "".join(c.choices[0].delta.content for c in chunks if c.choices) == "w0 w1 w2 w3 w4 "
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+    assert chunks[-1].usage.completion_tokens == 5
+    named = await stub.CreateChatCompletion(chat("remote-capped", words, max_tokens=50), timeout=30)
+    assert named.choices[0].message.content == words + " "  # a cap the client named is the upstream's to apply

@@ -52,6 +52,17 @@ class ModelLimits:
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
 
 
+# the backend type the gateway records for a remote AIModel whose upstream serves /v1/responses itself
+REMOTE_RESPONSES = "remote+responses"
+
+
+def backend_of(spec: Manifest) -> str:
+    """The backend a spec declares, as the gateway tells them apart (REMOTE_RESPONSES for a remote
+    upstream that serves the Responses API)."""
+    kind = str(spec.get("type") or "")
+    return REMOTE_RESPONSES if kind == "remote" and spec.get("upstreamResponsesAPI") is True else kind
+
+
 def limits_of(spec: Manifest) -> ModelLimits:
     return ModelLimits(int(spec.get("maxOutputTokens") or DEFAULT_MAX_OUTPUT_TOKENS))
 
@@ -91,6 +102,10 @@ def spec_problems(spec: Any) -> list[str]:
         keys = spec.get("apiKeys")
         if not isinstance(keys, list) or not keys:
             out.append("a remote model needs apiKeys: Secret references holding the provider keys")
+    if spec.get("upstreamResponsesAPI") not in (None, True, False):
+        out.append("spec.upstreamResponsesAPI must be true or false")
+    elif spec.get("upstreamResponsesAPI") and spec.get("type") != "remote":
+        out.append("upstreamResponsesAPI is for remote models")
     for i, ref in enumerate(spec.get("apiKeys") or []):
         if not isinstance(ref, dict) or not ref.get("secretName") or not ref.get("key"):
             out.append(f"spec.apiKeys[{i}] needs secretName and key")
@@ -124,6 +139,7 @@ def worker_env(body: Manifest, platform: Platform) -> list[Manifest]:
         {"name": "UPLION_MODEL", "value": spec["model"]},
         {"name": "UPLION_MODEL_TYPE", "value": spec["type"]},
         {"name": "UPLION_MAX_PROCESS_NUM", "value": str(spec.get("maxProcessNum", 1))},
+        {"name": "UPLION_MAX_OUTPUT_TOKENS", "value": str(limits_of(spec).max_output_tokens)},
         {"name": "UPLION_PULSAR_URL", "value": platform.pulsar_url},
         {"name": "UPLION_PULSAR_TENANT", "value": platform.tenant},
         {"name": "UPLION_PULSAR_NAMESPACE", "value": platform.namespace},

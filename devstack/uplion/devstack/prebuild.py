@@ -25,11 +25,15 @@ STEPS: list[tuple[str, Callable[[], object]]] = [
     ("helm", helm.helm_binary),
     ("istioctl and Istio's CRDs", lambda: (helm.istioctl_binary(), helm.istio_crds())),
     ("promtool", gotools.promtool),
+    ("grpcurl", gotools.grpcurl),
     ("OpenTofu and its providers", lambda: (tofu.tofu_binary(), tofu.provider_mirror())),
     (
         "the Node suites' packages",
         lambda: [node.node_modules(ROOT / d) for d in ("tests/node", "tests/web/e2e", "web")],
     ),
+    # the AI SDK suite (tests/node/ai-sdk.test.mjs) needs Node.js 22+: the `node` on PATH when it is,
+    # else Node.js 22 from the npm registry into the cache (tests/edge/test_node_sdk.py, AI_SDK_NODE)
+    ("Node.js 22 for the AI SDK suite", lambda: node.node_binary(22)),
     ("the web console's build", console.console_assets),
     ("the container images", lambda: [images.build_image(name) for name in images.IMAGES]),
 ]

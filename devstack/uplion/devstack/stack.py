@@ -108,7 +108,7 @@ class Stack:
         logs.mkdir()
         models_dir = str(self.models_dir.resolve())
         self.gateway = start_gateway(logs, self.pulsar.service_url, [], port=self.gateway_port,
-                                     UPLION_MODELS_DIR=models_dir)  # fmt: skip
+                                     UPLION_MODELS_DIR=models_dir, UPLION_DATABASE_URL=self.postgres.dsn)  # fmt: skip
         self._started.append(("gateway", self.gateway))
         asyncio.run(_billing_schema(self.postgres.dsn))
         dsn = self.postgres.dsn
@@ -210,6 +210,8 @@ class Stack:
             "models": f"{self.models_dir} ({', '.join(self.serving())})",
             "pulsar_url": self.pulsar.service_url,
             "pulsar_admin_url": self.pulsar.admin_url,
+            # token authentication is on; every service has its own role (docs/pulsar-auth.md)
+            "pulsar_superuser_token_file": str(self.pulsar.auth.superuser_token_file if self.pulsar.auth else ""),
             "postgres_dsn": self.postgres.dsn,
             "redis_url": self.redis.url,
             "logs": str(self.workdir / "logs"),

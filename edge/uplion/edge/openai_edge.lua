@@ -4,7 +4,9 @@
 -- (only the edge and ext_authz set them; the few a client may send are listed in CLIENT_HEADERS),
 -- a header larger than MAX_HEADER_BYTES is refused with 431, and x-uplion-client-address is set to
 -- the client address Envoy determined (authz's per-address budget of unknown keys). Every request
--- gets x-uplion-token-estimate (the tokens the rate limiter reserves for it). The inference paths
+-- gets x-uplion-token-estimate (the tokens the rate limiter reserves for it), from its buffered body;
+-- the gRPC methods whose request is a stream (STREAMING_REQUESTS: server reflection) are not
+-- buffered, since their request does not end while the call waits for answers. The inference paths
 -- reach the gateway as raw JSON (google.api.HttpBody RPCs): it reads "stream" itself and writes
 -- OpenAI's bytes (JSON, or server-sent events ending in `data: [DONE]`).
 -- Responses: no gRPC header or trailer reaches a REST client, and every error leaves in OpenAI's
@@ -20,6 +22,10 @@ local GENERATES = {
   ["/uplion.v1.InferenceService/StreamChatCompletion"] = true,
   ["/uplion.v1.InferenceService/CreateCompletion"] = true,
   ["/uplion.v1.InferenceService/StreamCompletion"] = true,
+  ["/v1/responses"] = true,
+  ["/uplion.v1.InferenceService/HttpCreateResponse"] = true,
+  ["/uplion.v1.InferenceService/CreateResponse"] = true,
+  ["/uplion.v1.InferenceService/StreamResponse"] = true,
 }
 -- Output tokens reserved when a request names no max_tokens (the rate limiter refunds what a
 -- request does not use as soon as it finishes).
@@ -29,6 +35,8 @@ local ESTIMATE = "x-uplion-token-estimate"
 local PREFIX = "__TRUSTED_PREFIX__"
 local PREFIX_LEN = string.len(PREFIX)
 local CLIENT_HEADERS = { __CLIENT_HEADERS__ } -- the x-uplion-* headers a client may send
+-- gRPC methods whose request is a stream (exact paths; uplion.edge.filters.STREAMING_REQUEST_METHODS)
+local STREAMING_REQUESTS = { __STREAMING_REQUESTS__ }
 local CLIENT_ADDRESS = "__CLIENT_ADDRESS_HEADER__"
 local MAX_HEADER_BYTES = __MAX_HEADER_BYTES__ -- one header's name and value
 local HEADERS_TOO_LARGE = '{"error":{"message":"__HEADERS_TOO_LARGE__","type":"invalid_request_error",' ..
@@ -63,11 +71,13 @@ local function client_address(request_handle)
 end
 
 -- Tokens to reserve for a request (an upper bound, settled later): a token is at least ~4 bytes
--- of the body, plus the output it may generate (max_tokens, or the default, times n).
+-- of the body, plus the output it may generate (max_tokens or the Responses API's max_output_tokens,
+-- or the default, times n).
 local function token_estimate(bare, text)
   local estimate = math.ceil(string.len(text) / 4)
   if GENERATES[bare] then
     local max = string.match(text, '"max_completion_tokens"%s*:%s*(%d+)') or string.match(text, '"max_tokens"%s*:%s*(%d+)')
+      or string.match(text, '"max_output_tokens"%s*:%s*(%d+)')
     local n = tonumber(string.match(text, '"n"%s*:%s*(%d+)') or "1")
     estimate = estimate + (tonumber(max) or DEFAULT_MAX_OUTPUT) * math.max(n, 1)
   end
@@ -91,7 +101,18 @@ function envoy_on_request(request_handle)
   end
   headers:replace(CLIENT_ADDRESS, client_address(request_handle))
   local path = headers:get(":path")
-  if path == nil or headers:get(":method") ~= "POST" then
+  if path ~= nil and headers:get(":method") ~= "POST"
+      and (string.sub(path, 1, 8) == "/uplion." or string.sub(path, 1, 6) == "/grpc.") then
+    -- every gRPC call is a POST: any other method is answered here (UNIMPLEMENTED) and never reaches
+    -- a service, whose gRPC server would only drop it after logging a parse error
+    request_handle:respond({ [":status"] = "200", ["content-type"] = "application/grpc", ["grpc-status"] = "12",
+      ["grpc-message"] = "gRPC methods are called with POST" }, "")
+    return
+  end
+  if path == nil or headers:get(":method") ~= "POST" or STREAMING_REQUESTS[path] then
+    -- nothing to read; a streamed request (exact path: no unary RPC can be sent under one) would
+    -- never end while its call waits for answers, so body() would hold it until its deadline. The
+    -- filters after this one (ext_authz, the rate limiter) still run on its headers.
     headers:replace(ESTIMATE, "0")
     return
   end

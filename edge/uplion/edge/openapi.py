@@ -62,7 +62,18 @@ HTTP_BODY_SCHEMAS: dict[str, tuple[str, str, str | None]] = {
                             ".uplion.v1.ChatCompletionChunk"),
     "HttpCompletions": (".uplion.v1.CompletionRequest", ".uplion.v1.Completion", ".uplion.v1.Completion"),
     "HttpEmbeddings": (".uplion.v1.EmbeddingRequest", ".uplion.v1.EmbeddingResponse", None),
+    "HttpCreateResponse": (".uplion.v1.CreateResponseRequest", ".uplion.v1.Response", ".uplion.v1.ResponseStreamEvent"),
 }  # fmt: skip
+STREAM_DESCRIPTIONS = {
+    "HttpCreateResponse": "`event: <type>` and `data: <event JSON>` lines per event when the body has stream: true;"
+    " the last event is response.completed, response.incomplete or response.failed (no [DONE])",
+}
+# RPCs with a typed request (path and query parameters) whose answer is OpenAI's JSON in an HttpBody
+HTTP_BODY_ANSWERS = {
+    "HttpGetResponse": ".uplion.v1.Response",
+    "HttpDeleteResponse": ".uplion.v1.DeleteResponseResponse",
+    "HttpListResponseInputItems": ".uplion.v1.ResponseItemList",
+}
 
 
 class _Index:
@@ -139,6 +150,7 @@ REQUIRED = {
     ".uplion.v1.ChatCompletionRequest": ["model", "messages"],
     ".uplion.v1.CompletionRequest": ["model", "prompt"],
     ".uplion.v1.EmbeddingRequest": ["model", "input"],
+    ".uplion.v1.CreateResponseRequest": ["model"],
 }
 
 
@@ -162,13 +174,17 @@ def build(descriptor: bytes) -> dict[str, Any]:
         input_type, output_type, stream_type = method.input_type, method.output_type, None
         if input_type == HTTP_BODY:
             input_type, output_type, stream_type = HTTP_BODY_SCHEMAS[method.name]
+        elif output_type == HTTP_BODY:
+            output_type = HTTP_BODY_ANSWERS[method.name]
         content: dict[str, Any] = {"application/json": {"schema": builder.ref(output_type)}}
         if stream_type:
             chunk = builder.ref(stream_type)
             content["text/event-stream"] = {
                 "schema": {
                     "type": "string",
-                    "description": "`data: <chunk JSON>` events when the body has stream: true, then `data: [DONE]`",
+                    "description": STREAM_DESCRIPTIONS.get(
+                        method.name, "`data: <chunk JSON>` events when the body has stream: true, then `data: [DONE]`"
+                    ),
                 },
                 "x-chunk-schema": chunk,
             }

@@ -13,13 +13,13 @@ from grpc_reflection.v1alpha import reflection
 
 from uplion.core.lifecycle import install_stop_signals, run_service
 from uplion.core.observability import Health, start_metrics
-from uplion.core.pulsar import CLIENT_LOGGER
 from uplion.v1 import inference_pb2, inference_pb2_grpc
 
 from .config import GatewayConfig
 from .dispatcher import Dispatcher
 from .model_watch import AIModelWatch, FolderWatch
 from .registry import ModelRegistry
+from .response_store import ResponseStore
 from .service import InferenceService
 
 log = logging.getLogger("uplion.gateway")
@@ -29,7 +29,7 @@ SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].ful
 async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
     stop = install_stop_signals()
     start_metrics(cfg.metrics_port)
-    client = pa.Client(cfg.pulsar.url, logger=CLIENT_LOGGER)
+    client = pa.Client(cfg.pulsar.url, **cfg.pulsar.client_options())
     dispatcher = Dispatcher(client, cfg.pulsar.topics, cfg.gateway_id, cfg.publish_timeout_s)
     await dispatcher.start()
     await dispatcher.prepare(cfg.models)
@@ -38,7 +38,7 @@ async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
         ("grpc.max_send_message_length", cfg.max_message_bytes),
     ]
     server = grpc.aio.server(options=options)
-    registry = ModelRegistry.static(cfg.models, remote=cfg.remote_models)
+    registry = ModelRegistry.static(cfg.models, remote=cfg.remote_models, responses=cfg.responses_models)
     watcher: AIModelWatch | FolderWatch | None = None
     if cfg.watch_aimodels:
         watcher = AIModelWatch(registry, cfg.aimodel_namespace)
@@ -46,7 +46,9 @@ async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
         watcher = FolderWatch(registry, Path(cfg.models_dir))
     if watcher is not None:
         watcher.start()
-    inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceService(cfg, dispatcher, registry), server)
+    store = await ResponseStore.open(cfg.database_url, cfg.database_max_connections) if cfg.database_url else None
+    service = InferenceService(cfg, dispatcher, registry, store)
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(service, server)
     health = Health(server, [SERVICE_NAME])
     reflection.enable_server_reflection([SERVICE_NAME, reflection.SERVICE_NAME], server)
     port = server.add_insecure_port(cfg.listen)
@@ -62,6 +64,8 @@ async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
     if watcher is not None:
         watcher.stop()
     await dispatcher.close()  # waits for usage events still being published
+    if store is not None:
+        await store.close()
     await client.close()
 
 

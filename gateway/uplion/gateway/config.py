@@ -22,6 +22,7 @@ class GatewayConfig:
     gateway_id: str
     models: tuple[str, ...]
     remote_models: tuple[str, ...]  # those of `models` a remote backend serves: unknown request members go to it
+    responses_models: tuple[str, ...]  # those of `models` whose remote upstream serves /v1/responses itself
     default_timeout_s: float
     max_timeout_s: float
     max_message_bytes: int
@@ -31,6 +32,8 @@ class GatewayConfig:
     watch_aimodels: bool  # serve the models AIModel resources declare (in a cluster)
     aimodel_namespace: str  # "" = all namespaces
     models_dir: str  # the local stack: serve the models of the AIModel manifests in this folder
+    database_url: str  # stored responses (the Responses API's `store`); "" = none are kept
+    database_max_connections: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -41,6 +44,7 @@ class GatewayConfig:
             gateway_id=env_str(env, "UPLION_GATEWAY_ID", f"{socket.gethostname()}-{os.getpid()}"),
             models=env_list(env, "UPLION_MODELS"),
             remote_models=env_list(env, "UPLION_REMOTE_MODELS"),
+            responses_models=env_list(env, "UPLION_RESPONSES_MODELS"),
             default_timeout_s=env_float(env, "UPLION_DEFAULT_TIMEOUT_S", 600.0, minimum=0.001),
             max_timeout_s=env_float(env, "UPLION_MAX_TIMEOUT_S", 3600.0, minimum=0.001),
             max_message_bytes=env_int(env, "UPLION_MAX_MESSAGE_BYTES", MAX_MESSAGE_BYTES, minimum=1024),
@@ -50,6 +54,8 @@ class GatewayConfig:
             watch_aimodels=env_bool(env, "UPLION_WATCH_AIMODELS", bool(env.get("KUBERNETES_SERVICE_HOST"))),
             aimodel_namespace=env.get("UPLION_AIMODEL_NAMESPACE", ""),
             models_dir=env.get("UPLION_MODELS_DIR", ""),
+            database_url=env.get("UPLION_DATABASE_URL", ""),
+            database_max_connections=env_int(env, "UPLION_DATABASE_MAX_CONNECTIONS", 4, minimum=1),
         )
         if cfg.default_timeout_s > cfg.max_timeout_s:
             raise ConfigError("UPLION_DEFAULT_TIMEOUT_S must not exceed UPLION_MAX_TIMEOUT_S")

@@ -39,7 +39,7 @@ class ReplyCursor:
         if payload == "started":
             self.prompt_tokens = max(self.prompt_tokens, event.started.prompt_tokens)
             return Verdict.SKIP
-        if payload in ("chat_chunk", "completion_chunk"):
+        if payload in ("chat_chunk", "completion_chunk", "response_event"):
             index = event.seq - 1
             if index != self.delivered:
                 return Verdict.SKIP  # already delivered by another attempt (or out of place)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from uplion.core.aimodels import ModelLimits, limits_of
+from uplion.core.aimodels import ModelLimits, backend_of, limits_of
 from uplion.core.model_folder import folder_signature, read_folder
 
 from .registry import ModelRegistry
@@ -26,7 +26,7 @@ Served = tuple[str | None, ModelLimits, str]  # what an AIModel declares: its mo
 
 
 def served(spec: dict[str, Any]) -> Served:
-    return spec.get("model"), limits_of(spec), str(spec.get("type") or "")
+    return spec.get("model"), limits_of(spec), backend_of(spec)
 
 
 def resource_key(obj: dict[str, Any]) -> str:

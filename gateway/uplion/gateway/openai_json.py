@@ -304,8 +304,9 @@ def _embedding_value(v: struct_pb2.Value) -> Any:
 def embedding_list(r: embeddings_pb2.EmbeddingResponse) -> JsonObject:
     """A `list` of `embedding` objects."""
     data = [{"object": "embedding", "index": e.index, "embedding": _embedding_value(e.embedding)} for e in r.data]
-    return {"object": "list", "data": data, "model": r.model,
-            "usage": {"prompt_tokens": r.usage.prompt_tokens, "total_tokens": r.usage.total_tokens}}  # fmt: skip
+    out = {"object": "list", "data": data, "model": r.model,
+           "usage": {"prompt_tokens": r.usage.prompt_tokens, "total_tokens": r.usage.total_tokens}}  # fmt: skip
+    return with_extra(out, r.extra_json)
 
 
 # ---- bytes ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from uplion.core.aimodels import ModelLimits
+from uplion.core.aimodels import REMOTE_RESPONSES, ModelLimits
 from uplion.v1 import models_pb2
 
 
@@ -16,15 +16,18 @@ class ModelRegistry:
     models: dict[str, models_pb2.Model] = field(default_factory=dict)
 
     @classmethod
-    def static(cls, names: tuple[str, ...], owner: str = "uplion", remote: tuple[str, ...] = ()) -> ModelRegistry:
+    def static(cls, names: tuple[str, ...], owner: str = "uplion", remote: tuple[str, ...] = (),
+               responses: tuple[str, ...] = ()) -> ModelRegistry:  # fmt: skip
         created = int(time.time())
         models = {n: models_pb2.Model(id=n, object="model", created=created, owned_by=owner) for n in names}
-        return cls(models, static_remote=frozenset(remote))
+        return cls(models, static_remote=frozenset(remote) | frozenset(responses),
+                   static_responses=frozenset(responses))  # fmt: skip
 
     declared: dict[str, set[str]] = field(default_factory=dict)  # model -> AIModel resources naming it
     limits: dict[str, ModelLimits] = field(default_factory=dict)  # model -> its AIModel's limits
     default_limits: ModelLimits = field(default_factory=ModelLimits)  # models of the static configuration
     static_remote: frozenset[str] = frozenset()  # models of the static configuration a remote backend serves
+    static_responses: frozenset[str] = frozenset()  # ... whose remote upstream serves /v1/responses itself
     types: dict[str, str] = field(default_factory=dict)  # resource -> the backend type it declares
 
     def declare(self, resource: str, model: str | None, limits: ModelLimits | None = None, backend: str = "") -> None:
@@ -55,8 +58,16 @@ class ModelRegistry:
         configuration."""
         owners = self.declared.get(name)
         if owners:
-            return all(self.types.get(r) == "remote" for r in owners)
+            return all(self.types.get(r) in ("remote", REMOTE_RESPONSES) for r in owners)
         return name in self.static_remote
+
+    def serves_responses(self, name: str) -> bool:
+        """Whether every backend that may take `name`'s tasks is a remote upstream serving the
+        Responses API itself (then Responses requests are passed through, not bridged)."""
+        owners = self.declared.get(name)
+        if owners:
+            return all(self.types.get(r) == REMOTE_RESPONSES for r in owners)
+        return name in self.static_responses
 
     def limits_for(self, name: str) -> ModelLimits:
         return self.limits.get(name, self.default_limits)

@@ -19,17 +19,20 @@ from uplion.v1 import (
     embeddings_pb2,
     inference_pb2_grpc,
     models_pb2,
+    responses_pb2,
     task_pb2,
     usage_pb2,
 )
 
-from . import openai_json
+from . import openai_json, responses_json
 from .call import Call, rejected
 from .config import GatewayConfig
 from .dispatcher import Dispatcher
 from .errors import ApiError, invalid, model_not_allowed, model_not_found
 from .metadata import RequestMeta
 from .registry import ModelRegistry
+from .response_store import ResponseStore
+from .responses_api import ResponsesApi, typed_items
 from .validation import bound_output, validate_chat, validate_completion, validate_embedding
 
 log = logging.getLogger("uplion.gateway")
@@ -38,7 +41,7 @@ REFUSED = Counter("uplion_gateway_refused_total", "Requests refused before any w
 
 Chunk = TypeVar("Chunk", chat_pb2.ChatCompletionChunk, completions_pb2.Completion)
 Request = TypeVar("Request", chat_pb2.ChatCompletionRequest, completions_pb2.CompletionRequest,
-                  embeddings_pb2.EmbeddingRequest)  # fmt: skip
+                  embeddings_pb2.EmbeddingRequest, responses_pb2.CreateResponseRequest)  # fmt: skip
 Streamable = TypeVar("Streamable", chat_pb2.ChatCompletionRequest, completions_pb2.CompletionRequest)
 
 
@@ -138,10 +141,13 @@ def _sse_body(data: bytes) -> httpbody_pb2.HttpBody:
 
 
 class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, cfg: GatewayConfig, dispatcher: Dispatcher, registry: ModelRegistry) -> None:
+    def __init__(
+        self, cfg: GatewayConfig, dispatcher: Dispatcher, registry: ModelRegistry, store: ResponseStore | None = None
+    ) -> None:
         self.cfg = cfg
         self.dispatcher = dispatcher
         self.registry = registry
+        self.responses = ResponsesApi(self, store)
 
     def _call(
         self,
@@ -151,6 +157,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         stream: bool,
         validate: Callable[[Request], None],
         fill: Callable[[task_pb2.Task], None],
+        task_id: str = "",
     ) -> Call:
         """The request as a task, or an ApiError if it is refused before any worker sees it (invalid,
         unknown or forbidden model). A refused request, too, gets its one usage event (outcome
@@ -175,7 +182,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             self._refused(meta, model, kind, stream)
             raise
         task = task_pb2.Task(
-            task_id=Call.new_task_id(),
+            task_id=task_id or Call.new_task_id(),
             model=model,
             reply_topic=self.dispatcher.reply_topic,
             caller=meta.caller,
@@ -242,6 +249,109 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         async for body in self._rest(request, context, REST_EMBEDDING):
             yield body
+
+    async def HttpCreateResponse(
+        self, body: httpbody_pb2.HttpBody, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """POST /v1/responses: a `response` object, or (`"stream": true`) its typed events; a failure
+        after the first event is the in-band response.failed event."""
+        try:
+            try:
+                request = openai_json.parse_request(body.data, responses_pb2.CreateResponseRequest,
+                                                    self.registry.serves_responses)  # fmt: skip
+            except ApiError:
+                self._refused(RequestMeta.of(context), openai_json.model_of(body.data), usage_pb2.REQUEST_KIND_RESPONSE,
+                              False)  # fmt: skip
+                raise
+            if not request.stream:
+                answer = responses_json.response_bytes(await self.responses.create(request, context))
+        except ApiError as e:
+            await abort(context, e)
+        if not request.stream:
+            yield httpbody_pb2.HttpBody(content_type=openai_json.JSON_TYPE, data=answer)
+            return
+        try:
+            async for batch in self.responses.events(request, context):
+                yield _sse_body(b"".join(responses_json.sse(e) for e in batch))
+        except ApiError as e:  # before the first event
+            await abort(context, e)
+
+    async def HttpGetResponse(
+        self, request: responses_pb2.GetResponseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> httpbody_pb2.HttpBody:
+        try:
+            stored = await self.responses.get(request.response_id, context)
+            return httpbody_pb2.HttpBody(content_type=openai_json.JSON_TYPE,
+                                         data=responses_json.response_bytes(stored.response))  # fmt: skip
+        except ApiError as e:
+            await abort(context, e)
+
+    async def HttpDeleteResponse(
+        self, request: responses_pb2.DeleteResponseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> httpbody_pb2.HttpBody:
+        try:
+            await self.responses.delete(request.response_id, context)
+            return _json_body(responses_json.deleted(request.response_id))
+        except ApiError as e:
+            await abort(context, e)
+
+    async def HttpListResponseInputItems(
+        self, request: responses_pb2.ListResponseInputItemsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> httpbody_pb2.HttpBody:
+        try:
+            items, more = await self.responses.input_items(request, context)
+            return _json_body(responses_json.item_list(items, more))
+        except ApiError as e:
+            await abort(context, e)
+
+    async def CreateResponse(
+        self, request: responses_pb2.CreateResponseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> responses_pb2.Response:
+        try:
+            if request.stream:
+                raise invalid("'stream': true is served by StreamResponse", "stream")
+            return await self.responses.create(request, context)
+        except ApiError as e:
+            await abort(context, e)
+
+    async def StreamResponse(
+        self, request: responses_pb2.CreateResponseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[responses_pb2.ResponseStreamEvent]:
+        try:
+            async for batch in self.responses.events(request, context):
+                for event in batch:
+                    yield event
+        except ApiError as e:
+            await abort(context, e)
+
+    async def GetResponse(
+        self, request: responses_pb2.GetResponseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> responses_pb2.Response:
+        try:
+            return (await self.responses.get(request.response_id, context)).response
+        except ApiError as e:
+            await abort(context, e)
+
+    async def DeleteResponse(
+        self, request: responses_pb2.DeleteResponseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> responses_pb2.DeleteResponseResponse:
+        try:
+            return await self.responses.delete(request.response_id, context)
+        except ApiError as e:
+            await abort(context, e)
+
+    async def ListResponseInputItems(
+        self, request: responses_pb2.ListResponseInputItemsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> responses_pb2.ResponseItemList:
+        try:
+            items, more = await self.responses.input_items(request, context)
+        except ApiError as e:
+            await abort(context, e)
+        typed = typed_items(items)
+        out = responses_pb2.ResponseItemList(object="list", data=typed, has_more=more)
+        if typed:
+            out.first_id, out.last_id = typed[0].id, typed[-1].id
+        return out
 
     async def _unary_result(self, call: Call) -> task_pb2.TaskResult:
         async for event in call.events():

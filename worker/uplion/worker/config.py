@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from uplion.core.aimodels import DEFAULT_MAX_OUTPUT_TOKENS
 from uplion.core.config import ConfigError, env_float, env_int, env_list, env_str
 from uplion.core.pulsar import PulsarSettings
 
@@ -46,6 +47,7 @@ class WorkerConfig:
     echo_token_delay_s: float
     echo_first_token_delay_s: float
     local_model_path: str
+    max_output_tokens: int  # the model's cap for requests that name none (AIModel maxOutputTokens)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -80,6 +82,7 @@ class WorkerConfig:
             echo_token_delay_s=env_float(env, "UPLION_ECHO_TOKEN_DELAY_MS", 0.0, minimum=0) / 1000,
             echo_first_token_delay_s=env_float(env, "UPLION_ECHO_FIRST_TOKEN_DELAY_MS", 0.0, minimum=0) / 1000,
             local_model_path=env.get("UPLION_LOCAL_MODEL_PATH", ""),
+            max_output_tokens=env_int(env, "UPLION_MAX_OUTPUT_TOKENS", DEFAULT_MAX_OUTPUT_TOKENS, minimum=1),
         )
 
 

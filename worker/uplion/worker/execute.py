@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
-from uplion.v1 import chat_pb2, common_pb2, completions_pb2, task_pb2
+from uplion.core.aimodels import DEFAULT_MAX_OUTPUT_TOKENS
+from uplion.v1 import chat_pb2, common_pb2, completions_pb2, responses_pb2, task_pb2
 
 from .aggregate import aggregate_chat, aggregate_completion, aggregate_extra
 from .attempt import Attempt
 from .backends import extra
-from .backends.base import Backend, invalid
+from .backends.base import Backend, invalid, unavailable
+from .backends.remote import estimate_tokens
+from .backends.responses_wire import FINAL_EVENTS, billed, output_chars, typed_event, typed_response
+from .output_cap import cap_for, capped
 
 
 def _created(task: task_pb2.Task) -> int:
@@ -45,27 +51,44 @@ def _refuse_unknown(task: task_pb2.Task, backend: Backend) -> None:
         raise invalid(f"Unrecognized request argument supplied: {name}. This model's backend cannot pass it on.")
 
 
-async def execute(task: task_pb2.Task, attempt: Attempt, backend: Backend) -> None:
+def _output(task: task_pb2.Task, backend: Backend, limit: int) -> AsyncIterator[Any]:
+    """The backend's chunks for a chat or completion task, cut at the model's output cap when the
+    request names no cap of its own (output_cap.py)."""
+    request: chat_pb2.ChatCompletionRequest | completions_pb2.CompletionRequest
+    chunks: AsyncIterator[Any]
+    if task.WhichOneof("request") == "chat":
+        request, chunks = task.chat, backend.chat(task.chat)
+    else:
+        request, chunks = task.completion, backend.completion(task.completion)
+    cap = cap_for(request, limit)
+    return chunks if cap is None else capped(chunks, cap, backend.prompt_tokens(task))
+
+
+async def execute(
+    task: task_pb2.Task, attempt: Attempt, backend: Backend, output_limit: int = DEFAULT_MAX_OUTPUT_TOKENS
+) -> None:
     _refuse_unknown(task, backend)
     which = task.WhichOneof("request")
     if which == "chat":
-        await _chat(task, attempt, backend)
+        await _chat(task, attempt, _output(task, backend, output_limit))
     elif which == "completion":
-        await _completion(task, attempt, backend)
+        await _completion(task, attempt, _output(task, backend, output_limit))
     elif which == "embedding":
         resp = await backend.embed(task.embedding)
         resp.model = task.model
         attempt.usage = common_pb2.Usage(prompt_tokens=resp.usage.prompt_tokens, total_tokens=resp.usage.total_tokens)
         await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(embedding=resp, usage=attempt.usage)))
+    elif which == "response":
+        await _response(task, attempt, backend)
     else:
         raise invalid("task carries no request")
 
 
-async def _chat(task: task_pb2.Task, attempt: Attempt, backend: Backend) -> None:
+async def _chat(task: task_pb2.Task, attempt: Attempt, output: AsyncIterator[chat_pb2.ChatCompletionChunk]) -> None:
     if task.stream:
-        await _forward(backend.chat(task.chat), task, attempt, "chatcmpl", "chat.completion.chunk")
+        await _forward(output, task, attempt, "chatcmpl", "chat.completion.chunk")
         return
-    chunks = [c async for c in backend.chat(task.chat)]
+    chunks = [c async for c in output]
     choices, attempt.usage = aggregate_chat(chunks)
     result = chat_pb2.ChatCompletion(choices=choices, usage=attempt.usage, extra_json=aggregate_extra(chunks))
     _fingerprint(result, chunks)
@@ -73,11 +96,40 @@ async def _chat(task: task_pb2.Task, attempt: Attempt, backend: Backend) -> None
     await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(chat=result, usage=attempt.usage)))
 
 
-async def _completion(task: task_pb2.Task, attempt: Attempt, backend: Backend) -> None:
+async def _response(task: task_pb2.Task, attempt: Attempt, backend: Backend) -> None:
+    """A Responses API request passed to an upstream that serves it: each event as the upstream sent
+    it (streamed), then the final response, billed by its usage (or an estimate when it has none)."""
+    serve = getattr(backend, "responses", None)
+    if serve is None:
+        raise invalid("this model's backend does not serve the Responses API itself (the gateway bridges it to chat)")
+    final: responses_pb2.Response | None = None
+    generated = 0
+    async for raw, obj in serve(task.response, task.stream):
+        if not task.stream:
+            final = typed_response(obj, raw)
+            continue
+        event = typed_event(obj, raw)
+        generated += output_chars(obj)
+        attempt.completion_tokens += 1 if event.type.endswith(".delta") else 0
+        if event.type in FINAL_EVENTS and isinstance(obj.get("response"), dict):
+            final = typed_response(obj["response"], json.dumps(obj["response"], ensure_ascii=False))
+        await attempt.emit(task_pb2.TaskEvent(response_event=event))
+    if final is None:
+        raise unavailable("the upstream's Responses stream ended without a final response")
+    if final.HasField("usage"):
+        attempt.usage = billed(final.usage)
+    else:  # an upstream that reports no usage is billed by estimate, never as nothing
+        prompt = backend.prompt_tokens(task)
+        attempt.usage = common_pb2.Usage(prompt_tokens=prompt, completion_tokens=estimate_tokens(generated),
+                                         total_tokens=prompt + estimate_tokens(generated))  # fmt: skip
+    await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(response=final, usage=attempt.usage)))
+
+
+async def _completion(task: task_pb2.Task, attempt: Attempt, output: AsyncIterator[completions_pb2.Completion]) -> None:
     if task.stream:
-        await _forward(backend.completion(task.completion), task, attempt, "cmpl", "text_completion")
+        await _forward(output, task, attempt, "cmpl", "text_completion")
         return
-    chunks = [c async for c in backend.completion(task.completion)]
+    chunks = [c async for c in output]
     choices, attempt.usage = aggregate_completion(chunks)
     result = completions_pb2.Completion(choices=choices, usage=attempt.usage, extra_json=aggregate_extra(chunks))
     _fingerprint(result, chunks)

@@ -166,7 +166,7 @@ class Runner:
             async with asyncio.timeout(deadline - time.time()):
                 if task.stream:  # a non-streamed task's result carries all the gateway needs
                     await attempt.emit(task_pb2.TaskEvent(started=started))
-                await execute(task, attempt, self.backend)
+                await execute(task, attempt, self.backend, self.cfg.max_output_tokens)
         except asyncio.CancelledError:
             self._executing.pop(task.task_id, None)
             if task.task_id not in self._cancelled:

@@ -95,6 +95,7 @@ class AIModelSpec(_message.Message):
     PRICES_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    UPSTREAM_RESPONSES_API_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """"local" (the worker runs the model), "remote" (it calls an OpenAI-compatible provider) or "echo"
     (a built-in test model that streams the prompt back).
@@ -115,6 +116,10 @@ class AIModelSpec(_message.Message):
     activation_msg_backlog_threshold: _builtins.int
     max_output_tokens: _builtins.int
     """Most output tokens one request may ask for (default 4096); a request naming none gets this cap."""
+    upstream_responses_api: _builtins.bool
+    """Remote models: the upstream serves OpenAI's Responses API (/v1/responses) itself, so Responses
+    requests are passed to it as the client sent them instead of being bridged to chat.
+    """
     @_builtins.property
     def api_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecretKeyRef]:
         """Provider accounts: each names a key of a Secret (in a cluster: of the model's namespace; in the
@@ -153,10 +158,11 @@ class AIModelSpec(_message.Message):
         prices: Global___AIModelPrices | None = ...,
         env: _abc.Iterable[_struct_pb2.Struct] | None = ...,
         max_output_tokens: _builtins.int | None = ...,
+        upstream_responses_api: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_activation_msg_backlog_threshold", b"_activation_msg_backlog_threshold", "_max_output_tokens", b"_max_output_tokens", "_max_process_num", b"_max_process_num", "_max_replicas", b"_max_replicas", "_min_replicas", b"_min_replicas", "_msg_backlog_threshold", b"_msg_backlog_threshold", "_replicas", b"_replicas", "activation_msg_backlog_threshold", b"activation_msg_backlog_threshold", "max_output_tokens", b"max_output_tokens", "max_process_num", b"max_process_num", "max_replicas", b"max_replicas", "min_replicas", b"min_replicas", "msg_backlog_threshold", b"msg_backlog_threshold", "prices", b"prices", "replicas", b"replicas", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_activation_msg_backlog_threshold", b"_activation_msg_backlog_threshold", "_max_output_tokens", b"_max_output_tokens", "_max_process_num", b"_max_process_num", "_max_replicas", b"_max_replicas", "_min_replicas", b"_min_replicas", "_msg_backlog_threshold", b"_msg_backlog_threshold", "_replicas", b"_replicas", "activation_msg_backlog_threshold", b"activation_msg_backlog_threshold", "api_keys", b"api_keys", "base_url", b"base_url", "env", b"env", "image", b"image", "image_pull_policy", b"image_pull_policy", "max_output_tokens", b"max_output_tokens", "max_process_num", b"max_process_num", "max_replicas", b"max_replicas", "min_replicas", b"min_replicas", "model", b"model", "model_path", b"model_path", "msg_backlog_threshold", b"msg_backlog_threshold", "prices", b"prices", "replicas", b"replicas", "resources", b"resources", "type", b"type", "upstream_model", b"upstream_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_activation_msg_backlog_threshold", b"_activation_msg_backlog_threshold", "_max_output_tokens", b"_max_output_tokens", "_max_process_num", b"_max_process_num", "_max_replicas", b"_max_replicas", "_min_replicas", b"_min_replicas", "_msg_backlog_threshold", b"_msg_backlog_threshold", "_replicas", b"_replicas", "activation_msg_backlog_threshold", b"activation_msg_backlog_threshold", "api_keys", b"api_keys", "base_url", b"base_url", "env", b"env", "image", b"image", "image_pull_policy", b"image_pull_policy", "max_output_tokens", b"max_output_tokens", "max_process_num", b"max_process_num", "max_replicas", b"max_replicas", "min_replicas", b"min_replicas", "model", b"model", "model_path", b"model_path", "msg_backlog_threshold", b"msg_backlog_threshold", "prices", b"prices", "replicas", b"replicas", "resources", b"resources", "type", b"type", "upstream_model", b"upstream_model", "upstream_responses_api", b"upstream_responses_api"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__activation_msg_backlog_threshold: _TypeAlias = _typing.Literal["activation_msg_backlog_threshold"]  # noqa: Y015
     _WhichOneofArgType__activation_msg_backlog_threshold: _TypeAlias = _typing.Literal["_activation_msg_backlog_threshold", b"_activation_msg_backlog_threshold"]  # noqa: Y015

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1auplion/v1/embeddings.proto\x12\tuplion.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xd2\x01\n\x10\x45mbeddingRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x05input\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x1c\n\x0f\x65ncoding_format\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x17\n\ndimensions\x18\x04 \x01(\rH\x01\x88\x01\x01\x12\x11\n\x04user\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x12\n\nextra_json\x18\x06 \x01(\tB\x12\n\x10_encoding_formatB\r\n\x0b_dimensionsB\x07\n\x05_user\"U\n\tEmbedding\x12\x0e\n\x06object\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12)\n\tembedding\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"=\n\x0e\x45mbeddingUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\r\"\x80\x01\n\x11\x45mbeddingResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12\"\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x14.uplion.v1.Embedding\x12\r\n\x05model\x18\x03 \x01(\t\x12(\n\x05usage\x18\x04 \x01(\x0b\x32\x19.uplion.v1.EmbeddingUsageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1auplion/v1/embeddings.proto\x12\tuplion.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xd2\x01\n\x10\x45mbeddingRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x05input\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x1c\n\x0f\x65ncoding_format\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x17\n\ndimensions\x18\x04 \x01(\rH\x01\x88\x01\x01\x12\x11\n\x04user\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x12\n\nextra_json\x18\x06 \x01(\tB\x12\n\x10_encoding_formatB\r\n\x0b_dimensionsB\x07\n\x05_user\"U\n\tEmbedding\x12\x0e\n\x06object\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12)\n\tembedding\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"=\n\x0e\x45mbeddingUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\r\"\x94\x01\n\x11\x45mbeddingResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12\"\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x14.uplion.v1.Embedding\x12\r\n\x05model\x18\x03 \x01(\t\x12(\n\x05usage\x18\x04 \x01(\x0b\x32\x19.uplion.v1.EmbeddingUsage\x12\x12\n\nextra_json\x18\x05 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,5 +39,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDDINGUSAGE']._serialized_start=371
   _globals['_EMBEDDINGUSAGE']._serialized_end=432
   _globals['_EMBEDDINGRESPONSE']._serialized_start=435
-  _globals['_EMBEDDINGRESPONSE']._serialized_end=563
+  _globals['_EMBEDDINGRESPONSE']._serialized_end=583
 # @@protoc_insertion_point(module_scope)

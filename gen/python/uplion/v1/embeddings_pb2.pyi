@@ -134,8 +134,14 @@ class EmbeddingResponse(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
     object: _builtins.str
     model: _builtins.str
+    extra_json: _builtins.str
+    """Members of the remote upstream's answer the contract does not name, as a JSON object laid over
+    this message's OpenAI JSON at the same paths (list elements by position); the typed fields win
+    on conflict. Empty for other backends.
+    """
     @_builtins.property
     def data(self) -> _containers.RepeatedCompositeFieldContainer[Global___Embedding]: ...
     @_builtins.property
@@ -147,10 +153,11 @@ class EmbeddingResponse(_message.Message):
         data: _abc.Iterable[Global___Embedding] | None = ...,
         model: _builtins.str = ...,
         usage: Global___EmbeddingUsage | None = ...,
+        extra_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "model", b"model", "object", b"object", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "extra_json", b"extra_json", "model", b"model", "object", b"object", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,6 +8,7 @@ from uplion.v1 import chat_pb2 as uplion_dot_v1_dot_chat__pb2
 from uplion.v1 import completions_pb2 as uplion_dot_v1_dot_completions__pb2
 from uplion.v1 import embeddings_pb2 as uplion_dot_v1_dot_embeddings__pb2
 from uplion.v1 import models_pb2 as uplion_dot_v1_dot_models__pb2
+from uplion.v1 import responses_pb2 as uplion_dot_v1_dot_responses__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -60,6 +61,26 @@ class InferenceServiceStub:
                 request_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.HttpCreateResponse = channel.unary_stream(
+                '/uplion.v1.InferenceService/HttpCreateResponse',
+                request_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.HttpGetResponse = channel.unary_unary(
+                '/uplion.v1.InferenceService/HttpGetResponse',
+                request_serializer=uplion_dot_v1_dot_responses__pb2.GetResponseRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.HttpDeleteResponse = channel.unary_unary(
+                '/uplion.v1.InferenceService/HttpDeleteResponse',
+                request_serializer=uplion_dot_v1_dot_responses__pb2.DeleteResponseRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.HttpListResponseInputItems = channel.unary_unary(
+                '/uplion.v1.InferenceService/HttpListResponseInputItems',
+                request_serializer=uplion_dot_v1_dot_responses__pb2.ListResponseInputItemsRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.CreateChatCompletion = channel.unary_unary(
                 '/uplion.v1.InferenceService/CreateChatCompletion',
                 request_serializer=uplion_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
@@ -84,6 +105,31 @@ class InferenceServiceStub:
                 '/uplion.v1.InferenceService/CreateEmbedding',
                 request_serializer=uplion_dot_v1_dot_embeddings__pb2.EmbeddingRequest.SerializeToString,
                 response_deserializer=uplion_dot_v1_dot_embeddings__pb2.EmbeddingResponse.FromString,
+                _registered_method=True)
+        self.CreateResponse = channel.unary_unary(
+                '/uplion.v1.InferenceService/CreateResponse',
+                request_serializer=uplion_dot_v1_dot_responses__pb2.CreateResponseRequest.SerializeToString,
+                response_deserializer=uplion_dot_v1_dot_responses__pb2.Response.FromString,
+                _registered_method=True)
+        self.StreamResponse = channel.unary_stream(
+                '/uplion.v1.InferenceService/StreamResponse',
+                request_serializer=uplion_dot_v1_dot_responses__pb2.CreateResponseRequest.SerializeToString,
+                response_deserializer=uplion_dot_v1_dot_responses__pb2.ResponseStreamEvent.FromString,
+                _registered_method=True)
+        self.GetResponse = channel.unary_unary(
+                '/uplion.v1.InferenceService/GetResponse',
+                request_serializer=uplion_dot_v1_dot_responses__pb2.GetResponseRequest.SerializeToString,
+                response_deserializer=uplion_dot_v1_dot_responses__pb2.Response.FromString,
+                _registered_method=True)
+        self.DeleteResponse = channel.unary_unary(
+                '/uplion.v1.InferenceService/DeleteResponse',
+                request_serializer=uplion_dot_v1_dot_responses__pb2.DeleteResponseRequest.SerializeToString,
+                response_deserializer=uplion_dot_v1_dot_responses__pb2.DeleteResponseResponse.FromString,
+                _registered_method=True)
+        self.ListResponseInputItems = channel.unary_unary(
+                '/uplion.v1.InferenceService/ListResponseInputItems',
+                request_serializer=uplion_dot_v1_dot_responses__pb2.ListResponseInputItemsRequest.SerializeToString,
+                response_deserializer=uplion_dot_v1_dot_responses__pb2.ResponseItemList.FromString,
                 _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/uplion.v1.InferenceService/ListModels',
@@ -125,6 +171,32 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HttpCreateResponse(self, request, context):
+        """The Responses API: `"stream": true` answers with OpenAI's typed events (`event:` and `data:`
+        lines, no [DONE]). Stored responses are their owner's only: another user's id is a 404.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HttpGetResponse(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HttpDeleteResponse(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HttpListResponseInputItems(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateChatCompletion(self, request, context):
         """Typed RPCs for native gRPC clients (same messages as the REST bodies).
         """
@@ -151,6 +223,36 @@ class InferenceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateEmbedding(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateResponse(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamResponse(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetResponse(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteResponse(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListResponseInputItems(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -186,6 +288,26 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     request_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
+            'HttpCreateResponse': grpc.unary_stream_rpc_method_handler(
+                    servicer.HttpCreateResponse,
+                    request_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'HttpGetResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.HttpGetResponse,
+                    request_deserializer=uplion_dot_v1_dot_responses__pb2.GetResponseRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'HttpDeleteResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.HttpDeleteResponse,
+                    request_deserializer=uplion_dot_v1_dot_responses__pb2.DeleteResponseRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'HttpListResponseInputItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.HttpListResponseInputItems,
+                    request_deserializer=uplion_dot_v1_dot_responses__pb2.ListResponseInputItemsRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
             'CreateChatCompletion': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateChatCompletion,
                     request_deserializer=uplion_dot_v1_dot_chat__pb2.ChatCompletionRequest.FromString,
@@ -210,6 +332,31 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.CreateEmbedding,
                     request_deserializer=uplion_dot_v1_dot_embeddings__pb2.EmbeddingRequest.FromString,
                     response_serializer=uplion_dot_v1_dot_embeddings__pb2.EmbeddingResponse.SerializeToString,
+            ),
+            'CreateResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateResponse,
+                    request_deserializer=uplion_dot_v1_dot_responses__pb2.CreateResponseRequest.FromString,
+                    response_serializer=uplion_dot_v1_dot_responses__pb2.Response.SerializeToString,
+            ),
+            'StreamResponse': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamResponse,
+                    request_deserializer=uplion_dot_v1_dot_responses__pb2.CreateResponseRequest.FromString,
+                    response_serializer=uplion_dot_v1_dot_responses__pb2.ResponseStreamEvent.SerializeToString,
+            ),
+            'GetResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResponse,
+                    request_deserializer=uplion_dot_v1_dot_responses__pb2.GetResponseRequest.FromString,
+                    response_serializer=uplion_dot_v1_dot_responses__pb2.Response.SerializeToString,
+            ),
+            'DeleteResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteResponse,
+                    request_deserializer=uplion_dot_v1_dot_responses__pb2.DeleteResponseRequest.FromString,
+                    response_serializer=uplion_dot_v1_dot_responses__pb2.DeleteResponseResponse.SerializeToString,
+            ),
+            'ListResponseInputItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListResponseInputItems,
+                    request_deserializer=uplion_dot_v1_dot_responses__pb2.ListResponseInputItemsRequest.FromString,
+                    response_serializer=uplion_dot_v1_dot_responses__pb2.ResponseItemList.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -309,6 +456,114 @@ class InferenceService:
             target,
             '/uplion.v1.InferenceService/HttpEmbeddings',
             google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HttpCreateResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/uplion.v1.InferenceService/HttpCreateResponse',
+            google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HttpGetResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uplion.v1.InferenceService/HttpGetResponse',
+            uplion_dot_v1_dot_responses__pb2.GetResponseRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HttpDeleteResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uplion.v1.InferenceService/HttpDeleteResponse',
+            uplion_dot_v1_dot_responses__pb2.DeleteResponseRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HttpListResponseInputItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uplion.v1.InferenceService/HttpListResponseInputItems',
+            uplion_dot_v1_dot_responses__pb2.ListResponseInputItemsRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
@@ -445,6 +700,141 @@ class InferenceService:
             '/uplion.v1.InferenceService/CreateEmbedding',
             uplion_dot_v1_dot_embeddings__pb2.EmbeddingRequest.SerializeToString,
             uplion_dot_v1_dot_embeddings__pb2.EmbeddingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uplion.v1.InferenceService/CreateResponse',
+            uplion_dot_v1_dot_responses__pb2.CreateResponseRequest.SerializeToString,
+            uplion_dot_v1_dot_responses__pb2.Response.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/uplion.v1.InferenceService/StreamResponse',
+            uplion_dot_v1_dot_responses__pb2.CreateResponseRequest.SerializeToString,
+            uplion_dot_v1_dot_responses__pb2.ResponseStreamEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uplion.v1.InferenceService/GetResponse',
+            uplion_dot_v1_dot_responses__pb2.GetResponseRequest.SerializeToString,
+            uplion_dot_v1_dot_responses__pb2.Response.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uplion.v1.InferenceService/DeleteResponse',
+            uplion_dot_v1_dot_responses__pb2.DeleteResponseRequest.SerializeToString,
+            uplion_dot_v1_dot_responses__pb2.DeleteResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListResponseInputItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/uplion.v1.InferenceService/ListResponseInputItems',
+            uplion_dot_v1_dot_responses__pb2.ListResponseInputItemsRequest.SerializeToString,
+            uplion_dot_v1_dot_responses__pb2.ResponseItemList.FromString,
             options,
             channel_credentials,
             insecure,

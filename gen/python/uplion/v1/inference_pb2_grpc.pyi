@@ -10,6 +10,7 @@ from uplion.v1 import chat_pb2 as _chat_pb2
 from uplion.v1 import completions_pb2 as _completions_pb2
 from uplion.v1 import embeddings_pb2 as _embeddings_pb2
 from uplion.v1 import models_pb2 as _models_pb2
+from uplion.v1 import responses_pb2 as _responses_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -47,12 +48,24 @@ class InferenceServiceStub:
     HttpChatCompletions: _grpc.UnaryStreamMultiCallable[_httpbody_pb2.HttpBody, _httpbody_pb2.HttpBody]
     HttpCompletions: _grpc.UnaryStreamMultiCallable[_httpbody_pb2.HttpBody, _httpbody_pb2.HttpBody]
     HttpEmbeddings: _grpc.UnaryStreamMultiCallable[_httpbody_pb2.HttpBody, _httpbody_pb2.HttpBody]
+    HttpCreateResponse: _grpc.UnaryStreamMultiCallable[_httpbody_pb2.HttpBody, _httpbody_pb2.HttpBody]
+    """The Responses API: `"stream": true` answers with OpenAI's typed events (`event:` and `data:`
+    lines, no [DONE]). Stored responses are their owner's only: another user's id is a 404.
+    """
+    HttpGetResponse: _grpc.UnaryUnaryMultiCallable[_responses_pb2.GetResponseRequest, _httpbody_pb2.HttpBody]
+    HttpDeleteResponse: _grpc.UnaryUnaryMultiCallable[_responses_pb2.DeleteResponseRequest, _httpbody_pb2.HttpBody]
+    HttpListResponseInputItems: _grpc.UnaryUnaryMultiCallable[_responses_pb2.ListResponseInputItemsRequest, _httpbody_pb2.HttpBody]
     CreateChatCompletion: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ChatCompletionRequest, _chat_pb2.ChatCompletion]
     """Typed RPCs for native gRPC clients (same messages as the REST bodies)."""
     StreamChatCompletion: _grpc.UnaryStreamMultiCallable[_chat_pb2.ChatCompletionRequest, _chat_pb2.ChatCompletionChunk]
     CreateCompletion: _grpc.UnaryUnaryMultiCallable[_completions_pb2.CompletionRequest, _completions_pb2.Completion]
     StreamCompletion: _grpc.UnaryStreamMultiCallable[_completions_pb2.CompletionRequest, _completions_pb2.Completion]
     CreateEmbedding: _grpc.UnaryUnaryMultiCallable[_embeddings_pb2.EmbeddingRequest, _embeddings_pb2.EmbeddingResponse]
+    CreateResponse: _grpc.UnaryUnaryMultiCallable[_responses_pb2.CreateResponseRequest, _responses_pb2.Response]
+    StreamResponse: _grpc.UnaryStreamMultiCallable[_responses_pb2.CreateResponseRequest, _responses_pb2.ResponseStreamEvent]
+    GetResponse: _grpc.UnaryUnaryMultiCallable[_responses_pb2.GetResponseRequest, _responses_pb2.Response]
+    DeleteResponse: _grpc.UnaryUnaryMultiCallable[_responses_pb2.DeleteResponseRequest, _responses_pb2.DeleteResponseResponse]
+    ListResponseInputItems: _grpc.UnaryUnaryMultiCallable[_responses_pb2.ListResponseInputItemsRequest, _responses_pb2.ResponseItemList]
     ListModels: _grpc.UnaryUnaryMultiCallable[_models_pb2.ListModelsRequest, _models_pb2.ListModelsResponse]
     GetModel: _grpc.UnaryUnaryMultiCallable[_models_pb2.GetModelRequest, _models_pb2.Model]
 
@@ -71,12 +84,24 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     HttpChatCompletions: _aio.UnaryStreamMultiCallable[_httpbody_pb2.HttpBody, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     HttpCompletions: _aio.UnaryStreamMultiCallable[_httpbody_pb2.HttpBody, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     HttpEmbeddings: _aio.UnaryStreamMultiCallable[_httpbody_pb2.HttpBody, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    HttpCreateResponse: _aio.UnaryStreamMultiCallable[_httpbody_pb2.HttpBody, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """The Responses API: `"stream": true` answers with OpenAI's typed events (`event:` and `data:`
+    lines, no [DONE]). Stored responses are their owner's only: another user's id is a 404.
+    """
+    HttpGetResponse: _aio.UnaryUnaryMultiCallable[_responses_pb2.GetResponseRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    HttpDeleteResponse: _aio.UnaryUnaryMultiCallable[_responses_pb2.DeleteResponseRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    HttpListResponseInputItems: _aio.UnaryUnaryMultiCallable[_responses_pb2.ListResponseInputItemsRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     CreateChatCompletion: _aio.UnaryUnaryMultiCallable[_chat_pb2.ChatCompletionRequest, _chat_pb2.ChatCompletion]  # type: ignore[assignment]
     """Typed RPCs for native gRPC clients (same messages as the REST bodies)."""
     StreamChatCompletion: _aio.UnaryStreamMultiCallable[_chat_pb2.ChatCompletionRequest, _chat_pb2.ChatCompletionChunk]  # type: ignore[assignment]
     CreateCompletion: _aio.UnaryUnaryMultiCallable[_completions_pb2.CompletionRequest, _completions_pb2.Completion]  # type: ignore[assignment]
     StreamCompletion: _aio.UnaryStreamMultiCallable[_completions_pb2.CompletionRequest, _completions_pb2.Completion]  # type: ignore[assignment]
     CreateEmbedding: _aio.UnaryUnaryMultiCallable[_embeddings_pb2.EmbeddingRequest, _embeddings_pb2.EmbeddingResponse]  # type: ignore[assignment]
+    CreateResponse: _aio.UnaryUnaryMultiCallable[_responses_pb2.CreateResponseRequest, _responses_pb2.Response]  # type: ignore[assignment]
+    StreamResponse: _aio.UnaryStreamMultiCallable[_responses_pb2.CreateResponseRequest, _responses_pb2.ResponseStreamEvent]  # type: ignore[assignment]
+    GetResponse: _aio.UnaryUnaryMultiCallable[_responses_pb2.GetResponseRequest, _responses_pb2.Response]  # type: ignore[assignment]
+    DeleteResponse: _aio.UnaryUnaryMultiCallable[_responses_pb2.DeleteResponseRequest, _responses_pb2.DeleteResponseResponse]  # type: ignore[assignment]
+    ListResponseInputItems: _aio.UnaryUnaryMultiCallable[_responses_pb2.ListResponseInputItemsRequest, _responses_pb2.ResponseItemList]  # type: ignore[assignment]
     ListModels: _aio.UnaryUnaryMultiCallable[_models_pb2.ListModelsRequest, _models_pb2.ListModelsResponse]  # type: ignore[assignment]
     GetModel: _aio.UnaryUnaryMultiCallable[_models_pb2.GetModelRequest, _models_pb2.Model]  # type: ignore[assignment]
 
@@ -110,6 +135,37 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _httpbody_pb2.HttpBody,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]: ...
+
+    @_abc_1.abstractmethod
+    def HttpCreateResponse(
+        self,
+        request: _httpbody_pb2.HttpBody,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
+        """The Responses API: `"stream": true` answers with OpenAI's typed events (`event:` and `data:`
+        lines, no [DONE]). Stored responses are their owner's only: another user's id is a 404.
+        """
+
+    @_abc_1.abstractmethod
+    def HttpGetResponse(
+        self,
+        request: _responses_pb2.GetResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]: ...
+
+    @_abc_1.abstractmethod
+    def HttpDeleteResponse(
+        self,
+        request: _responses_pb2.DeleteResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]: ...
+
+    @_abc_1.abstractmethod
+    def HttpListResponseInputItems(
+        self,
+        request: _responses_pb2.ListResponseInputItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]: ...
 
     @_abc_1.abstractmethod
     def CreateChatCompletion(
@@ -146,6 +202,41 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _embeddings_pb2.EmbeddingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_embeddings_pb2.EmbeddingResponse, _abc.Awaitable[_embeddings_pb2.EmbeddingResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateResponse(
+        self,
+        request: _responses_pb2.CreateResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_responses_pb2.Response, _abc.Awaitable[_responses_pb2.Response]]: ...
+
+    @_abc_1.abstractmethod
+    def StreamResponse(
+        self,
+        request: _responses_pb2.CreateResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_responses_pb2.ResponseStreamEvent], _abc.AsyncIterator[_responses_pb2.ResponseStreamEvent]]: ...
+
+    @_abc_1.abstractmethod
+    def GetResponse(
+        self,
+        request: _responses_pb2.GetResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_responses_pb2.Response, _abc.Awaitable[_responses_pb2.Response]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteResponse(
+        self,
+        request: _responses_pb2.DeleteResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_responses_pb2.DeleteResponseResponse, _abc.Awaitable[_responses_pb2.DeleteResponseResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListResponseInputItems(
+        self,
+        request: _responses_pb2.ListResponseInputItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_responses_pb2.ResponseItemList, _abc.Awaitable[_responses_pb2.ResponseItemList]]: ...
 
     @_abc_1.abstractmethod
     def ListModels(

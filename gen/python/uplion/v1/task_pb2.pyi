@@ -11,6 +11,7 @@ from uplion.v1 import chat_pb2 as _chat_pb2
 from uplion.v1 import common_pb2 as _common_pb2
 from uplion.v1 import completions_pb2 as _completions_pb2
 from uplion.v1 import embeddings_pb2 as _embeddings_pb2
+from uplion.v1 import responses_pb2 as _responses_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -83,6 +84,7 @@ class Task(_message.Message):
     CHAT_FIELD_NUMBER: _builtins.int
     COMPLETION_FIELD_NUMBER: _builtins.int
     EMBEDDING_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Stable id of the request: equal across redeliveries, used to deduplicate results and usage."""
     model: _builtins.str
@@ -103,6 +105,12 @@ class Task(_message.Message):
     def completion(self) -> _completions_pb2.CompletionRequest: ...
     @_builtins.property
     def embedding(self) -> _embeddings_pb2.EmbeddingRequest: ...
+    @_builtins.property
+    def response(self) -> _responses_pb2.CreateResponseRequest:
+        """A Responses API request for a model whose remote upstream serves /v1/responses itself (every
+        other model gets the chat task the gateway bridges it to).
+        """
+
     def __init__(
         self,
         *,
@@ -116,12 +124,13 @@ class Task(_message.Message):
         chat: _chat_pb2.ChatCompletionRequest | None = ...,
         completion: _completions_pb2.CompletionRequest | None = ...,
         embedding: _embeddings_pb2.EmbeddingRequest | None = ...,
+        response: _responses_pb2.CreateResponseRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "chat", b"chat", "completion", b"completion", "created_at", b"created_at", "deadline", b"deadline", "embedding", b"embedding", "request", b"request"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "chat", b"chat", "completion", b"completion", "created_at", b"created_at", "deadline", b"deadline", "embedding", b"embedding", "request", b"request", "response", b"response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "chat", b"chat", "completion", b"completion", "created_at", b"created_at", "deadline", b"deadline", "embedding", b"embedding", "model", b"model", "reply_topic", b"reply_topic", "request", b"request", "stream", b"stream", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "chat", b"chat", "completion", b"completion", "created_at", b"created_at", "deadline", b"deadline", "embedding", b"embedding", "model", b"model", "reply_topic", b"reply_topic", "request", b"request", "response", b"response", "stream", b"stream", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["chat", "completion", "embedding"]  # noqa: Y015
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["chat", "completion", "embedding", "response"]  # noqa: Y015
     _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
 
@@ -166,6 +175,7 @@ class TaskResult(_message.Message):
     CHAT_FIELD_NUMBER: _builtins.int
     COMPLETION_FIELD_NUMBER: _builtins.int
     EMBEDDING_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     EXTRA_JSON_FIELD_NUMBER: _builtins.int
     extra_json: _builtins.str
@@ -180,6 +190,12 @@ class TaskResult(_message.Message):
     @_builtins.property
     def embedding(self) -> _embeddings_pb2.EmbeddingResponse: ...
     @_builtins.property
+    def response(self) -> _responses_pb2.Response:
+        """A passed-through Responses API request: the upstream's final response (for streamed tasks too:
+        the gateway stores it).
+        """
+
+    @_builtins.property
     def usage(self) -> _common_pb2.Usage: ...
     def __init__(
         self,
@@ -187,14 +203,15 @@ class TaskResult(_message.Message):
         chat: _chat_pb2.ChatCompletion | None = ...,
         completion: _completions_pb2.Completion | None = ...,
         embedding: _embeddings_pb2.EmbeddingResponse | None = ...,
+        response: _responses_pb2.Response | None = ...,
         usage: _common_pb2.Usage | None = ...,
         extra_json: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "completion", b"completion", "embedding", b"embedding", "result", b"result", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "completion", b"completion", "embedding", b"embedding", "response", b"response", "result", b"result", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "completion", b"completion", "embedding", b"embedding", "extra_json", b"extra_json", "result", b"result", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "completion", b"completion", "embedding", b"embedding", "extra_json", b"extra_json", "response", b"response", "result", b"result", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["chat", "completion", "embedding"]  # noqa: Y015
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["chat", "completion", "embedding", "response"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
@@ -248,6 +265,7 @@ class TaskEvent(_message.Message):
     COMPLETION_CHUNK_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    RESPONSE_EVENT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     attempt_id: _builtins.str
     """Unique per delivery of the task to a worker."""
@@ -269,6 +287,10 @@ class TaskEvent(_message.Message):
     def result(self) -> Global___TaskResult: ...
     @_builtins.property
     def error(self) -> Global___TaskError: ...
+    @_builtins.property
+    def response_event(self) -> _responses_pb2.ResponseStreamEvent:
+        """One event of a passed-through streamed Responses API request, as the upstream sent it."""
+
     def __init__(
         self,
         *,
@@ -282,12 +304,13 @@ class TaskEvent(_message.Message):
         completion_chunk: _completions_pb2.Completion | None = ...,
         result: Global___TaskResult | None = ...,
         error: Global___TaskError | None = ...,
+        response_event: _responses_pb2.ResponseStreamEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chat_chunk", b"chat_chunk", "completion_chunk", b"completion_chunk", "error", b"error", "payload", b"payload", "result", b"result", "started", b"started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chat_chunk", b"chat_chunk", "completion_chunk", b"completion_chunk", "error", b"error", "payload", b"payload", "response_event", b"response_event", "result", b"result", "started", b"started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_id", b"attempt_id", "chat_chunk", b"chat_chunk", "completion_chunk", b"completion_chunk", "completion_tokens", b"completion_tokens", "error", b"error", "payload", b"payload", "result", b"result", "seq", b"seq", "started", b"started", "task_id", b"task_id", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_id", b"attempt_id", "chat_chunk", b"chat_chunk", "completion_chunk", b"completion_chunk", "completion_tokens", b"completion_tokens", "error", b"error", "payload", b"payload", "response_event", b"response_event", "result", b"result", "seq", b"seq", "started", b"started", "task_id", b"task_id", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["started", "chat_chunk", "completion_chunk", "result", "error"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["started", "chat_chunk", "completion_chunk", "result", "error", "response_event"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 

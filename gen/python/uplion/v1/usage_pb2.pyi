@@ -29,6 +29,8 @@ class _RequestKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RequestKi
     REQUEST_KIND_CHAT_COMPLETION: _RequestKind.ValueType  # 1
     REQUEST_KIND_COMPLETION: _RequestKind.ValueType  # 2
     REQUEST_KIND_EMBEDDING: _RequestKind.ValueType  # 3
+    REQUEST_KIND_RESPONSE: _RequestKind.ValueType  # 4
+    """POST /v1/responses (bridged to a chat task; billed as chat is)"""
 
 class RequestKind(_RequestKind, metaclass=_RequestKindEnumTypeWrapper): ...
 
@@ -36,6 +38,8 @@ REQUEST_KIND_UNSPECIFIED: RequestKind.ValueType  # 0
 REQUEST_KIND_CHAT_COMPLETION: RequestKind.ValueType  # 1
 REQUEST_KIND_COMPLETION: RequestKind.ValueType  # 2
 REQUEST_KIND_EMBEDDING: RequestKind.ValueType  # 3
+REQUEST_KIND_RESPONSE: RequestKind.ValueType  # 4
+"""POST /v1/responses (bridged to a chat task; billed as chat is)"""
 Global___RequestKind: _TypeAlias = RequestKind  # noqa: Y015
 
 class _RequestOutcome:

@@ -137,6 +137,7 @@ def embedding_response(d: Mapping[str, Any]) -> embeddings_pb2.EmbeddingResponse
     usage = d.get("usage") or {}
     out.usage.prompt_tokens = int(usage.get("prompt_tokens") or 0)
     out.usage.total_tokens = int(usage.get("total_tokens") or out.usage.prompt_tokens)
+    _extra(out, d)
     return out
 
 

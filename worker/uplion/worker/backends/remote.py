@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import aiohttp
 from google.protobuf import json_format
 
-from uplion.v1 import chat_pb2, common_pb2, completions_pb2, embeddings_pb2, task_pb2
+from uplion.v1 import chat_pb2, common_pb2, completions_pb2, embeddings_pb2, responses_pb2, task_pb2
 
 from ..config import Account
 from ..content import prompt_texts, value_text
@@ -42,9 +42,11 @@ from .openai_wire import (
     embedding_response,
     stream_error,
 )
+from .responses_wire import input_chars
 from .sse import DONE, SSEDecoder
 
 Chunk = TypeVar("Chunk", chat_pb2.ChatCompletionChunk, completions_pb2.Completion)
+T = TypeVar("T")
 
 
 class _UpstreamFailed(Exception):
@@ -127,6 +129,8 @@ class RemoteBackend:
             chars = _prompt_chars(task.completion.prompt)
         elif which == "embedding":
             chars = _prompt_chars(task.embedding.input)
+        elif which == "response":
+            chars = input_chars(task.response)
         else:
             chars = 0
         return estimate_tokens(chars)
@@ -178,10 +182,10 @@ class RemoteBackend:
             raise _Problem(classify(resp.status, raw, resp.headers))
         return resp
 
-    async def _stream(
-        self, path: str, body: bytes, convert: Callable[[dict[str, Any]], Chunk],
-        from_answer: Callable[[dict[str, Any]], Iterator[Chunk]], prompt_estimate: int,
-    ) -> AsyncIterator[Chunk]:  # fmt: skip
+    async def _failover(self, path: str, body: bytes,
+                        decode: Callable[[aiohttp.ClientResponse], AsyncIterator[T]]) -> AsyncIterator[T]:  # fmt: skip
+        """What `decode` reads from the first account that answers: failing over to the next account
+        until the first item arrives; a failure after it is final for this attempt."""
         problems: list[str] = []
         for state in pick_order(self.states, now()):
             state.inflight += 1
@@ -191,9 +195,9 @@ class RemoteBackend:
                 state.inflight -= 1
                 self._note(state, p.problem, problems)
                 continue
-            chunks = _decode(resp, convert, from_answer)
+            items = decode(resp)
             try:
-                first = await _next(chunks)
+                first = await anext(items, None)
             except _READ_ERRORS as e:
                 state.inflight -= 1
                 resp.release()
@@ -203,25 +207,41 @@ class RemoteBackend:
             try:
                 if first is None:
                     raise unavailable("upstream answered with an empty stream (no completion, no usage)")
-                generated, has_usage = 0, False
-                chunk: Chunk | None = first
-                while chunk is not None:
-                    generated += _generated_chars(chunk)
-                    has_usage = has_usage or chunk.HasField("usage")
-                    yield chunk
+                item: T | None = first
+                while item is not None:
+                    yield item
                     try:
-                        chunk = await _next(chunks)
+                        item = await anext(items, None)
                     except _READ_ERRORS as e:
                         raise unavailable(f"upstream failed mid-stream: {e}"[:500]) from None
-                if not has_usage:  # the upstream ignored stream_options: bill the estimate, not zero
-                    last = type(first)()
-                    last.usage.CopyFrom(estimate_usage(prompt_estimate, generated))
-                    yield last
             finally:
                 state.inflight -= 1
                 resp.release()
             return
         raise self._none_left(problems)
+
+    async def _stream(
+        self, path: str, body: bytes, convert: Callable[[dict[str, Any]], Chunk],
+        from_answer: Callable[[dict[str, Any]], Iterator[Chunk]], prompt_estimate: int,
+    ) -> AsyncIterator[Chunk]:  # fmt: skip
+        generated, has_usage = 0, False
+        first: Chunk | None = None
+        async for chunk in self._failover(path, body, lambda resp: _decode(resp, convert, from_answer)):
+            first = first or chunk
+            generated += _generated_chars(chunk)
+            has_usage = has_usage or chunk.HasField("usage")
+            yield chunk
+        if first is not None and not has_usage:  # the upstream ignored stream_options: bill the estimate
+            last = type(first)()
+            last.usage.CopyFrom(estimate_usage(prompt_estimate, generated))
+            yield last
+
+    def responses(self, request: responses_pb2.CreateResponseRequest,
+                  stream: bool) -> AsyncIterator[tuple[str, dict[str, Any]]]:  # fmt: skip
+        """A Responses API request passed to an upstream that serves it (the client's request, with
+        the upstream's model name): its events, or its one answer, each as (raw JSON, parsed)."""
+        body = _body(request, self.upstream_model, stream=stream)
+        return self._failover("/responses", body, _raw_objects)
 
     def chat(self, request: chat_pb2.ChatCompletionRequest) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         body = _body(request, self.upstream_model, **_streamed())
@@ -265,10 +285,6 @@ class RemoteBackend:
             self._session = None
 
 
-async def _next(chunks: AsyncIterator[Chunk]) -> Chunk | None:
-    return await anext(chunks, None)
-
-
 class _Problem(Exception):
     def __init__(self, problem: UpstreamProblem) -> None:
         super().__init__(problem.message)
@@ -293,6 +309,22 @@ async def _decode(
     for event in decoder.close():
         if event != DONE:
             yield convert(_object(event, "an event"))
+
+
+async def _raw_objects(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The response's objects as (raw JSON, parsed): SSE events' data, or one whole JSON answer."""
+    if "text/event-stream" not in resp.headers.get("content-type", ""):
+        raw = await resp.read()
+        yield raw.decode(), _object(raw, "an answer")
+        return
+    decoder = SSEDecoder()
+    async for data in resp.content.iter_any():
+        for event in decoder.feed(data):
+            if event != DONE:
+                yield event.decode(), _object(event, "an event")
+    for event in decoder.close():
+        if event != DONE:
+            yield event.decode(), _object(event, "an event")
 
 
 def _object(raw: bytes, what: str) -> dict[str, Any]:
