@@ -478,3 +478,21 @@ def test_example_aimodels_apply(kube: Kube, namespace: str) -> None:
     finally:
         delete_documents([*models, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "openai-keys"}}],
                          namespace)  # fmt: skip
+
+
+def test_each_pulsar_client_gets_its_own_token_and_the_reply_namespace() -> None:
+    """One Pulsar role per component (docs/pulsar-auth.md): a component's own token Secret wins over
+    the shared one; the reply namespace reaches every Pulsar client."""
+    sets = ["secrets.pulsarToken.name=shared", "secrets.pulsarTokens.gateway.name=gw-token",
+            "secrets.pulsarTokens.settler.name=settler-token", "pulsar.replyNamespace=default-replies"]  # fmt: skip
+    docs = render("uplion", None, *sets)
+    deployments = by_kind(docs, "Deployment")
+    env = {n: {e["name"]: e for e in containers(d)[0].get("env", [])} for n, d in deployments.items()}
+    token = {n: e["UPLION_PULSAR_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] for n, e in env.items()
+             if "UPLION_PULSAR_TOKEN" in e}  # fmt: skip
+    assert token == {"uplion-gateway": "gw-token", "uplion-ratelimit-settler": "settler-token",
+                     "uplion-billing": "shared", "uplion-operator": "shared"}  # fmt: skip
+    for name in token:
+        assert env[name]["UPLION_PULSAR_REPLY_NAMESPACE"]["value"] == "default-replies"
+    plain = by_kind(render(), "Deployment")
+    assert not any("UPLION_PULSAR_TOKEN" in str(containers(d)) for d in plain.values())  # none configured: none sent

@@ -48,13 +48,26 @@ key: {{ $ref.key }}
 - {name: UPLION_REDIS_CLUSTER, value: {{ (index . 0).Values.redis.cluster | toString | quote }}}
 {{- end -}}
 
-{{/* The Pulsar settings every Pulsar client gets. */}}
+{{/* The Pulsar settings of one Pulsar client: (root, component). Its own token
+(secrets.pulsarTokens.<component>: one Pulsar role each, docs/pulsar-auth.md) wins over the shared
+secrets.pulsarToken. */}}
 {{- define "uplion.pulsarEnv" -}}
-- {name: UPLION_PULSAR_URL, value: {{ .Values.pulsar.url | quote }}}
-- {name: UPLION_PULSAR_TENANT, value: {{ .Values.pulsar.tenant | quote }}}
-- {name: UPLION_PULSAR_NAMESPACE, value: {{ .Values.pulsar.namespace | quote }}}
-{{- if .Values.secrets.pulsarToken.name }}
-{{ include "uplion.secretEnv" (list . "UPLION_PULSAR_TOKEN" "pulsarToken") }}
+{{- $root := index . 0 -}}
+{{- $own := index ($root.Values.secrets.pulsarTokens | default dict) (index . 1) | default dict -}}
+- {name: UPLION_PULSAR_URL, value: {{ $root.Values.pulsar.url | quote }}}
+- {name: UPLION_PULSAR_TENANT, value: {{ $root.Values.pulsar.tenant | quote }}}
+- {name: UPLION_PULSAR_NAMESPACE, value: {{ $root.Values.pulsar.namespace | quote }}}
+{{- if $root.Values.pulsar.replyNamespace }}
+- {name: UPLION_PULSAR_REPLY_NAMESPACE, value: {{ $root.Values.pulsar.replyNamespace | quote }}}
+{{- end }}
+{{- if $own.name }}
+- name: UPLION_PULSAR_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $own.name }}
+      key: {{ $own.key | default "token" }}
+{{- else if $root.Values.secrets.pulsarToken.name }}
+{{ include "uplion.secretEnv" (list $root "UPLION_PULSAR_TOKEN" "pulsarToken") }}
 {{- end }}
 {{- end -}}
 
