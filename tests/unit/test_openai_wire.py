@@ -15,8 +15,8 @@ from uplion.worker.backends.openai_wire import (
     embedding_response,
     stream_error,
 )
-from uplion.worker.backends.remote import estimate_usage
 from uplion.worker.backends.sse import SSEDecoder
+from uplion.worker.content import estimate_usage
 
 
 def test_sse_events_split_across_reads_and_line_endings() -> None:

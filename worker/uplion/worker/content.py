@@ -1,10 +1,11 @@
-"""Pure helpers over request content: text of messages and prompts, stop sequences."""
+"""Pure helpers over request content: text of messages and prompts, stop sequences, and the token
+estimate used wherever an upstream gives no count (about 4 characters a token)."""
 
 from __future__ import annotations
 
 from google.protobuf import struct_pb2
 
-from uplion.v1 import chat_pb2
+from uplion.v1 import chat_pb2, common_pb2
 
 
 def value_text(value: struct_pb2.Value) -> str:
@@ -58,3 +59,14 @@ def prompt_texts(value: struct_pb2.Value) -> list[str]:
                 out.append(" ".join(str(int(v.number_value)) for v in item.list_value.values))
         return out
     return []
+
+
+def estimate_tokens(chars: int) -> int:
+    """About 4 characters a token (OpenAI's rule of thumb for English)."""
+    return (chars + 3) // 4
+
+
+def estimate_usage(prompt_tokens: int, generated_chars: int) -> common_pb2.Usage:
+    completion = estimate_tokens(generated_chars)
+    return common_pb2.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
+                            total_tokens=prompt_tokens + completion)  # fmt: skip

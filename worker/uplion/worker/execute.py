@@ -14,8 +14,8 @@ from .aggregate import aggregate_chat, aggregate_completion, aggregate_extra
 from .attempt import Attempt
 from .backends import extra
 from .backends.base import Backend, invalid, unavailable
-from .backends.remote import estimate_tokens
 from .backends.responses_wire import FINAL_EVENTS, billed, output_chars, typed_event, typed_response
+from .content import estimate_usage
 from .output_cap import cap_for, capped
 
 
@@ -119,9 +119,7 @@ async def _response(task: task_pb2.Task, attempt: Attempt, backend: Backend) -> 
     if final.HasField("usage"):
         attempt.usage = billed(final.usage)
     else:  # an upstream that reports no usage is billed by estimate, never as nothing
-        prompt = backend.prompt_tokens(task)
-        attempt.usage = common_pb2.Usage(prompt_tokens=prompt, completion_tokens=estimate_tokens(generated),
-                                         total_tokens=prompt + estimate_tokens(generated))  # fmt: skip
+        attempt.usage = estimate_usage(backend.prompt_tokens(task), generated)
     await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(response=final, usage=attempt.usage)))
 
 

@@ -12,6 +12,8 @@ from typing import TypeVar
 
 from uplion.v1 import chat_pb2, common_pb2, completions_pb2
 
+from .content import estimate_tokens
+
 Chunk = TypeVar("Chunk", chat_pb2.ChatCompletionChunk, completions_pb2.Completion)
 
 
@@ -33,7 +35,7 @@ def tokens_in(chunk: chat_pb2.ChatCompletionChunk | completions_pb2.Completion) 
         pieces = [c.delta.content + "".join(t.function.arguments for t in c.delta.tool_calls) for c in chunk.choices]
     else:
         pieces = [c.text for c in chunk.choices]
-    return sum(max(1, (len(p) + 3) // 4) for p in pieces if p)
+    return sum(max(1, estimate_tokens(len(p))) for p in pieces if p)
 
 
 def _ending(first: Chunk, indexes: list[int], prompt_tokens: int, completion_tokens: int) -> list[Chunk]:

@@ -24,10 +24,10 @@ from typing import Any, TypeVar
 import aiohttp
 from google.protobuf import json_format
 
-from uplion.v1 import chat_pb2, common_pb2, completions_pb2, embeddings_pb2, responses_pb2, task_pb2
+from uplion.v1 import chat_pb2, completions_pb2, embeddings_pb2, responses_pb2, task_pb2
 
 from ..config import Account
-from ..content import prompt_texts, value_text
+from ..content import estimate_tokens, estimate_usage, prompt_texts, value_text
 from . import extra
 from .accounts import DISABLE_S, QUOTA_S, AccountState, now, pick_order, soonest_available
 from .base import BackendError, invalid, unavailable
@@ -85,17 +85,6 @@ def _chat_chars(request: chat_pb2.ChatCompletionRequest) -> int:
 
 def _prompt_chars(prompt: Any) -> int:
     return sum(len(t) for t in prompt_texts(prompt))
-
-
-def estimate_tokens(chars: int) -> int:
-    """About 4 characters a token (OpenAI's rule of thumb for English)."""
-    return (chars + 3) // 4
-
-
-def estimate_usage(prompt_tokens: int, generated_chars: int) -> common_pb2.Usage:
-    completion = estimate_tokens(generated_chars)
-    return common_pb2.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
-                            total_tokens=prompt_tokens + completion)  # fmt: skip
 
 
 def _generated_chars(chunk: chat_pb2.ChatCompletionChunk | completions_pb2.Completion) -> int:
