@@ -201,9 +201,9 @@ def model_of(data: bytes) -> str:
 # ---- answers ----------------------------------------------------------------------------------
 
 
-def _opt(msg: Message, name: str) -> Any:
-    """An optional scalar's value, or None (JSON null) when unset."""
-    return getattr(msg, name) if msg.HasField(name) else None
+def _opt(msg: Message, name: str, default: Any = None) -> Any:
+    """An optional scalar's value, or `default` (JSON null) when unset."""
+    return getattr(msg, name) if msg.HasField(name) else default
 
 
 def usage(u: common_pb2.Usage) -> JsonObject:

@@ -31,7 +31,7 @@ from .responses_items import (
     resolve_references,
     response_id,
 )
-from .validation import validate_chat
+from .validation import bound_output, validate_chat
 
 if TYPE_CHECKING:
     from .service import InferenceService
@@ -117,13 +117,8 @@ class ResponsesApi:
         return self.store
 
     def _check_cap(self, req: R.CreateResponseRequest) -> None:
-        if not req.HasField("max_output_tokens"):
-            return
-        limits = self.service.registry.limits_for(req.model)
-        if req.max_output_tokens > limits.max_output_tokens:
-            raise invalid(f"'max_output_tokens' is {req.max_output_tokens}, more than model '{req.model}' allows "
-                          f"({limits.max_output_tokens})", "max_output_tokens")  # fmt: skip
-        if req.max_output_tokens < 16:
+        bound_output(req, self.service.registry.limits_for(req.model))
+        if req.HasField("max_output_tokens") and req.max_output_tokens < 16:
             raise invalid("'max_output_tokens' must be at least 16", "max_output_tokens")
 
     async def _bridged(self, req: R.CreateResponseRequest, user: str, task_id: str,
@@ -172,10 +167,10 @@ class ResponsesApi:
             raise
         if native:
             call = self.service._call(context, req, KIND, stream, validate_native,
-                                      lambda t: t.response.CopyFrom(req), task_id=task_id)  # fmt: skip
+                                      lambda t: t.response.CopyFrom(req), task_id=task_id, meta=meta)  # fmt: skip
             return Started(call, items, keep, native=True)
         call = self.service._call(context, chat, KIND, stream, validate_chat, lambda t: t.chat.CopyFrom(chat),
-                                  task_id=task_id)  # fmt: skip
+                                  task_id=task_id, meta=meta)  # fmt: skip
         created = call.task.created_at.seconds or int(call.started_at)
         return Started(call, items, keep, native=False, skeleton=skeleton(req, response_id(task_id), created, keep))
 

@@ -16,13 +16,13 @@ from google.protobuf import json_format, struct_pb2
 from uplion.v1 import chat_pb2, responses_pb2
 
 from .errors import invalid
+from .validation import TOOL_NAME
 
 JsonObject = dict[str, Any]
 
 MESSAGE_ROLES = {"user", "assistant", "system", "developer"}
 _PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
 _ITEM_ID = re.compile(r"^(?:msg|fc|fco)_([0-9a-f]{32})[io]\d+$")
-_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 SKIPPED_TYPES = {"reasoning"}  # items a client echoes back that a chat model has no use for
 
 
@@ -256,7 +256,7 @@ def _empty(msg: chat_pb2.ChatMessage) -> bool:
 def _tool(t: responses_pb2.ResponseTool, i: int) -> chat_pb2.Tool:
     if t.type != "function":
         raise invalid(f"tools[{i}].type {t.type!r} is not supported: only function tools are", f"tools[{i}].type")
-    if not _TOOL_NAME.match(t.name):
+    if not TOOL_NAME.match(t.name):
         raise invalid(f"tools[{i}].name must match ^[a-zA-Z0-9_-]{{1,64}}$", f"tools[{i}].name")
     fn = chat_pb2.FunctionDefinition(name=t.name, parameters=t.parameters)
     if t.HasField("description"):

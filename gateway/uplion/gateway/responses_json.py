@@ -5,20 +5,13 @@ server-sent events with an `event:` line naming their type and no `[DONE]` at th
 
 from __future__ import annotations
 
-from typing import Any
-
 from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from uplion.v1 import responses_pb2
 
-from .openai_json import JsonObject, json_bytes
+from .openai_json import JsonObject, _opt, json_bytes
 
 R = responses_pb2
-
-
-def _opt(msg: Message, name: str, default: Any = None) -> Any:
-    return getattr(msg, name) if msg.HasField(name) else default
 
 
 def content(c: R.ResponseContent) -> JsonObject:

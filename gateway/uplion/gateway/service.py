@@ -42,6 +42,7 @@ REFUSED = Counter("uplion_gateway_refused_total", "Requests refused before any w
 Chunk = TypeVar("Chunk", chat_pb2.ChatCompletionChunk, completions_pb2.Completion)
 Request = TypeVar("Request", chat_pb2.ChatCompletionRequest, completions_pb2.CompletionRequest,
                   embeddings_pb2.EmbeddingRequest, responses_pb2.CreateResponseRequest)  # fmt: skip
+M = TypeVar("M", bound=Message)
 Streamable = TypeVar("Streamable", chat_pb2.ChatCompletionRequest, completions_pb2.CompletionRequest)
 
 
@@ -158,11 +159,13 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         validate: Callable[[Request], None],
         fill: Callable[[task_pb2.Task], None],
         task_id: str = "",
+        meta: RequestMeta | None = None,
     ) -> Call:
         """The request as a task, or an ApiError if it is refused before any worker sees it (invalid,
         unknown or forbidden model). A refused request, too, gets its one usage event (outcome
-        REJECTED, no tokens), so that what the edge reserved for it is released at once."""
-        meta = RequestMeta.of(context)
+        REJECTED, no tokens), so that what the edge reserved for it is released at once. `meta`: the
+        request's metadata when the caller has read it already."""
+        meta = meta or RequestMeta.of(context)
         model = request.model
         try:
             validate(request)
@@ -197,6 +200,16 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         self.dispatcher.in_background(self.dispatcher.publish_usage(event))
         REFUSED.labels(usage_pb2.RequestKind.Name(kind).removeprefix("REQUEST_KIND_").lower()).inc()
 
+    def _parse(self, body: httpbody_pb2.HttpBody, context: grpc.aio.ServicerContext[Any, Any], cls: type[M],
+               kind: usage_pb2.RequestKind.ValueType, forwards: Callable[[str], bool]) -> M:  # fmt: skip
+        """A REST body as the contract's message; one that does not parse is refused (its usage event
+        published, as for every refused request) with the ApiError saying why."""
+        try:
+            return openai_json.parse_request(body.data, cls, forwards)
+        except ApiError:
+            self._refused(RequestMeta.of(context), openai_json.model_of(body.data), kind, False)
+            raise
+
     async def _rest(
         self, body: httpbody_pb2.HttpBody, context: grpc.aio.ServicerContext[Any, Any], ep: RestEndpoint
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
@@ -205,11 +218,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         turns it into the HTTP status and OpenAI's error body); after it, an in-band
         `data: {"error": ...}` event ends the stream (no [DONE]: the answer is not complete)."""
         try:
-            try:
-                request: Any = openai_json.parse_request(body.data, ep.request, self.registry.forwards_unknown)
-            except ApiError:
-                self._refused(RequestMeta.of(context), openai_json.model_of(body.data), ep.kind, False)
-                raise
+            request: Any = self._parse(body, context, ep.request, ep.kind, self.registry.forwards_unknown)
             stream = ep.chunk is not None and bool(request.stream)
             call = self._call(context, request, ep.kind, stream, ep.validate,
                               lambda t: getattr(t, ep.task_field).CopyFrom(request))  # fmt: skip
@@ -256,13 +265,8 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         """POST /v1/responses: a `response` object, or (`"stream": true`) its typed events; a failure
         after the first event is the in-band response.failed event."""
         try:
-            try:
-                request = openai_json.parse_request(body.data, responses_pb2.CreateResponseRequest,
-                                                    self.registry.serves_responses)  # fmt: skip
-            except ApiError:
-                self._refused(RequestMeta.of(context), openai_json.model_of(body.data), usage_pb2.REQUEST_KIND_RESPONSE,
-                              False)  # fmt: skip
-                raise
+            request = self._parse(body, context, responses_pb2.CreateResponseRequest, usage_pb2.REQUEST_KIND_RESPONSE,
+                                  self.registry.serves_responses)  # fmt: skip
             if not request.stream:
                 answer = responses_json.response_bytes(await self.responses.create(request, context))
         except ApiError as e:

@@ -7,13 +7,13 @@ import re
 from google.protobuf import struct_pb2
 
 from uplion.core.aimodels import ModelLimits
-from uplion.v1 import chat_pb2, completions_pb2, embeddings_pb2
+from uplion.v1 import chat_pb2, completions_pb2, embeddings_pb2, responses_pb2
 
 from .errors import ApiError, invalid
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 PART_TYPES = {"text", "image_url", "input_audio", "file", "refusal"}
-_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_N = 128
 MAX_EMBEDDING_INPUTS = 2048
 MAX_EMBEDDING_DIMENSIONS = 16384
@@ -106,7 +106,7 @@ def validate_chat(req: chat_pb2.ChatCompletionRequest) -> None:
     for i, tool in enumerate(req.tools):
         if tool.type != "function":
             raise invalid(f"tools[{i}].type must be 'function'", f"tools[{i}].type")
-        if not _TOOL_NAME.match(tool.function.name):
+        if not TOOL_NAME.match(tool.function.name):
             raise invalid(f"tools[{i}].function.name must match ^[a-zA-Z0-9_-]{{1,64}}$", f"tools[{i}].function.name")
     _tool_choice(req)
     if req.HasField("response_format") and req.response_format.type not in ("text", "json_object", "json_schema"):
@@ -188,13 +188,18 @@ def validate_embedding(req: embeddings_pb2.EmbeddingRequest) -> None:
 __all__ = ["ApiError", "validate_chat", "validate_completion", "validate_embedding"]
 
 
-def bound_output(req: chat_pb2.ChatCompletionRequest | completions_pb2.CompletionRequest,
-                 limits: ModelLimits) -> None:  # fmt: skip
+def bound_output(
+    req: chat_pb2.ChatCompletionRequest | completions_pb2.CompletionRequest | responses_pb2.CreateResponseRequest,
+    limits: ModelLimits,
+) -> None:
     """A request may not ask for more output than its model allows: a 400 naming the field."""
     asked: list[tuple[str, int]] = []
-    if isinstance(req, chat_pb2.ChatCompletionRequest) and req.HasField("max_completion_tokens"):
+    if isinstance(req, responses_pb2.CreateResponseRequest):
+        if req.HasField("max_output_tokens"):
+            asked.append(("max_output_tokens", req.max_output_tokens))
+    elif isinstance(req, chat_pb2.ChatCompletionRequest) and req.HasField("max_completion_tokens"):
         asked.append(("max_completion_tokens", req.max_completion_tokens))
-    if req.HasField("max_tokens"):
+    if not isinstance(req, responses_pb2.CreateResponseRequest) and req.HasField("max_tokens"):
         asked.append(("max_tokens", req.max_tokens))
     for name, n in asked:
         if n > limits.max_output_tokens:
