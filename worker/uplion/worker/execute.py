@@ -106,9 +106,9 @@ async def _response(task: task_pb2.Task, attempt: Attempt, backend: Backend) -> 
     generated = 0
     async for raw, obj in serve(task.response, task.stream):
         if not task.stream:
-            final = typed_response(obj, raw)
+            final = typed_response(obj, raw.decode())
             continue
-        event = typed_event(obj, raw)
+        event = typed_event(obj, raw.decode())
         generated += output_chars(obj)
         attempt.completion_tokens += 1 if event.type.endswith(".delta") else 0
         if event.type in FINAL_EVENTS and isinstance(obj.get("response"), dict):

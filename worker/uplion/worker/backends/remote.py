@@ -226,7 +226,7 @@ class RemoteBackend:
             yield last
 
     def responses(self, request: responses_pb2.CreateResponseRequest,
-                  stream: bool) -> AsyncIterator[tuple[str, dict[str, Any]]]:  # fmt: skip
+                  stream: bool) -> AsyncIterator[tuple[bytes, dict[str, Any]]]:  # fmt: skip
         """A Responses API request passed to an upstream that serves it (the client's request, with
         the upstream's model name): its events, or its one answer, each as (raw JSON, parsed)."""
         body = _body(request, self.upstream_model, stream=stream)
@@ -280,40 +280,40 @@ class _Problem(Exception):
         self.problem = problem
 
 
-async def _decode(
-    resp: aiohttp.ClientResponse, convert: Callable[[dict[str, Any]], Chunk],
-    from_answer: Callable[[dict[str, Any]], Iterator[Chunk]],
-) -> AsyncIterator[Chunk]:  # fmt: skip
-    """The response's chunks: SSE events (until `[DONE]` or the end), or a whole JSON answer."""
-    if "text/event-stream" not in resp.headers.get("content-type", ""):
-        for chunk in from_answer(_object(await resp.read(), "an answer")):
-            yield chunk
+def _is_sse(resp: aiohttp.ClientResponse) -> bool:
+    return "text/event-stream" in resp.headers.get("content-type", "")
+
+
+async def _raw_objects(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[bytes, dict[str, Any]]]:
+    """The response's objects as (raw JSON, parsed): each SSE event's data (until `[DONE]` or the
+    end), or one whole JSON answer."""
+    if not _is_sse(resp):
+        raw = await resp.read()
+        yield raw, _object(raw, "an answer")
         return
     decoder = SSEDecoder()
     async for data in resp.content.iter_any():
         for event in decoder.feed(data):
             if event == DONE:
                 return
-            yield convert(_object(event, "an event"))
+            yield event, _object(event, "an event")
     for event in decoder.close():
         if event != DONE:
-            yield convert(_object(event, "an event"))
+            yield event, _object(event, "an event")
 
 
-async def _raw_objects(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """The response's objects as (raw JSON, parsed): SSE events' data, or one whole JSON answer."""
-    if "text/event-stream" not in resp.headers.get("content-type", ""):
-        raw = await resp.read()
-        yield raw.decode(), _object(raw, "an answer")
-        return
-    decoder = SSEDecoder()
-    async for data in resp.content.iter_any():
-        for event in decoder.feed(data):
-            if event != DONE:
-                yield event.decode(), _object(event, "an event")
-    for event in decoder.close():
-        if event != DONE:
-            yield event.decode(), _object(event, "an event")
+async def _decode(
+    resp: aiohttp.ClientResponse, convert: Callable[[dict[str, Any]], Chunk],
+    from_answer: Callable[[dict[str, Any]], Iterator[Chunk]],
+) -> AsyncIterator[Chunk]:  # fmt: skip
+    """The response's chunks: each SSE event's, or those of a whole JSON answer."""
+    sse = _is_sse(resp)
+    async for _, obj in _raw_objects(resp):
+        if sse:
+            yield convert(obj)
+        else:
+            for chunk in from_answer(obj):
+                yield chunk
 
 
 def _object(raw: bytes, what: str) -> dict[str, Any]:
