@@ -25,7 +25,8 @@ async def _billed(dsn: str, user_id: str) -> asyncpg.Record:
     try:
         row = await conn.fetchrow(
             "SELECT count(*) AS n, sum(prompt_tokens) AS p, sum(completion_tokens) AS c,"
-            " sum(cost_micro_credits) AS cost, (SELECT used_micro_credits FROM spend WHERE subject_kind = 'user'"
+            " sum(cost_micro_credits) AS cost, max(cost_micro_credits) AS max_cost,"
+            " (SELECT used_micro_credits FROM spend WHERE subject_kind = 'user'"
             " AND subject_id = $1) AS spent FROM usage_events WHERE user_id = $1",
             user_id,
         )
@@ -63,6 +64,11 @@ def test_billing_exhausts_the_quota_and_authz_refuses(edge: Edge, broker: Pulsar
             f"{uuid.uuid4().hex[:8]}@e2e.test", quota=admin_pb2.Quota(limit_micro_credits=LIMIT)
         )
         sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=created.secret, max_retries=0)
+        # authz holds each request's bound at the highest price it has read (every 2 s)
+        deadline = time.monotonic() + 10
+        while edge.authz.metric("uplion_authz_quota_max_price") < 1000:
+            assert time.monotonic() < deadline, "authz did not read the price"
+            time.sleep(0.1)
         served, refused = 0, None
         for i in range(300):
             try:
@@ -72,6 +78,9 @@ def test_billing_exhausts_the_quota_and_authz_refuses(edge: Edge, broker: Pulsar
                     sdk.chat.completions.create(model=model, messages=[{"role": "user", "content": "one two three"}])
                 served += 1
             except openai.RateLimitError as e:
+                if e.code == "quota_held":  # the rest is held by the previous request until billing applies it
+                    time.sleep(0.1)
+                    continue
                 refused = e
                 break
             time.sleep(0.03)
@@ -87,10 +96,9 @@ def test_billing_exhausts_the_quota_and_authz_refuses(edge: Edge, broker: Pulsar
         spent = raw["spent"]
         assert raw["n"] == served
         assert spent == raw["cost"] >= LIMIT
-        # the overshoot is what this key could send while the last charges were on their way: billing's batch
-        # delay (50 ms) plus the authz cache (500 ms); one request at a time here, each ~40 ms
-        per_request = raw["cost"] / served
-        assert (spent - LIMIT) / per_request < 25
+        # one request at a time: each is admitted only while spend plus the holds of unbilled requests is below
+        # the limit (uplion.core.quota), so the overshoot is at most the last request's cost
+        assert spent - LIMIT <= raw["max_cost"]
         mirrored = redis.Redis.from_url(edge.redis.url).hget(spend_key("user", user.user_id), "credits")
         assert int(mirrored or 0) == spent
 

@@ -1,7 +1,8 @@
 """The real edge for the security suite: Envoy with uplion's filters in front of the accounts,
-authz and gateway services and two echo workers, on their own PostgreSQL database and Redis
-database, reusing the session's PostgreSQL, Redis and Pulsar (tests/conftest.py) and the edge
-suite's helpers (tests/edge/conftest.py), with the rate-limit service on the same Redis database.
+authz and gateway services and two echo workers (with billing, in their own Pulsar namespace), on
+their own PostgreSQL database and Redis database, reusing the session's PostgreSQL, Redis and
+Pulsar (tests/conftest.py) and the edge suite's helpers (tests/edge/conftest.py), with the
+rate-limit service on the same Redis database.
 Clients bind distinct loopback addresses (127.0.0.x) to act as distinct client machines; Envoy tells
 the accounts service (and authz) which one it saw.
 
@@ -12,6 +13,7 @@ exactly which headers reach the services behind the edge."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +32,7 @@ from uplion.devstack.platform import (
     bootstrap_admin,
     start_accounts,
     start_authz,
+    start_billing,
     start_edge,
     start_gateway,
     start_worker,
@@ -86,8 +89,15 @@ class SecurityEdge:
         return session
 
     def chat(self, key: str, model: str = "sec-echo") -> httpx.Response:
+        """A chat request, retried as the SDKs retry while the rest of a limited member's quota is
+        held by their previous request until billing applies it (429 `quota_held`, retry-after)."""
         with self.http(key) as c:
-            return c.post("/v1/chat/completions", json={"model": model, "messages": MSG})
+            for _ in range(50):
+                r = c.post("/v1/chat/completions", json={"model": model, "messages": MSG})
+                if r.status_code != 429 or r.json()["error"]["code"] != "quota_held":
+                    return r
+                time.sleep(0.1)
+            return r
 
 
 @pytest.fixture(scope="session")
@@ -104,8 +114,13 @@ async def security_edge(
     admin = Client(f"127.0.0.1:{accounts.port}", boot["secret"])
     # the bootstrap admin has no password yet: an admin may set their own first one
     admin.call("UpdateUser", admin_pb2.UpdateUserRequest(user_id=boot["user_id"], password=ADMIN_PASSWORD))
-    gw = start_gateway(d, broker.service_url, MODELS)
-    workers = [start_worker(d, broker.service_url, m) for m in MODELS]
+    # its own Pulsar namespace, with billing: it releases the quota holds authz makes for limited
+    # members (uplion.core.quota), as in every deployment
+    ns = "security"
+    broker.create_namespace(ns)
+    gw = start_gateway(d, broker.service_url, MODELS, UPLION_PULSAR_NAMESPACE=ns)
+    workers = [start_worker(d, broker.service_url, m, UPLION_PULSAR_NAMESPACE=ns) for m in MODELS]
+    billing = start_billing(d, broker.service_url, dsn, redis_url, UPLION_PULSAR_NAMESPACE=ns)
     ratelimit = start_ratelimit(d, redis_url)  # the packaged rules; no settler (nothing here settles)
     envoy, port = start_edge(
         d, gw.port, authz_port=authz.port, accounts_port=accounts.port, ratelimit_ports=(ratelimit.port,)
@@ -115,7 +130,7 @@ async def security_edge(
     )
     envoy.stop()
     admin.channel.close()
-    for svc in [*workers, gw, ratelimit, authz, accounts]:
+    for svc in [*workers, gw, billing, ratelimit, authz, accounts]:
         svc.stop()
 
 

@@ -50,7 +50,9 @@ def test_the_local_edge_bounds_headers_and_sends_authz_the_client_address() -> N
     assert hcm["local_reply_config"] == connection_manager_settings()["local_reply_config"]
     assert [f["name"] for f in hcm["http_filters"]][:2] == ["envoy.filters.http.lua", "envoy.filters.http.ext_authz"]
     allowed = ext_authz_filter("authz")["typed_config"]["allowed_headers"]["patterns"]
-    assert allowed == [{"exact": "authorization"}, {"exact": CLIENT_ADDRESS_HEADER}]
+    # the key, the client address, and what names and sizes the request's quota hold
+    assert allowed == [{"exact": h} for h in ("authorization", CLIENT_ADDRESS_HEADER, "x-request-id",
+                                              "x-uplion-token-estimate")]  # fmt: skip
 
 
 def test_client_addresses_bucket_by_ip_and_ipv6_by_64() -> None:

@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import struct_pb2
 
 from uplion.devstack.pulsar import Pulsar
-from uplion.v1 import chat_pb2, completions_pb2, embeddings_pb2, models_pb2, usage_pb2
+from uplion.v1 import chat_pb2, completions_pb2, embeddings_pb2, models_pb2, responses_pb2, usage_pb2
 
 from .conftest import WorkerFactory, usage_events
 
@@ -148,3 +148,15 @@ async def test_invalid_requests_are_rejected_before_any_worker(
         await stub.CreateChatCompletion(request_, timeout=5)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_json(err.value)["param"] == param
+
+
+async def test_a_typed_create_response_asking_to_stream_is_refused_with_its_usage_event(
+    stub: Stub, broker: Pulsar
+) -> None:
+    model = f"no-such-model-{uuid.uuid4().hex[:8]}"
+    request = responses_pb2.CreateResponseRequest(model=model, stream=True)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateResponse(request, metadata=(("x-request-id", "edge-req-2"),), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    [event] = await usage_events(broker, model, 1, refused=True)
+    assert (event.edge_request_id, event.kind) == ("edge-req-2", usage_pb2.REQUEST_KIND_RESPONSE)

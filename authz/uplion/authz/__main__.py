@@ -18,6 +18,7 @@ from uplion.core.redis_client import connect
 from .cache import TtlCache
 from .config import AuthzConfig
 from .decision import Found
+from .holds import Holds
 from .lookup import Lookup
 from .service import AuthorizationService
 from .throttle import AddressBudget
@@ -48,7 +49,18 @@ async def serve(cfg: AuthzConfig) -> None:
     lookup = Lookup(
         redis, pool, cfg.redis_timeout_s, cfg.db_timeout_s, cfg.breaker_open_s, budget, cfg.cache_max_entries
     )
-    service = AuthorizationService(lookup, TtlCache[Found](cfg.cache_ttl_s, cfg.cache_max_entries), cfg.fail_open)
+    holds = Holds(
+        redis,
+        pool,
+        ttl_ms=int(cfg.quota_hold_ttl_s * 1000),
+        timeout_s=cfg.quota_hold_timeout_s,
+        price_refresh_s=cfg.quota_price_refresh_s,
+        default_estimate=cfg.quota_default_estimate,
+    )
+    await holds.start()
+    service = AuthorizationService(
+        lookup, TtlCache[Found](cfg.cache_ttl_s, cfg.cache_max_entries), cfg.fail_open, holds
+    )
     server = grpc.aio.server()
     server.add_generic_rpc_handlers([service.handler()])
     health = Health(server, [SERVICE_NAME])
@@ -65,6 +77,7 @@ async def serve(cfg: AuthzConfig) -> None:
     await stop.wait()
     await health.set_serving(False)
     await server.stop(cfg.drain_timeout_s)
+    await holds.close()
     await pool.close()
     if redis is not None:
         await redis.aclose()

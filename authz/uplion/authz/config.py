@@ -24,6 +24,11 @@ class AuthzConfig:
     fail_open: bool  # when neither Redis nor PostgreSQL answers: allow (True) or 503 (False)
     # PostgreSQL lookups of keys nobody has, per client address and minute (a burst of that many)
     unknown_keys_per_address_per_minute: int
+    # a quota hold lives until billing releases it, or this long (longer than any request's deadline)
+    quota_hold_ttl_s: float
+    quota_hold_timeout_s: float  # bound on holding a request's quota (then admitted without a hold)
+    quota_price_refresh_s: float  # how often the highest price per 1k tokens is read again
+    quota_default_estimate: int  # tokens held when the edge sent no estimate
     metrics_port: int
     drain_timeout_s: float
 
@@ -44,6 +49,10 @@ class AuthzConfig:
             unknown_keys_per_address_per_minute=env_int(
                 env, "UPLION_AUTHZ_UNKNOWN_KEYS_PER_ADDRESS_PER_MINUTE", 30, minimum=1
             ),
+            quota_hold_ttl_s=env_float(env, "UPLION_AUTHZ_QUOTA_HOLD_TTL_S", 900.0, minimum=1),
+            quota_hold_timeout_s=env_int(env, "UPLION_AUTHZ_QUOTA_HOLD_TIMEOUT_MS", 400, minimum=1) / 1000,
+            quota_price_refresh_s=env_float(env, "UPLION_AUTHZ_QUOTA_PRICE_REFRESH_S", 2.0, minimum=0.1),
+            quota_default_estimate=env_int(env, "UPLION_AUTHZ_QUOTA_DEFAULT_ESTIMATE", 8192, minimum=0),
             metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),
             drain_timeout_s=env_float(env, "UPLION_DRAIN_TIMEOUT_S", 5.0, minimum=0),
         )

@@ -87,13 +87,31 @@ def decide(secret: str, hash_: bytes, found: Found, now: float) -> Allow | Deny:
         or exhausted(found.token_spend.credits, token.limit_credits)
         or exhausted(found.token_spend.tokens, token.limit_tokens)
     ):
-        return Deny(
-            429,
-            "You exceeded your current quota; ask an admin to top it up.",
-            "insufficient_quota",
-            "insufficient_quota",
-        )
+        return exhausted_quota()
     return Allow(token.user_id, token.token_id, user.tier, token.allowed_models)
+
+
+def exhausted_quota() -> Deny:
+    return Deny(
+        429,
+        "You exceeded your current quota; ask an admin to top it up.",
+        "insufficient_quota",
+        "insufficient_quota",
+    )
+
+
+HELD_RETRY_S = 1
+
+
+def quota_held() -> Deny:
+    """What is left of a quota is held by requests in flight (`uplion.core.quota`): retry when they end."""
+    return Deny(
+        429,
+        "The rest of your quota is held by your requests in flight; retry when they finish.",
+        "insufficient_quota",
+        "quota_held",
+        retry_after_s=HELD_RETRY_S,
+    )
 
 
 def throttled(wait_s: float) -> Deny:

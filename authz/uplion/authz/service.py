@@ -21,6 +21,7 @@ from uplion.core.credentials import secret_hash
 
 from .cache import TtlCache
 from .decision import Allow, Deny, Found, decide, precheck, throttled
+from .holds import Holds, limited_subjects
 from .lookup import Lookup, Throttled, Unavailable
 from .throttle import CLIENT_ADDRESS_HEADER, client_bucket
 
@@ -30,6 +31,9 @@ CACHE = Counter("uplion_authz_cache_total", "In-process cache hits and misses", 
 
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 TRUSTED = ("x-uplion-user-id", "x-uplion-token-id", "x-uplion-tier", "x-uplion-allowed-models")
+# set by the edge before ext_authz runs: Envoy's request id, and the Lua filter's token estimate
+REQUEST_ID_HEADER = "x-request-id"
+ESTIMATE_HEADER = "x-uplion-token-estimate"
 SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 _RPC_CODE = {401: code_pb2.UNAUTHENTICATED, 403: code_pb2.PERMISSION_DENIED, 429: code_pb2.RESOURCE_EXHAUSTED}
 
@@ -76,16 +80,23 @@ def _encoded(b: bytes) -> bytes:
     return b
 
 
+Verdict = tuple[Found, Any, bytes, float | None, bool]
+
+
 class AuthorizationService:
     """Check, with each decision made once per cache entry: its encoded CheckResponse is reused for
-    every request with the same key until the entry (or the key itself) expires."""
+    every request with the same key until the entry (or the key itself) expires. An admitted request
+    of a quota-limited user or token also holds its bound against the quota (`holds.py`), every
+    request."""
 
-    def __init__(self, lookup: Lookup, cache: TtlCache[Found], fail_open: bool) -> None:
+    def __init__(self, lookup: Lookup, cache: TtlCache[Found], fail_open: bool, holds: Holds | None = None) -> None:
         self.lookup = lookup
         self.cache = cache
         self.fail_open = fail_open
-        # secret hash -> (the Found it was decided from, counter to bump, encoded response, valid until)
-        self._verdicts: dict[bytes, tuple[Found, Any, bytes, float | None]] = {}
+        self.holds = holds
+        # secret hash -> (the Found it was decided from, counter to bump, encoded response, valid until,
+        # whether an allowed request must hold its bound against a quota)
+        self._verdicts: dict[bytes, Verdict] = {}
         self._hit, self._miss = CACHE.labels("hit"), CACHE.labels("miss")
         self._prechecked: dict[Deny, bytes] = {}
 
@@ -128,15 +139,21 @@ class AuthorizationService:
         verdict = self._verdicts.get(hash_)
         if verdict is None or verdict[0] is not found or (verdict[3] is not None and verdict[3] <= now):
             verdict = self._decide(checked, hash_, found, now)
+        if verdict[4] and self.holds is not None:
+            refused = await self.holds.hold(found, headers.get(REQUEST_ID_HEADER), headers.get(ESTIMATE_HEADER))
+            if refused is not None:
+                DECISIONS.labels("429").inc()
+                return self._encode(refused)
         verdict[1].inc()
         return verdict[2]
 
-    def _decide(self, secret: str, hash_: bytes, found: Found, now: float) -> tuple[Found, Any, bytes, float | None]:
+    def _decide(self, secret: str, hash_: bytes, found: Found, now: float) -> Verdict:
         result = decide(secret, hash_, found, now)
         expires = found.token.expires_at if found.token is not None else None
         valid_until = expires if expires is not None and expires > now else None
         label = "allow" if isinstance(result, Allow) else str(result.http_status)
-        verdict = (found, DECISIONS.labels(label), self._encode(result), valid_until)
+        held = isinstance(result, Allow) and bool(limited_subjects(found))
+        verdict = (found, DECISIONS.labels(label), self._encode(result), valid_until, held)
         if len(self._verdicts) >= self.cache.max_entries:
             self._verdicts.clear()
         self._verdicts[hash_] = verdict

@@ -37,18 +37,22 @@ Decoded = list[tuple[usage_pb2.UsageEvent, pulsar.Message]]
 Poison = list[tuple[pulsar.Message, str]]
 
 
-def decode(messages: list[pulsar.Message]) -> tuple[Decoded, Poison, int]:
-    """The events to bill, the messages to park, and how many were requests the gateway refused
-    (outcome REJECTED: no tokens, nothing to bill; they exist to release rate-limit reservations)."""
+def decode(messages: list[pulsar.Message]) -> tuple[Decoded, Poison, int, list[mirror.Held]]:
+    """The events to bill, the messages to park, how many were requests the gateway refused
+    (outcome REJECTED: no tokens, nothing to bill; they exist to release reservations), and the
+    quota holds every decoded event releases."""
     events: Decoded = []
     poison: Poison = []
     refused = 0
+    holds: list[mirror.Held] = []
     for msg in messages:
         try:
             event = usage_pb2.UsageEvent.FromString(msg.data())
         except DecodeError:
             poison.append((msg, "undecodable usage event"))
             continue
+        if event.edge_request_id:
+            holds.append((event.caller.user_id, event.caller.token_id, event.edge_request_id))
         if event.outcome == usage_pb2.REQUEST_OUTCOME_REJECTED:
             refused += 1
             continue
@@ -56,7 +60,7 @@ def decode(messages: list[pulsar.Message]) -> tuple[Decoded, Poison, int]:
             poison.append((msg, "usage event without event_id or model"))
             continue
         events.append((event, msg))
-    return events, poison, refused
+    return events, poison, refused, holds
 
 
 MIRROR_FAILURES = Counter("uplion_billing_redis_mirror_failures_total", "Redis mirror updates that failed")
@@ -98,7 +102,7 @@ class UsageConsumer:
         if not messages:
             return 0
         started = time.monotonic()
-        events, poison, refused = decode(messages)
+        events, poison, refused, holds = decode(messages)
         unpriced: list[str] = []
         spend: dict[str, tuple[int, int]] = {}
         if events:
@@ -111,7 +115,8 @@ class UsageConsumer:
         for msg, reason in parked:
             log.warning("usage event to dead letters: %s", reason, extra={"message_id": str(msg.message_id())})
             await asyncio.to_thread(self.dlq.send, msg.data(), {"reason": reason})
-        await self._mirror(spend)
+        if await self._mirror(spend):
+            await self._release(holds)
         await asyncio.to_thread(self.consumer.acknowledge_cumulative, messages[-1])
         BATCHES.inc()
         BATCH_SECONDS.observe(time.monotonic() - started)
@@ -120,18 +125,32 @@ class UsageConsumer:
         EVENTS.labels("refused_not_billed").inc(refused)
         return len(messages)
 
-    async def _mirror(self, spend: dict[str, tuple[int, int]]) -> None:
+    async def _mirror(self, spend: dict[str, tuple[int, int]]) -> bool:
+        """Add the batch's spend to Redis; False when Redis failed (the next reconcile repairs it)."""
         if self.redis is None or not spend:
-            return
+            return True
         try:
             if await self._restarted():
                 await self.reconcile_if_due()  # rebuilds (the restart made it due) with this batch's rows
-                return
+                return True
             await mirror.add(self.redis, spend)
         except REDIS_ERRORS:
             MIRROR_FAILURES.inc()
             log.warning("redis mirror update failed; the next reconcile repairs it")
             self._last_reconcile = 0.0  # reconcile as soon as Redis answers again
+            return False
+        return True
+
+    async def _release(self, holds: list[mirror.Held]) -> None:
+        """Release the batch's quota holds, after its spend is in Redis (never before: a check in
+        between would count neither). A hold left by a failure expires (authz's hold ttl)."""
+        if self.redis is None or not holds:
+            return
+        try:
+            await mirror.release(self.redis, holds)
+        except REDIS_ERRORS:
+            MIRROR_FAILURES.inc()
+            log.warning("releasing quota holds failed; they expire")
 
     async def _restarted(self) -> bool:
         """Whether a Redis server restarted (or was replaced) since the last rebuild; a restart makes

@@ -18,6 +18,7 @@ from redis.asyncio import RedisCluster
 
 from uplion.core.credentials import spend_key
 from uplion.core.migrations import Conn
+from uplion.core.quota import held_key, hold_field
 from uplion.core.redis_client import AnyRedis
 
 CHUNK = 1000
@@ -34,6 +35,22 @@ async def add(r: AnyRedis, spend: dict[str, tuple[int, int]]) -> None:
         for subject, (credits, tokens) in spend.items():
             pipe.hincrby(key(subject), "credits", credits)
             pipe.hincrby(key(subject), "tokens", tokens)
+        await pipe.execute()
+
+
+Held = tuple[str, str, str]  # user id, token id, the edge's request id
+
+
+async def release(r: AnyRedis, holds: list[Held]) -> None:
+    """Delete each request's quota hold on its user and token (`uplion.core.quota`); deleting a hold
+    that is gone (a duplicate event, an unlimited subject) changes nothing."""
+    async with r.pipeline(transaction=False) as pipe:
+        for user_id, token_id, request_id in holds:
+            field = hold_field(request_id)
+            if user_id:
+                pipe.hdel(held_key("user", user_id), field)
+            if token_id:
+                pipe.hdel(held_key("token", token_id), field)
         await pipe.execute()
 
 

@@ -37,6 +37,10 @@ TRUSTED_HEADER_PREFIX = "x-uplion-"
 CLIENT_HEADERS = ("x-uplion-timeout",)  # may only shorten a request's deadline (the gateway takes the smallest)
 # the client address Envoy determined, set by the Lua filter for authz's per-address budget
 CLIENT_ADDRESS_HEADER = "x-uplion-client-address"
+# the tokens a request may use (the Lua filter's estimate from its body): the rate limiter reserves
+# them, and authz holds them (priced) against the caller's quota under Envoy's request id
+TOKEN_ESTIMATE_HEADER = "x-uplion-token-estimate"
+REQUEST_ID_HEADER = "x-request-id"
 # Header bounds: all of a request's headers (Envoy's codec refuses more with 431 over HTTP/1.1 and
 # resets the stream over HTTP/2), and any one header's name and value (the Lua filter: 431).
 MAX_REQUEST_HEADERS_KB = 32
@@ -63,6 +67,7 @@ def lua_source() -> str:
         ("__CLIENT_HEADERS__", client_headers),
         ("__STREAMING_REQUESTS__", streaming),
         ("__CLIENT_ADDRESS_HEADER__", CLIENT_ADDRESS_HEADER),
+        ("__TOKEN_ESTIMATE_HEADER__", TOKEN_ESTIMATE_HEADER),
         ("__MAX_HEADER_BYTES__", str(MAX_HEADER_BYTES)),
         ("__HEADERS_TOO_LARGE__", HEADERS_TOO_LARGE),
     ):
@@ -123,7 +128,9 @@ def ext_authz_filter(cluster: str) -> dict[str, Any]:
     are refused with 503 (the Lua filter gives the body OpenAI's shape; native gRPC clients get the
     matching gRPC status: UNAUTHENTICATED for a missing or wrong key); only the Authorization header and
     the client address the Lua filter set are sent to it, never the body (`with_request_body` is
-    not set: a streamed request, such as server reflection, is checked on its headers alone)."""
+    not set: a streamed request, such as server reflection, is checked on its headers alone), plus
+    the request id and the token estimate, under which authz holds the request's bound against its
+    quota."""
     return {
         "name": "envoy.filters.http.ext_authz",
         "typed_config": {
@@ -132,7 +139,12 @@ def ext_authz_filter(cluster: str) -> dict[str, Any]:
             "grpc_service": {"envoy_grpc": {"cluster_name": cluster}, "timeout": AUTHZ_TIMEOUT},
             "failure_mode_allow": False,
             "status_on_error": {"code": "ServiceUnavailable"},
-            "allowed_headers": {"patterns": [{"exact": "authorization"}, {"exact": CLIENT_ADDRESS_HEADER}]},
+            "allowed_headers": {
+                "patterns": [
+                    {"exact": h}
+                    for h in ("authorization", CLIENT_ADDRESS_HEADER, REQUEST_ID_HEADER, TOKEN_ESTIMATE_HEADER)
+                ]
+            },
         },
     }
 
@@ -175,7 +187,7 @@ def rate_limit_actions() -> list[dict[str, Any]]:
     token descriptors' hits, and Envoy's request id, under which the service records the
     reservation it settles when the request's usage event arrives. A request without those headers
     (the admin API, where ext_authz is off) sends no identity descriptor."""
-    tokens = {"format": "%REQ(x-uplion-token-estimate)%"}
+    tokens = {"format": f"%REQ({TOKEN_ESTIMATE_HEADER})%"}
     out: list[dict[str, Any]] = []
     for window in RATE_WINDOWS:
         for header, key in (("x-uplion-user-id", "user_id"), ("x-uplion-token-id", "token_id")):
@@ -185,7 +197,7 @@ def rate_limit_actions() -> list[dict[str, Any]]:
             if window.startswith("tokens"):
                 entry["hits_addend"] = tokens
             out.append(entry)
-    out.append({"actions": [_header_entry("x-request-id", "uplion_request_id")]})
+    out.append({"actions": [_header_entry(REQUEST_ID_HEADER, "uplion_request_id")]})
     return out
 
 

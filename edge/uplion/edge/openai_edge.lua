@@ -31,7 +31,7 @@ local GENERATES = {
 -- request does not use as soon as it finishes).
 local DEFAULT_MAX_OUTPUT = 4096
 local MAX_BODY_BYTES = __MAX_BODY_BYTES__ -- filled in by uplion.edge.filters
-local ESTIMATE = "x-uplion-token-estimate"
+local ESTIMATE = "__TOKEN_ESTIMATE_HEADER__"
 local PREFIX = "__TRUSTED_PREFIX__"
 local PREFIX_LEN = string.len(PREFIX)
 local CLIENT_HEADERS = { __CLIENT_HEADERS__ } -- the x-uplion-* headers a client may send

@@ -313,6 +313,8 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
     ) -> responses_pb2.Response:
         try:
             if request.stream:
+                # refused as every refused request is: its usage event releases what the edge reserved
+                self._refused(RequestMeta.of(context), request.model, usage_pb2.REQUEST_KIND_RESPONSE, False)
                 raise invalid("'stream': true is served by StreamResponse", "stream")
             return await self.responses.create(request, context)
         except ApiError as e:

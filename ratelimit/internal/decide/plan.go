@@ -225,3 +225,36 @@ func MakePlan(domain *rules.Domain, req *rlspb.RateLimitRequest, nowS int64) Pla
 }
 
 func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
+
+// QuotaHeldPrefix is where authz holds admitted requests' bounds against a user's or token's quota
+// (uplion.core.quota.HELD_KEY): a hash per subject, a field per request id.
+const QuotaHeldPrefix = "uplion:quota:held:"
+
+// HeldField is one request's hold on one subject: the hash and its field.
+type HeldField struct{ Key, Field string }
+
+// QuotaHolds names the holds authz made for a request (pure): for each subject the request's
+// descriptors name (user_id, token_id: the headers authz set), that subject's hold under the
+// request id. A request the limiter refuses never reaches the gateway, so no usage event would
+// release them; the service deletes them at once. None without a request id.
+func QuotaHolds(req *rlspb.RateLimitRequest, requestID string) []HeldField {
+	if requestID == "" {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []HeldField
+	for _, d := range req.GetDescriptors() {
+		for _, e := range d.GetEntries() {
+			subject, ok := overrideSubjects[e.GetKey()]
+			if !ok || e.GetValue() == "" || strings.ContainsAny(e.GetValue(), "{}") {
+				continue // authz's ids never hold braces: such a value names no hold
+			}
+			key := QuotaHeldPrefix + subject + ":{" + e.GetValue() + "}"
+			if !seen[key] {
+				seen[key] = true
+				out = append(out, HeldField{Key: key, Field: KeyPart(requestID)})
+			}
+		}
+	}
+	return out
+}

@@ -217,3 +217,19 @@ func TestRespondReportsEveryDescriptorAndRefusesInOpenAIShape(t *testing.T) {
 		t.Error("fail open refused")
 	}
 }
+
+func TestQuotaHoldsNameEachSubjectOnceAndNeverABracedValue(t *testing.T) {
+	req := &rlspb.RateLimitRequest{Descriptors: []*ratelimitpb.RateLimitDescriptor{
+		{Entries: []*ratelimitpb.RateLimitDescriptor_Entry{{Key: "generic_key", Value: "requests"}, {Key: "user_id", Value: "u_1"}}},
+		{Entries: []*ratelimitpb.RateLimitDescriptor_Entry{{Key: "generic_key", Value: "tokens"}, {Key: "user_id", Value: "u_1"}}},
+		{Entries: []*ratelimitpb.RateLimitDescriptor_Entry{{Key: "token_id", Value: "x}{y"}}},
+	}}
+	long := strings.Repeat("r", MaxKeyPartBytes+1)
+	got := QuotaHolds(req, long)
+	if len(got) != 1 || got[0].Key != "uplion:quota:held:user:{u_1}" || got[0].Field != KeyPart(long) || got[0].Field == long {
+		t.Fatalf("%v", got)
+	}
+	if QuotaHolds(req, "") != nil {
+		t.Fatal("holds without a request id")
+	}
+}

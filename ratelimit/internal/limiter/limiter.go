@@ -138,3 +138,21 @@ func (l *Limiter) Decide(ctx context.Context, hits []decide.Hit, nowMs int64, re
 	}
 	return rejected, outcomes, nil
 }
+
+// ReleaseHolds deletes a refused request's quota holds (decide.QuotaHolds), each key with its own
+// command (in a cluster they live in different slots), within the decision bound. Deleting a hold
+// that does not exist (an unlimited subject) changes nothing.
+func (l *Limiter) ReleaseHolds(ctx context.Context, holds []decide.HeldField) error {
+	if len(holds) == 0 || l.down.Load() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	var first error
+	for _, h := range holds {
+		if err := doBounded(ctx, l.client, radix.Cmd(nil, "HDEL", h.Key, h.Field)); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}

@@ -28,11 +28,15 @@ var (
 	failures    = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "uplion_ratelimit_redis_failures_total", Help: "Decisions made without Redis, by fail mode",
 	}, []string{"mode"})
+	holdReleaseFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "uplion_ratelimit_quota_hold_release_failures_total",
+		Help: "Refused requests whose quota holds could not be deleted (they expire)",
+	})
 )
 
 // Register adds the service's metrics to a registry.
 func Register(r prometheus.Registerer) {
-	r.MustRegister(hitsTotal, overTotal, nearTotal, shadowTotal, failures)
+	r.MustRegister(hitsTotal, overTotal, nearTotal, shadowTotal, failures, holdReleaseFailures)
 }
 
 // Domains gives the rules in force.
@@ -43,6 +47,7 @@ type Domains interface {
 // Decider counts hits (limiter.Limiter).
 type Decider interface {
 	Decide(ctx context.Context, hits []decide.Hit, nowMs int64, reservation string, ttlMs int64) (bool, []decide.Outcome, error)
+	ReleaseHolds(ctx context.Context, holds []decide.HeldField) error
 }
 
 // Service is the RateLimitService.
@@ -96,6 +101,12 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReque
 		return decide.Unavailable(req, deny), nil
 	}
 	record(req.GetDomain(), p.Hits, outcomes)
+	if rejected {
+		// authz held this request's bound against its quotas; no usage event will release it
+		if err := s.limiter.ReleaseHolds(ctx, decide.QuotaHolds(req, p.Reservation)); err != nil {
+			holdReleaseFailures.Inc()
+		}
+	}
 	return decide.Respond(req, &p, outcomes, rejected), nil
 }
 

@@ -18,9 +18,15 @@ type fixedRules map[string]*rules.Domain
 func (f fixedRules) Domains() map[string]*rules.Domain { return f }
 
 type decider struct {
-	calls int
-	err   error
-	over  bool
+	calls    int
+	err      error
+	over     bool
+	released []decide.HeldField
+}
+
+func (d *decider) ReleaseHolds(_ context.Context, holds []decide.HeldField) error {
+	d.released = append(d.released, holds...)
+	return nil
 }
 
 func (d *decider) Decide(_ context.Context, hits []decide.Hit, _ int64, _ string, _ int64) (bool, []decide.Outcome, error) {
@@ -92,5 +98,37 @@ func TestOverLimitIsCountedPerRule(t *testing.T) {
 	resp, _ := s.ShouldRateLimit(context.Background(), request("open"))
 	if resp.OverallCode != rlspb.RateLimitResponse_OVER_LIMIT || testutil.ToFloat64(overTotal.WithLabelValues("open", "k"))-before != 1 {
 		t.Fatalf("%v", resp)
+	}
+}
+
+func TestARefusedRequestReleasesItsQuotaHolds(t *testing.T) {
+	entries := func(kv ...string) *ratelimitpb.RateLimitDescriptor {
+		d := &ratelimitpb.RateLimitDescriptor{}
+		for i := 0; i < len(kv); i += 2 {
+			d.Entries = append(d.Entries, &ratelimitpb.RateLimitDescriptor_Entry{Key: kv[i], Value: kv[i+1]})
+		}
+		return d
+	}
+	req := &rlspb.RateLimitRequest{Domain: "open", Descriptors: []*ratelimitpb.RateLimitDescriptor{
+		entries("k", "v"),
+		entries("generic_key", "requests", "user_id", "u_1"),
+		entries("generic_key", "requests", "token_id", "t_1"),
+		entries("generic_key", "tokens", "user_id", "u_1"),
+		entries(decide.ReservationKey, "req-1"),
+	}}
+	allowed := &decider{}
+	if _, err := New(domains(t), allowed).ShouldRateLimit(context.Background(), req); err != nil || len(allowed.released) != 0 {
+		t.Fatalf("an allowed request released holds: %v %v", allowed.released, err)
+	}
+	refused := &decider{over: true}
+	if _, err := New(domains(t), refused).ShouldRateLimit(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	want := []decide.HeldField{
+		{Key: "uplion:quota:held:user:{u_1}", Field: "req-1"},
+		{Key: "uplion:quota:held:token:{t_1}", Field: "req-1"},
+	}
+	if len(refused.released) != 2 || refused.released[0] != want[0] || refused.released[1] != want[1] {
+		t.Fatalf("released %v, want %v", refused.released, want)
 	}
 }
