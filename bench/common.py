@@ -30,14 +30,19 @@ class Result:
         return self.requests / self.seconds if self.seconds else 0.0
 
     def pct(self, p: float) -> float:
-        if not self.latencies_ms:
-            return 0.0
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+        return percentile(self.latencies_ms, p)
 
     @property
     def p50(self) -> float:
         return statistics.median(self.latencies_ms) if self.latencies_ms else 0.0
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (nearest rank, 0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 async def closed_loop(
@@ -76,6 +81,20 @@ def rss_mb(pids: list[int]) -> float:
         with contextlib.suppress(psutil.Error):
             total += psutil.Process(pid).memory_info().rss
     return total / 2**20
+
+
+def memory_mb(pid: int, tree: bool = False) -> tuple[float, float]:
+    """(RSS, PSS) in MB of a process, with its descendants when `tree` (PostgreSQL's backends); PSS
+    from /proc/<pid>/smaps_rollup (0 where it cannot be read); (0, 0) for a process that is gone."""
+    rss = pss = 0
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)] if tree else [root]:
+            with contextlib.suppress(psutil.Error):
+                full = p.memory_full_info()
+                rss += full.rss
+                pss += getattr(full, "pss", 0)
+    return rss / 2**20, pss / 2**20
 
 
 @dataclass

@@ -50,7 +50,8 @@ def test_go_tools_build_into_an_empty_cache(empty_cache: Path) -> None:
     rls = gotools.ratelimit_binary()
     reference = gotools.reference_ratelimit()
     grpcurl = gotools.grpcurl()
-    for binary in (rls, reference, grpcurl):
+    vegeta = gotools.vegeta()
+    for binary in (rls, reference, grpcurl, vegeta):
         assert binary.is_relative_to(empty_cache)
     # the binary runs: without its one required setting it says which is missing
     out = subprocess.run([str(rls)], capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
@@ -60,10 +61,12 @@ def test_go_tools_build_into_an_empty_cache(empty_cache: Path) -> None:
     info = subprocess.run([gotools.go_command(), "version", "-m", str(grpcurl)], capture_output=True, text=True,
                           timeout=60, check=True)  # fmt: skip
     assert f"mod\tgithub.com/fullstorydev/grpcurl\t{gotools.GRPCURL[1]}" in info.stdout, info.stdout
+    assert subprocess.run([str(vegeta), "-version"], capture_output=True, text=True, timeout=30).returncode == 0
     assert set(_only_finished_artifacts(empty_cache)) == {
         gotools.ratelimit_recipe().folder,
         reference.parent.name,
         grpcurl.parent.name,
+        vegeta.parent.name,
     }
 
 

@@ -20,6 +20,8 @@ PROMTOOL = ("github.com/prometheus/prometheus/cmd/promtool", "v0.316.0")
 REFERENCE_RATELIMIT = ("github.com/envoyproxy/ratelimit/src/service_cmd", "v1.4.1-0.20260122083618-3fb702589d36")
 # grpcurl, the command-line gRPC client (server reflection, every streaming shape), for the edge's native gRPC tests
 GRPCURL = ("github.com/fullstorydev/grpcurl/cmd/grpcurl", "v1.9.4")
+# vegeta, a constant-rate HTTP load generator (the soak benchmark, bench/soak.py)
+VEGETA = ("github.com/tsenart/vegeta/v12", "v12.13.0")
 
 
 def go_command() -> str:
@@ -87,6 +89,11 @@ def reference_ratelimit() -> Path:
 
 def grpcurl() -> Path:
     return go_binary(*GRPCURL)
+
+
+def vegeta() -> Path:
+    """Its go.mod has replace directives, so it is built, not `go install`ed."""
+    return go_module_binary(*VEGETA, "vegeta")
 
 
 def promtool() -> Path:

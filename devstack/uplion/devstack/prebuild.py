@@ -26,6 +26,7 @@ STEPS: list[tuple[str, Callable[[], object]]] = [
     ("istioctl and Istio's CRDs", lambda: (helm.istioctl_binary(), helm.istio_crds())),
     ("promtool", gotools.promtool),
     ("grpcurl", gotools.grpcurl),
+    ("vegeta (the soak benchmark's load generator)", gotools.vegeta),
     ("OpenTofu and its providers", lambda: (tofu.tofu_binary(), tofu.provider_mirror())),
     (
         "the Node suites' packages",
