@@ -19,7 +19,12 @@ from uplion.devstack.pulsar import Pulsar, start_pulsar
 from uplion.devstack.redis import Redis, start_redis
 
 ROOT = Path(__file__).resolve().parents[1]
-CRDS = ["aimodels.uplion.io.yaml", "test-only-keda-scaledobjects.yaml", "test-only-prometheusrules.yaml"]
+CRDS = [
+    "aimodels.uplion.io.yaml",
+    "test-only-keda-scaledobjects.yaml",
+    "test-only-keda-triggerauthentications.yaml",
+    "test-only-prometheusrules.yaml",
+]
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +56,8 @@ def postgres(run_dir: Path) -> Iterator[Postgres]:
 @pytest.fixture(scope="session")
 def kube(run_dir: Path) -> Iterator[Kube]:
     """A real control plane (etcd, kube-apiserver, kube-controller-manager) with uplion's CRDs (and
-    test-only stand-ins for KEDA's ScaledObject and the Prometheus Operator's PrometheusRule CRDs)
+    test-only stand-ins for KEDA's ScaledObject and TriggerAuthentication and the Prometheus
+    Operator's PrometheusRule CRDs)
     established; the default kubeconfig points at it."""
     k = start_kube(run_dir / "kube")
     config.load_kube_config(str(k.kubeconfig))
@@ -63,7 +69,12 @@ def kube(run_dir: Path) -> Iterator[Kube]:
         conditions = ext.read_custom_resource_definition(name).status.conditions or []
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
-    for name in ("aimodels.uplion.io", "scaledobjects.keda.sh", "prometheusrules.monitoring.coreos.com"):
+    for name in (
+        "aimodels.uplion.io",
+        "scaledobjects.keda.sh",
+        "triggerauthentications.keda.sh",
+        "prometheusrules.monitoring.coreos.com",
+    ):
         eventually(lambda n=name: established(n))  # type: ignore[misc]
     yield k
     k.stop()

@@ -428,7 +428,11 @@ def test_default_chart_applies_with_least_privilege(kube: Kube, namespace: str) 
         assert can(operator, "create", "scaledobjects", namespace, "keda.sh")
         assert not can(operator, "create", "deployments", "default", "apps")
         assert can(operator, "list", "aimodels", "default", "uplion.io")  # cluster-wide read
-        assert not can(operator, "create", "secrets", namespace)
+        # the workers' Pulsar token Secrets and KEDA's TriggerAuthentications, in the models' namespace only
+        assert can(operator, "create", "secrets", namespace)
+        assert can(operator, "create", "triggerauthentications", namespace, "keda.sh")
+        for verb in ("get", "create", "delete"):
+            assert not can(operator, verb, "secrets", "default"), verb
 
 
 def test_all_options_apply_and_the_gateway_reads_nothing(kube: Kube, namespace: str) -> None:
@@ -496,3 +500,37 @@ def test_each_pulsar_client_gets_its_own_token_and_the_reply_namespace() -> None
         assert env[name]["UPLION_PULSAR_REPLY_NAMESPACE"]["value"] == "default-replies"
     plain = by_kind(render(), "Deployment")
     assert not any("UPLION_PULSAR_TOKEN" in str(containers(d)) for d in plain.values())  # none configured: none sent
+
+
+def test_the_operator_mints_worker_tokens_with_the_signing_key() -> None:
+    """secrets.pulsarSigningKey: the broker's key mounted into the operator as a file, its superuser
+    token from its own Secret; without the reply namespace or a superuser token the chart refuses."""
+    sets = ["secrets.pulsarSigningKey.name=pulsar-key", "secrets.pulsarSigningKey.key=secret.key",
+            "secrets.pulsarTokens.operator.name=pulsar-superuser", "pulsar.replyNamespace=default-replies"]  # fmt: skip
+    deployments = by_kind(render("uplion", None, *sets), "Deployment")
+    operator = deployments["uplion-operator"]["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in containers(deployments["uplion-operator"])[0]["env"]}
+    key_file = env["UPLION_PULSAR_SIGNING_KEY_FILE"]["value"]
+    mount = next(m for m in operator["containers"][0]["volumeMounts"] if key_file.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True
+    volume = next(v for v in operator["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"] == {"secretName": "pulsar-key", "items": [{"key": "secret.key", "path": "key"}]}
+    assert key_file == f"{mount['mountPath']}/key"
+    assert env["UPLION_PULSAR_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "pulsar-superuser", "key": "token"}
+    assert env["UPLION_PULSAR_REPLY_NAMESPACE"]["value"] == "default-replies"
+    # the superuser token and the signing key reach the operator only
+    for name, doc in deployments.items():
+        if name != "uplion-operator":
+            assert "pulsar-key" not in json.dumps(doc), name
+            assert "pulsar-superuser" not in json.dumps(doc), name
+    # without the key: no volume, no setting (the operator runs without worker tokens)
+    plain = by_kind(render(), "Deployment")["uplion-operator"]
+    assert "UPLION_PULSAR_SIGNING_KEY_FILE" not in json.dumps(plain)
+    for missing, why in ((sets[3], "pulsar.replyNamespace"), (sets[2], "superuser")):
+        args = ["template", "uplion", str(CHART), "--kube-version", KUBERNETES_VERSION]
+        for s in sets:
+            if s != missing:
+                args += ["--set", s]
+        done = subprocess.run([str(helm_binary()), *args], capture_output=True, text=True, timeout=300)
+        assert done.returncode != 0
+        assert why in done.stderr

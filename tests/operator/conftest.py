@@ -17,6 +17,7 @@ import pytest
 from kubernetes import client
 
 from tests.kube_api import apply_manifests
+from uplion.core import pulsar_auth
 from uplion.devstack.kube import Kube
 from uplion.devstack.procs import Proc, spawn, wait_until
 from uplion.devstack.pulsar import Pulsar
@@ -52,23 +53,36 @@ class OperatorProc:
 
     def restart(self) -> None:
         self.proc.stop(timeout=20)
-        self.proc = _spawn_operator(self.env, self.log.with_suffix(f".{int(time.time())}.log"))
+        self.log = self.log.with_name(f"operator.{int(time.time())}.log")  # the current process's log
+        self.proc = spawn_operator(self.env, self.log)
 
 
-def _spawn_operator(env: dict[str, str], log: Path) -> Proc:
+def spawn_operator(env: dict[str, str], log: Path) -> Proc:
     proc = spawn("operator", [sys.executable, "-m", "uplion.operator"], log, env=env)
     wait_until(proc, lambda: "Initial authentication has finished" in log.read_text(), 60)
     time.sleep(1.0)
     return proc
 
 
+def operator_env(kube: Kube, broker: Pulsar, run_dir: Path, managed: str = MANAGED) -> dict[str, str]:
+    """The operator's settings against the session's broker, which runs with authentication: its
+    signing key file and the superuser's token file (BrokerAuth), so the operator mints every
+    model's worker token and grants its role (docs/pulsar-auth.md)."""
+    assert broker.auth is not None, "the session's broker runs with authentication"
+    kubeconfig = operator_kubeconfig(kube, run_dir / f"operator-{managed.strip('*-')}.kubeconfig")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPLION_PULSAR_")}
+    return {**env, "KUBECONFIG": str(kubeconfig), "UPLION_PULSAR_URL": broker.service_url,
+            "UPLION_PULSAR_ADMIN_URL": broker.admin_url, "UPLION_WATCH_NAMESPACES": managed,
+            "UPLION_PULSAR_REPLY_NAMESPACE": pulsar_auth.reply_namespace("default"),
+            "UPLION_PULSAR_SIGNING_KEY_FILE": str(broker.auth.key_file),
+            "UPLION_PULSAR_TOKEN_FILE": str(broker.auth.superuser_token_file)}  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def operator_proc(kube: Kube, broker: Pulsar, run_dir: Path) -> Iterator[OperatorProc]:
-    kubeconfig = operator_kubeconfig(kube, run_dir / "operator.kubeconfig")
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "UPLION_PULSAR_URL": broker.service_url,
-           "UPLION_PULSAR_ADMIN_URL": broker.admin_url, "UPLION_WATCH_NAMESPACES": MANAGED}  # fmt: skip
+    env = operator_env(kube, broker, run_dir)
     log = run_dir / "operator.log"
-    op = OperatorProc(_spawn_operator(env, log), env, log)
+    op = OperatorProc(spawn_operator(env, log), env, log)
     yield op
     op.proc.stop(timeout=20)
 
@@ -79,9 +93,9 @@ def namespace(kube: Kube) -> str:
     return managed_namespace()
 
 
-def managed_namespace() -> str:
+def managed_namespace(prefix: str = "t") -> str:
     """A new namespace with the RoleBinding that lets the operator manage it (deploy/operator.yaml)."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     client.CoreV1Api().create_namespace({"metadata": {"name": name}})
     client.RbacAuthorizationV1Api().create_namespaced_role_binding(name, {
         "metadata": {"name": "uplion-operator"},

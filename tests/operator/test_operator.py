@@ -3,6 +3,7 @@ Events → Failed → fix → Running, readiness, deletion and restarts."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -95,7 +96,8 @@ def test_children_carry_the_spec(operator_proc: OperatorProc, namespace: str, br
     assert binding.subjects[0].name == "aimodel-gpt"
     client.CoreV1Api().read_namespaced_service_account("aimodel-gpt", namespace)
     scaled = eventually(lambda: _scaled_object(namespace, "aimodel-gpt"))
-    # exactly what KEDA's pulsar scaler reads, aimed at the AIModel's scale subresource
+    # exactly what KEDA's pulsar scaler reads, aimed at the AIModel's scale subresource; the broker
+    # has authentication, so the trigger reads with the workers' token (test_worker_tokens.py)
     assert scaled["spec"] == {
         "scaleTargetRef": {"apiVersion": "uplion.io/v1alpha1", "kind": "AIModel", "name": "gpt"},
         "minReplicaCount": 0,
@@ -107,17 +109,25 @@ def test_children_carry_the_spec(operator_proc: OperatorProc, namespace: str, br
             "msgBacklogThreshold": "5",
             "activationMsgBacklogThreshold": "1",
             "isPartitionedTopic": "false",
-        }}],
+            "authModes": "bearer",
+        }, "authenticationRef": {"name": "aimodel-gpt", "kind": "TriggerAuthentication"}}],
     }  # fmt: skip
     assert scaled["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
-    # without a threshold the ScaledObject goes away
+    # without a threshold the ScaledObject goes away, and KEDA's credentials with it
     removal = {"spec": {"msgBacklogThreshold": None, "activationMsgBacklogThreshold": None}}  # a merge patch
     models().patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gpt", removal)
     eventually(lambda: _gone(lambda: _scaled_object(namespace, "aimodel-gpt")))
+    eventually(lambda: _gone(lambda: _trigger_auth(namespace, "aimodel-gpt")))
 
 
 def _scaled_object(ns: str, name: str) -> dict[str, Any]:
     out: dict[str, Any] = models().get_namespaced_custom_object("keda.sh", "v1alpha1", ns, "scaledobjects", name)
+    return out
+
+
+def _trigger_auth(ns: str, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = models().get_namespaced_custom_object("keda.sh", "v1alpha1", ns, "triggerauthentications",
+                                                                name)  # fmt: skip
     return out
 
 
@@ -208,9 +218,13 @@ def test_a_model_that_cannot_load_fails_its_aimodel_with_the_reason(
     _status(namespace, "badpath", "Running")  # scaled to zero
     dep = _deployment(namespace, "badpath")
     env = {k: v.value for k, v in _env(dep).items() if v.value is not None}
-    # the worker pod's settings, run here as a process (no kubelet); its ports are not needed
+    # the worker pod's settings, run here as a process (no kubelet); its ports are not needed, and
+    # its Pulsar token Secret is "mounted" where the kubelet would not put it here
+    token = client.CoreV1Api().read_namespaced_secret("aimodel-badpath-pulsar-token", namespace).data["token"]
+    (tmp_path / "token").write_bytes(base64.b64decode(token))
+    assert env["UPLION_PULSAR_TOKEN_FILE"] == "/var/run/secrets/uplion/pulsar/token"
     env.update({"UPLION_AIMODEL_NAMESPACE": namespace, "UPLION_HEALTH_PORT": "0", "UPLION_METRICS_PORT": "0",
-                "KUBECONFIG": str(kube.kubeconfig)})  # fmt: skip
+                "KUBECONFIG": str(kube.kubeconfig), "UPLION_PULSAR_TOKEN_FILE": str(tmp_path / "token")})  # fmt: skip
     out = subprocess.run([sys.executable, "-m", "uplion.worker"], env={**os.environ, **env}, capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert out.returncode == 2, out.stderr[-2000:]
@@ -238,26 +252,44 @@ def test_readiness_moves_pending_to_running(operator_proc: OperatorProc, namespa
 def test_delete_removes_every_child(operator_proc: OperatorProc, namespace: str) -> None:
     create_model(namespace, aimodel("gone", replicas=0, msgBacklogThreshold=3))
     _deployment(namespace, "gone")
+    eventually(lambda: _trigger_auth(namespace, "aimodel-gone"))
     models().delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gone")
     apps, core, rbac = client.AppsV1Api(), client.CoreV1Api(), client.RbacAuthorizationV1Api()
     for read in (lambda: apps.read_namespaced_deployment("aimodel-gone", namespace),
                  lambda: core.read_namespaced_service_account("aimodel-gone", namespace),
                  lambda: rbac.read_namespaced_role("aimodel-gone", namespace),
                  lambda: rbac.read_namespaced_role_binding("aimodel-gone", namespace),
+                 lambda: core.read_namespaced_secret("aimodel-gone-pulsar-token", namespace),
+                 lambda: _trigger_auth(namespace, "aimodel-gone"),
                  lambda: _scaled_object(namespace, "aimodel-gone")):  # fmt: skip
         eventually(lambda r=read: _gone(r), timeout=60)  # type: ignore[misc]
 
 
+def _applied_at(obj: Any) -> tuple[int, Any]:
+    """The generation and the time of the operator's last server-side apply that changed something
+    (an apply that changes nothing leaves both; the controllers' status writes touch neither)."""
+    times = [m.time for m in obj.metadata.managed_fields if (m.manager, m.operation) == ("uplion-operator", "Apply")]
+    return obj.metadata.generation, times
+
+
 def test_restart_converges_without_duplicates(operator_proc: OperatorProc, namespace: str) -> None:
     create_model(namespace, aimodel("steady", replicas=0, msgBacklogThreshold=2))
-    dep = _deployment(namespace, "steady")
+    _deployment(namespace, "steady")
     _status(namespace, "steady", "Running")
-    versions = dep.metadata.resource_version
+    core = client.CoreV1Api()
+    token = eventually(lambda: core.read_namespaced_secret("aimodel-steady-pulsar-token", namespace))
+    before = _applied_at(client.AppsV1Api().read_namespaced_deployment("aimodel-steady", namespace))
     operator_proc.restart()
+    # the new process resumed this model (its reconcile ran again)
+    resumed = '"name": "steady"'
+    eventually(lambda: any("Resuming is processed" in line and resumed in line
+                           for line in operator_proc.log.read_text().splitlines()))  # fmt: skip
     _status(namespace, "steady", "Running")
     deps = client.AppsV1Api().list_namespaced_deployment(namespace).items
     assert [d.metadata.name for d in deps] == ["aimodel-steady"]
-    assert deps[0].metadata.resource_version == versions  # re-applying the same children changed nothing
+    assert _applied_at(deps[0]) == before  # re-applying the same children changed nothing
+    again = core.read_namespaced_secret("aimodel-steady-pulsar-token", namespace)
+    assert again.metadata.resource_version == token.metadata.resource_version  # a valid token is not rewritten
     scaled = models().list_namespaced_custom_object("keda.sh", "v1alpha1", namespace, "scaledobjects")["items"]
     assert [s["metadata"]["name"] for s in scaled] == ["aimodel-steady"]
 

@@ -30,8 +30,11 @@ ALLOWED: dict[tuple[str, str], Grants] = {
         ("rbac.authorization.k8s.io", "roles"): {"get", "create", "patch", "delete"},
         ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create", "patch", "delete"},
         ("keda.sh", "scaledobjects"): {"get", "create", "patch", "delete"},
+        # KEDA's credentials for a model's trigger: the workers' Pulsar token (worker tokens on)
+        ("keda.sh", "triggerauthentications"): {"get", "create", "patch", "delete"},
         ("", "events"): {"get", "list", "watch", "create", "patch"},
-        ("", "secrets"): {"get", "list", "watch"},
+        # read: provider keys' versions roll the workers; write: each model's Pulsar token Secret
+        ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
     },
     # the gateway learns which models exist
     ("cluster", "uplion-gateway"): {("uplion.io", "aimodels"): {"get", "list", "watch"}},

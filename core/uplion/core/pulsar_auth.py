@@ -2,7 +2,8 @@
 
 Pure part: the role (JWT `sub`) of each component and the permissions it needs (`Grant`s on a topic
 or a whole namespace, and which roles may use each durable subscription), and the HS256 tokens for
-those roles. I/O part: `PulsarAdmin` applies them through the broker's admin REST API as a superuser.
+those roles. I/O part: `PulsarAdmin` applies (and revokes) them through the broker's admin REST API as
+a superuser.
 
 Who needs what (docs/pulsar-auth.md says why, and what the code that uses each topic does):
 
@@ -219,6 +220,26 @@ class PulsarAdmin:
             self._call("POST", grant.admin_path(), list(grant.actions))
         for sub in _merged(permissions.subscriptions):
             self._call("POST", sub.admin_path(), list(sub.roles))
+
+    def revoke(self, permissions: Permissions) -> None:
+        """Take back what `apply` granted: DELETE on every grant's path, and each grantee's place on
+        the subscriptions these permissions name (`.../permissions/<subscription>/<role>`). Roles
+        without a grant here keep their place (the gateway on a model's subscription). A grant already
+        revoked, or on a topic or namespace that no longer exists, is skipped: revoking twice is
+        the same as once. Namespaces and topics stay."""
+        grantees = {g.role for g in permissions.grants}
+        for grant in permissions.grants:
+            self._call("DELETE", grant.admin_path(), ok=_GONE)
+        for sub in _merged(permissions.subscriptions):
+            for role in sub.roles:
+                if role in grantees:
+                    path = f"/admin/v2/namespaces/{sub.namespace}/permissions/{sub.subscription}/{role}"
+                    self._call("DELETE", path, ok=_GONE)
+
+
+# What the broker answers a revoke of something not there: 404 (no such topic or namespace), 412
+# (no permission set for that role there)
+_GONE = (404, 412)
 
 
 def _merged(subscriptions: Iterable[SubscriptionRoles]) -> list[SubscriptionRoles]:

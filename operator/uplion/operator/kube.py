@@ -8,6 +8,7 @@ from typing import Any
 
 from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from uplion.core.aimodels import API_VERSION, KIND, Manifest
 
@@ -48,8 +49,11 @@ class Kube:
         return out
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str) -> None:
+        """Delete if present; nothing to do when the object, or its kind (KEDA not installed), is not there."""
         try:
             self._res(api_version, kind).delete(name=name, namespace=namespace)
+        except ResourceNotFoundError:
+            return
         except ApiException as e:
             if e.status != 404:
                 raise

@@ -41,10 +41,32 @@ def _condition(kind: str, ok: bool, reason: str, message: str, generation: int, 
             "observedGeneration": generation, "lastTransitionTime": now}  # fmt: skip
 
 
-def compute(o: Observed, selector: str, now: str, previous: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+PULSAR_ACCESS = "PulsarAccess"  # the condition: the workers' Pulsar role holds its grants (tokens on only)
+
+
+def access_condition(ok: bool, message: str, generation: int, now: str) -> dict[str, Any]:
+    """Whether the model's workers' role was granted its topics (reason Granted | GrantFailed)."""
+    return _condition(PULSAR_ACCESS, ok, "Granted" if ok else "GrantFailed", message, generation, now)
+
+
+def _keep_transition_time(condition: dict[str, Any], previous: list[dict[str, Any]] | None) -> dict[str, Any]:
+    for c in previous or []:
+        same = c.get("type") == condition["type"] and c.get("status") == condition["status"]
+        if same and c.get("lastTransitionTime"):
+            condition["lastTransitionTime"] = c["lastTransitionTime"]
+    return condition
+
+
+def compute(
+    o: Observed,
+    selector: str,
+    now: str,
+    previous: list[dict[str, Any]] | None = None,
+    access: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The status patch: state Pending | Running | Failed with reason and message, replica counts,
-    the scale selector, observedGeneration and a Ready condition (its transition time kept while
-    its status does not change)."""
+    the scale selector, observedGeneration, a Ready condition and, given one, the PulsarAccess
+    condition (each condition's transition time kept while its status does not change)."""
     wanted = int(o.spec.get("replicas", 1))
     failure = o.failure if failure_still_holds(o.failure, o.spec, o.secret_versions) else None
     if failure:
@@ -55,10 +77,10 @@ def compute(o: Observed, selector: str, now: str, previous: list[dict[str, Any]]
         state, reason, message = "Running", "WorkersReady", f"{o.ready} of {wanted} workers ready"
     else:
         state, reason, message = "Pending", "Deploying", f"waiting for workers (0 of {wanted} ready)"
-    ready = _condition("Ready", state == "Running", reason, message, o.generation, now)
-    for c in previous or []:
-        if c.get("type") == "Ready" and c.get("status") == ready["status"] and c.get("lastTransitionTime"):
-            ready["lastTransitionTime"] = c["lastTransitionTime"]
+    ready = _keep_transition_time(_condition("Ready", state == "Running", reason, message, o.generation, now), previous)
+    conditions = [ready]
+    if access is not None:
+        conditions.append(_keep_transition_time(dict(access), previous))
     return {
         "state": state,
         "reason": reason,
@@ -68,7 +90,7 @@ def compute(o: Observed, selector: str, now: str, previous: list[dict[str, Any]]
         "selector": selector,
         "observedGeneration": o.generation,
         "failure": failure,  # None clears it (merge patch)
-        "conditions": [ready],
+        "conditions": conditions,
     }
 
 
