@@ -15,6 +15,13 @@ import pulsar.asyncio as pa
 from .config import ConfigError, env_str
 from .topics import Topics
 
+# What the Pulsar client raises. Its asyncio API (pulsar.asyncio) raises its own PulsarException,
+# which is NOT a pulsar.PulsarException: an `except pulsar.PulsarException` around an awaited call
+# catches nothing. Catch ERRORS.
+ERRORS: tuple[type[Exception], ...] = (pulsar.PulsarException, pa.PulsarException)
+# a send that failed or did not finish within its bound (asyncio.timeout around it)
+SEND_ERRORS: tuple[type[Exception], ...] = (TimeoutError, *ERRORS)
+
 # The Pulsar C++ client's own warnings and errors, in its own line format on stderr. A Python logger
 # would put them in the JSON schema, but the client's threads then call into an interpreter that is
 # shutting down, and the process ends with "terminate called without an active exception".
@@ -95,5 +102,5 @@ class Producers:
 
     async def close(self) -> None:
         for producer in self._producers.values():
-            with contextlib.suppress(pulsar.PulsarException):
+            with contextlib.suppress(*ERRORS):
                 await producer.close()
