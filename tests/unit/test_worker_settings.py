@@ -15,7 +15,7 @@ from uplion.operator.children import deployment
 PLATFORM = Platform("pulsar://broker:6650", "http://broker:8080")
 SECRETS = {"UPLION_SECRET_OPENAI_API_KEY": "sk-a", "UPLION_SECRET_POOL_SECOND": "sk-b"}
 POD_ONLY = {"UPLION_WORKER_ID", "UPLION_AIMODEL_NAMESPACE", "UPLION_AIMODEL_UID", "UPLION_HEALTH_PORT",
-            "UPLION_METRICS_PORT"}  # fmt: skip
+            "UPLION_METRICS_PORT", "UPLION_WORKER_JOURNAL_DIR"}  # fmt: skip
 SPECS: list[dict[str, Any]] = [
     {"type": "echo", "model": "echo"},
     {"type": "echo", "model": "echo-fast", "maxProcessNum": 16, "replicas": 3},

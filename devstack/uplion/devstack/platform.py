@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +57,12 @@ def wait_for_line(proc: Proc, needle: str, timeout: float) -> None:
     wait_until(proc, lambda: needle in proc.log_path.read_text(errors="replace"), timeout, interval=0.1)
 
 
-def start_gateway(workdir: Path, pulsar_url: str, models: list[str], port: int = 0, **env: str) -> Service:
+def start_gateway(
+    workdir: Path, pulsar_url: str, models: list[str], port: int = 0, wrap: Sequence[str] = (), **env: str
+) -> Service:
     """The gateway; on a broker this process started with authentication, as `uplion-gateway` with
-    its permissions granted (`pulsar_credentials`), as every starter here does for its service."""
+    its permissions granted (`pulsar_credentials`), as every starter here does for its service.
+    `wrap` prefixes its command (e.g. `ip netns exec NAME`: run it in a network namespace)."""
     port, metrics = port or free_port(), free_port()
     settings = {
         "UPLION_GATEWAY_LISTEN": f"127.0.0.1:{port}",
@@ -70,7 +74,7 @@ def start_gateway(workdir: Path, pulsar_url: str, models: list[str], port: int =
         **env,
     }
     log = workdir / f"gateway-{port}.log"
-    proc = spawn("gateway", [sys.executable, "-m", "uplion.gateway"], log, env=service_env(settings))
+    proc = spawn("gateway", [*wrap, sys.executable, "-m", "uplion.gateway"], log, env=service_env(settings))
     wait_for_line(proc, "listening on port", 60)
     return Service(proc, port, metrics)
 
@@ -87,6 +91,8 @@ def start_worker(workdir: Path, pulsar_url: str, model: str, model_type: str = "
         ),
         "UPLION_METRICS_PORT": str(metrics),
         "UPLION_WORKER_ID": worker_id,
+        # the crash journal in the run's folder, not the shared temporary one (a killed worker leaves records)
+        "UPLION_WORKER_JOURNAL_DIR": str(workdir / "journals" / worker_id),
         **env,
     }
     log = workdir / f"worker-{worker_id}.log"

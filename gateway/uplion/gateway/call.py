@@ -9,14 +9,14 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import pulsar
 from prometheus_client import Counter, Histogram
 
+from uplion.core.pulsar import SEND_ERRORS
 from uplion.v1 import common_pb2, task_pb2, usage_pb2
 
 from .cursor import ReplyCursor, Verdict
 from .dispatcher import Dispatcher
-from .errors import ApiError, deadline_exceeded, from_task_error, queue_unavailable
+from .errors import ApiError, crashed_workers, deadline_exceeded, from_task_error, queue_unavailable
 from .metadata import RequestMeta
 from .usage import billable, timestamp
 
@@ -39,6 +39,14 @@ class Call:
     final_usage: common_pb2.Usage | None = None
     started_at: float = field(default_factory=time.time)
     edge_request_id: str = ""
+    poisoned: bool = False  # the task crashed too many workers: set aside (dead-letter topic)
+
+    def __post_init__(self) -> None:
+        self.cursor.max_crashes = self.dispatcher.max_worker_crashes
+
+    @property
+    def task_deadline(self) -> float:
+        return self.started_at + self.timeout_s
 
     @classmethod
     def new_task_id(cls) -> str:
@@ -55,7 +63,7 @@ class Call:
         # caller's code instead of here.
         until = asyncio.get_running_loop().time() + self.timeout_s
         try:
-            self.task.deadline.CopyFrom(timestamp(self.started_at + self.timeout_s))
+            self.task.deadline.CopyFrom(timestamp(self.task_deadline))
             self.task.created_at.CopyFrom(timestamp(self.started_at))
             await self._publish(until)
             while True:
@@ -72,6 +80,13 @@ class Call:
                 elif verdict is Verdict.ERROR:
                     self.outcome = usage_pb2.REQUEST_OUTCOME_FAILED
                     raise from_task_error(event.error)
+                elif verdict is Verdict.POISON:
+                    self.outcome = usage_pb2.REQUEST_OUTCOME_FAILED
+                    self.poisoned = True
+                    crashes = len(self.cursor.crashed)
+                    extra = {"task_id": self.task.task_id, "model": self.task.model, "crashes": crashes}
+                    log.error("task set aside: it crashed the workers that took it", extra=extra)
+                    raise crashed_workers(crashes)
         except TimeoutError:
             self.outcome = usage_pb2.REQUEST_OUTCOME_DEADLINE_EXCEEDED
             raise deadline_exceeded() from None
@@ -94,7 +109,7 @@ class Call:
         try:
             async with asyncio.timeout_at(bound):
                 await self.dispatcher.publish_task(self.task)
-        except (TimeoutError, pulsar.PulsarException) as e:
+        except SEND_ERRORS as e:
             if loop.time() >= until:
                 raise TimeoutError from None
             log.warning("task not queued", extra={"model": self.task.model, "error": type(e).__name__})
@@ -102,6 +117,10 @@ class Call:
             raise queue_unavailable(retry_after_s=max(1, round(self.dispatcher.publish_timeout_s))) from None
 
     async def _finish(self) -> None:
+        if self.poisoned:
+            reason = f"the request crashed {len(self.cursor.crashed)} workers"
+            mark = self.dispatcher.mark_poison(self.task.model, self.task.task_id, reason, self.task_deadline)
+            self.dispatcher.in_background(mark)
         if self.outcome in (usage_pb2.REQUEST_OUTCOME_CLIENT_CANCELLED, usage_pb2.REQUEST_OUTCOME_DEADLINE_EXCEEDED):
             reason = "client cancelled" if self.outcome == usage_pb2.REQUEST_OUTCOME_CLIENT_CANCELLED else "deadline"
             await self.dispatcher.publish_cancel(self.task.model, self.task.task_id, reason)

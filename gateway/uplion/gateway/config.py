@@ -28,6 +28,7 @@ class GatewayConfig:
     max_message_bytes: int
     drain_timeout_s: float
     publish_timeout_s: float  # a task the broker has not taken by then is a 503, never a hang
+    max_worker_crashes: int  # a task whose attempts crashed this many worker processes is set aside
     metrics_port: int
     watch_aimodels: bool  # serve the models AIModel resources declare (in a cluster)
     aimodel_namespace: str  # "" = all namespaces
@@ -50,6 +51,7 @@ class GatewayConfig:
             max_message_bytes=env_int(env, "UPLION_MAX_MESSAGE_BYTES", MAX_MESSAGE_BYTES, minimum=1024),
             drain_timeout_s=env_float(env, "UPLION_DRAIN_TIMEOUT_S", 30.0, minimum=0),
             publish_timeout_s=env_float(env, "UPLION_PUBLISH_TIMEOUT_S", 5.0, minimum=0.1),
+            max_worker_crashes=env_int(env, "UPLION_MAX_WORKER_CRASHES", 3, minimum=1),
             metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),
             watch_aimodels=env_bool(env, "UPLION_WATCH_AIMODELS", bool(env.get("KUBERNETES_SERVICE_HOST"))),
             aimodel_namespace=env.get("UPLION_AIMODEL_NAMESPACE", ""),

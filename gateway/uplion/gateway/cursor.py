@@ -6,6 +6,11 @@ attempt has seq k+1. The client receives chunk k exactly once, from whichever at
 first; deterministic generation makes a resumed stream seamless. Non-final errors (retryable) are
 not shown: another attempt is coming. The first final event (result or non-retryable error) ends
 the request.
+
+Crash reports (`TASK_ERROR_KIND_WORKER_CRASHED`: an attempt died with its worker process, told by
+the process that started next) are counted per distinct attempt. Below `max_crashes` they wait like
+any retryable error (the broker redelivers the task); the report that reaches it ends the request
+with Verdict.POISON: the task kills the workers that take it, and the gateway sets it aside.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ class Verdict(enum.Enum):
     DELIVER = "deliver"  # a chunk the client has not seen
     RESULT = "result"  # final success
     ERROR = "error"  # final failure
+    POISON = "poison"  # final failure: the task crashed `max_crashes` workers
 
 
 @dataclass
@@ -30,6 +36,8 @@ class ReplyCursor:
     prompt_tokens: int = 0
     delivered_completion_tokens: int = 0
     done: bool = False
+    max_crashes: int = 3  # UPLION_MAX_WORKER_CRASHES
+    crashed: set[str] = field(default_factory=set)  # attempts reported dead with their worker
 
     def accept(self, event: task_pb2.TaskEvent) -> Verdict:
         if self.done:
@@ -50,6 +58,12 @@ class ReplyCursor:
             self.done = True
             return Verdict.RESULT
         if payload == "error":
+            if event.error.kind == task_pb2.TASK_ERROR_KIND_WORKER_CRASHED:
+                self.crashed.add(event.attempt_id)
+                if len(self.crashed) < self.max_crashes:
+                    return Verdict.SKIP
+                self.done = True
+                return Verdict.POISON
             if event.error.retryable:
                 return Verdict.SKIP
             self.done = True

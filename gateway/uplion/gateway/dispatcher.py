@@ -2,7 +2,10 @@
 
 Replies come back on one topic per gateway instance, read with a non-durable Reader (no
 subscription to leak when a gateway dies, no acks on the hot path). Each in-flight task has a queue
-that the reader loop feeds; events for tasks no longer waited on are dropped.
+that the reader loop feeds; events for tasks no longer waited on are dropped, except those of a task
+set aside as poison (it crashed too many workers), which is followed until a worker says it parked
+it on the dead-letter topic or its deadline passes: each further crash report announces the poison
+mark again, for a worker process that started too late to read it.
 """
 
 from __future__ import annotations
@@ -10,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import pulsar
 import pulsar.asyncio as pa
 from google.protobuf.message import DecodeError
 
+from uplion.core.pulsar import ERRORS as PULSAR_ERRORS
 from uplion.core.pulsar import Producers
 from uplion.core.subscriptions import BILLING_SUBSCRIPTION, ensure_subscription
 from uplion.core.topics import Topics
@@ -25,10 +31,27 @@ from uplion.v1 import task_pb2, usage_pb2
 log = logging.getLogger("uplion.gateway")
 
 
+@dataclass
+class SetAside:
+    """A task marked poison, followed until parked or past its deadline."""
+
+    model: str
+    reason: str
+    deadline: float  # unix seconds
+
+
 class Dispatcher:
-    def __init__(self, client: pa.Client, topics: Topics, gateway_id: str, publish_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        client: pa.Client,
+        topics: Topics,
+        gateway_id: str,
+        publish_timeout_s: float = 5.0,
+        max_worker_crashes: int = 3,
+    ) -> None:
         self.client = client
         self.publish_timeout_s = publish_timeout_s
+        self.max_worker_crashes = max_worker_crashes
         # no batching: a batch would be dispatched to one worker as a unit; a send the broker has not
         # acknowledged within the publish timeout fails (and is dropped by the client, never sent late)
         self._task_producer_options = {
@@ -37,6 +60,7 @@ class Dispatcher:
         self.topics = topics
         self.reply_topic = topics.replies(gateway_id)
         self._waiting: dict[str, asyncio.Queue[task_pb2.TaskEvent]] = {}
+        self.set_aside: dict[str, SetAside] = {}
         self._producers = Producers(client)
         self._background: set[asyncio.Task[None]] = set()
         self._reader_task: asyncio.Task[None] | None = None
@@ -84,9 +108,18 @@ class Dispatcher:
             self.client, self.topics.tasks(model), self.topics.subscription(model), pulsar.ConsumerType.Shared
         )
 
-    async def publish_cancel(self, model: str, task_id: str, reason: str) -> None:
+    async def publish_cancel(self, model: str, task_id: str, reason: str, *, poison: bool = False) -> None:
         producer = await self._producer(self.topics.cancels(model))
-        await producer.send(task_pb2.CancelTask(task_id=task_id, reason=reason).SerializeToString())
+        await producer.send(task_pb2.CancelTask(task_id=task_id, reason=reason, poison=poison).SerializeToString())
+
+    async def mark_poison(self, model: str, task_id: str, reason: str, deadline: float) -> None:
+        """Tell the model's workers to park the task on the dead-letter topic instead of running it,
+        and follow it (`route`) until one says it did or its deadline passes."""
+        now = time.time()
+        for gone in [k for k, v in self.set_aside.items() if v.deadline <= now]:
+            del self.set_aside[gone]
+        self.set_aside[task_id] = SetAside(model, reason, deadline)
+        await self.publish_cancel(model, task_id, reason, poison=True)
 
     async def publish_usage(self, event: usage_pb2.UsageEvent) -> None:
         await self.usage_producer.send(event.SerializeToString(), partition_key=event.caller.user_id or None)
@@ -107,7 +140,7 @@ class Dispatcher:
         while True:
             try:
                 msg = await self.reader.read_next()
-            except pulsar.PulsarException:
+            except PULSAR_ERRORS:
                 log.exception("reply reader failed")
                 await asyncio.sleep(0.5)
                 continue
@@ -116,9 +149,27 @@ class Dispatcher:
             except DecodeError:
                 log.warning("undecodable reply dropped")
                 continue
-            queue = self._waiting.get(event.task_id)
-            if queue is not None:
-                queue.put_nowait(event)
+            self.route(event)
+
+    def route(self, event: task_pb2.TaskEvent) -> None:
+        """An event to the request waiting for it; or, for a task set aside as poison, what follows."""
+        queue = self._waiting.get(event.task_id)
+        if queue is not None:
+            queue.put_nowait(event)
+            return
+        aside = self.set_aside.get(event.task_id)
+        if aside is None or event.WhichOneof("payload") != "error":
+            return
+        extra = {"task_id": event.task_id, "model": aside.model, "worker_id": event.worker_id}
+        if aside.deadline <= time.time():
+            del self.set_aside[event.task_id]
+        elif event.error.kind == task_pb2.TASK_ERROR_KIND_DEAD_LETTERED:
+            del self.set_aside[event.task_id]
+            log.warning("poison task parked on the dead-letter topic", extra=extra)
+        elif event.error.kind == task_pb2.TASK_ERROR_KIND_WORKER_CRASHED:
+            # a worker that did not know the mark (it started after it, beyond its look-back) took it
+            log.warning("poison task crashed another worker; its mark is announced again", extra=extra)
+            self.in_background(self.publish_cancel(aside.model, event.task_id, aside.reason, poison=True))
 
     @property
     def inflight(self) -> int:
@@ -132,10 +183,10 @@ class Dispatcher:
             # into a Python future that is gone can end the process with std::terminate at exit
             self._reader_task.cancel()
             await asyncio.gather(self._reader_task, return_exceptions=True)
-        with contextlib.suppress(pulsar.PulsarException):
+        with contextlib.suppress(*PULSAR_ERRORS):
             await self.usage_producer.flush()
         await self._producers.close()
-        with contextlib.suppress(pulsar.PulsarException):
+        with contextlib.suppress(*PULSAR_ERRORS):
             await self.usage_producer.close()
-        with contextlib.suppress(pulsar.PulsarException):
+        with contextlib.suppress(*PULSAR_ERRORS):
             await self.reader.close()

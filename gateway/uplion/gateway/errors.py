@@ -8,8 +8,8 @@ from uplion.core.errors import ApiError
 from uplion.v1 import task_pb2
 
 __all__ = [
-    "ApiError", "deadline_exceeded", "from_task_error", "invalid", "model_not_allowed", "model_not_found",
-    "queue_unavailable",
+    "ApiError", "crashed_workers", "deadline_exceeded", "from_task_error", "invalid", "model_not_allowed",
+    "model_not_found", "queue_unavailable",
 ]  # fmt: skip
 
 
@@ -48,6 +48,17 @@ def queue_unavailable(retry_after_s: int) -> ApiError:
     )  # fmt: skip
 
 
+def crashed_workers(crashes: int) -> ApiError:
+    """The task ended the worker process that ran it, `crashes` times (UPLION_MAX_WORKER_CRASHES):
+    it is set aside on the model's dead-letter topic, not retried. An HTTP 500: the request is
+    what kills the workers, so retrying it as it is will not help."""
+    return ApiError(
+        grpc.StatusCode.INTERNAL,
+        f"The request crashed {crashes} workers; it was set aside and will not be retried.",
+        "api_error", None, "task_crashed_workers",
+    )  # fmt: skip
+
+
 def deadline_exceeded() -> ApiError:
     return ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "The request timed out.", "timeout", None, "timeout")
 
@@ -64,6 +75,8 @@ _TASK_ERRORS: dict[int, tuple[grpc.StatusCode, str, str | None]] = {
     _K.TASK_ERROR_KIND_MODEL_NOT_FOUND: (grpc.StatusCode.UNAVAILABLE, "api_error", "upstream_model_not_found"),
     _K.TASK_ERROR_KIND_INTERNAL: (grpc.StatusCode.INTERNAL, "api_error", "internal_error"),
     _K.TASK_ERROR_KIND_DEAD_LETTERED: (grpc.StatusCode.UNAVAILABLE, "api_error", "retries_exhausted"),
+    # always retryable, so never a request's final error (the gateway counts them: cursor.py)
+    _K.TASK_ERROR_KIND_WORKER_CRASHED: (grpc.StatusCode.INTERNAL, "api_error", "task_crashed_workers"),
 }
 
 

@@ -26,7 +26,9 @@ def make_backend(cfg: WorkerConfig) -> Backend:
     if cfg.model_type == "echo":
         from .backends.echo import EchoBackend, EchoSettings
 
-        return EchoBackend(EchoSettings(cfg.echo_token_delay_s, cfg.echo_first_token_delay_s))
+        return EchoBackend(
+            EchoSettings(cfg.echo_token_delay_s, cfg.echo_first_token_delay_s, crash_on=cfg.echo_crash_on)
+        )
     if cfg.model_type == "remote":
         from .backends.remote import RemoteBackend
 
@@ -58,6 +60,7 @@ async def serve(cfg: WorkerConfig) -> None:
     try:
         await runner.start()
     except Exception as e:
+        runner.journal.close()
         if events is not None:
             await asyncio.to_thread(events.post_now, "MessageQueueConnectionError", f"cannot reach Pulsar: {e}")
         raise

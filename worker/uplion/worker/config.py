@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from uplion.core.aimodels import DEFAULT_MAX_OUTPUT_TOKENS
 from uplion.core.config import ConfigError, env_float, env_int, env_list, env_str
 from uplion.core.pulsar import PulsarSettings
+from uplion.core.topics import safe_name
 
 MODEL_TYPES = ("echo", "remote", "local")
 
@@ -48,6 +50,9 @@ class WorkerConfig:
     echo_first_token_delay_s: float
     local_model_path: str
     max_output_tokens: int  # the model's cap for requests that name none (AIModel maxOutputTokens)
+    journal_dir: str  # the crash journal (journal.py): this process's running attempts, one file each
+    cancel_lookback_s: float  # at start, read the cancels (and poison marks) of this recent past
+    echo_crash_on: str = ""  # echo, fault injection for tests: a prompt containing it ends the process
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -59,6 +64,7 @@ class WorkerConfig:
         accounts = _accounts(env) if model_type == "remote" else ()
         max_concurrency = env_int(env, "UPLION_MAX_PROCESS_NUM", 4, minimum=1)
         processes = env_int(env, "UPLION_WORKER_PROCESSES", 1, minimum=1)
+        worker_id = env_str(env, "UPLION_WORKER_ID", f"{socket.gethostname()}-{os.getpid()}")
         if processes > max_concurrency:
             raise ConfigError(f"UPLION_WORKER_PROCESSES ({processes}) must not exceed UPLION_MAX_PROCESS_NUM "
                               f"({max_concurrency}): every process needs a slot")  # fmt: skip
@@ -68,7 +74,7 @@ class WorkerConfig:
             max_concurrency=max_concurrency,
             processes=processes,
             pulsar=PulsarSettings.from_env(env),
-            worker_id=env_str(env, "UPLION_WORKER_ID", f"{socket.gethostname()}-{os.getpid()}"),
+            worker_id=worker_id,
             max_attempts=env_int(env, "UPLION_MAX_ATTEMPTS", 3, minimum=1),
             nack_delay_ms=env_int(env, "UPLION_NACK_DELAY_MS", 1000, minimum=0),
             retry_backoff_s=env_float(env, "UPLION_RETRY_BACKOFF_MS", 500.0, minimum=0) / 1000,
@@ -83,7 +89,17 @@ class WorkerConfig:
             echo_first_token_delay_s=env_float(env, "UPLION_ECHO_FIRST_TOKEN_DELAY_MS", 0.0, minimum=0) / 1000,
             local_model_path=env.get("UPLION_LOCAL_MODEL_PATH", ""),
             max_output_tokens=env_int(env, "UPLION_MAX_OUTPUT_TOKENS", DEFAULT_MAX_OUTPUT_TOKENS, minimum=1),
+            journal_dir=env_str(env, "UPLION_WORKER_JOURNAL_DIR", default_journal_dir(worker_id)),
+            cancel_lookback_s=env_float(env, "UPLION_CANCEL_LOOKBACK_S", 600.0, minimum=0),
+            echo_crash_on=env.get("UPLION_ECHO_CRASH_ON", ""),
         )
+
+
+def default_journal_dir(worker_id: str) -> str:
+    """A folder of this worker's own under the temporary directory: found again by a process that
+    restarts with the same UPLION_WORKER_ID (the supervisor's children do). In a pod the operator
+    sets UPLION_WORKER_JOURNAL_DIR to an emptyDir, which outlives the container's restarts."""
+    return str(Path(tempfile.gettempdir()) / "uplion-worker-journal" / safe_name(worker_id))
 
 
 def _accounts(env: Mapping[str, str]) -> tuple[Account, ...]:

@@ -5,7 +5,10 @@ broker for a task only when it is free, whichever process it lives in.
 
 The supervisor serves the pod's health port, relays SIGTERM (each child drains its own tasks),
 restarts a child that dies (its unacknowledged tasks are redelivered to the others meanwhile) and
-exits when every child has stopped. Child i serves metrics on UPLION_METRICS_PORT + i."""
+exits when every child has stopped. Child i serves metrics on UPLION_METRICS_PORT + i and keeps its
+crash journal in <UPLION_WORKER_JOURNAL_DIR>/i. When a child dies the supervisor reports the attempts
+it died in to their gateways at once (journal.py: the gateway counts them and sets a task aside that
+crashes too many), with a Pulsar client of its own, before restarting it."""
 
 from __future__ import annotations
 
@@ -15,13 +18,17 @@ import logging
 import signal
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 import grpc
+import pulsar.asyncio as pa
 
 from uplion.core.lifecycle import install_stop_signals
 from uplion.core.observability import Health
+from uplion.core.pulsar import Producers
 
 from .config import WorkerConfig
+from .journal import Journal, report_crashes
 
 log = logging.getLogger("uplion.worker")
 
@@ -36,8 +43,9 @@ def split_slots(total: int, processes: int) -> list[int]:
 
 
 def child_env(env: Mapping[str, str], cfg: WorkerConfig, index: int, slots: int) -> dict[str, str]:
-    """The environment of worker process `index`: one process, its slots, its own id and metrics
-    port; the supervisor keeps the health port."""
+    """The environment of worker process `index`: one process, its slots, its own id, metrics port
+    and crash journal (a folder per index: a restarted child reports the attempts its predecessor
+    died in); the supervisor keeps the health port."""
     return {
         **env,
         "UPLION_WORKER_PROCESSES": "1",
@@ -45,6 +53,7 @@ def child_env(env: Mapping[str, str], cfg: WorkerConfig, index: int, slots: int)
         "UPLION_WORKER_ID": f"{cfg.worker_id}-{index}",
         "UPLION_HEALTH_PORT": "0",
         "UPLION_METRICS_PORT": str(cfg.metrics_port + index if cfg.metrics_port else 0),
+        "UPLION_WORKER_JOURNAL_DIR": str(Path(cfg.journal_dir) / str(index)),
     }
 
 
@@ -74,10 +83,19 @@ class Child:
             sys.stdout.write(line)
             sys.stdout.flush()
 
+    @property
+    def journal(self) -> Journal:
+        return Journal(Path(self.env["UPLION_WORKER_JOURNAL_DIR"]))
+
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(sig)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 async def _all_ready(children: list[Child]) -> None:
@@ -86,6 +104,20 @@ async def _all_ready(children: list[Child]) -> None:
 
 
 async def supervise(cfg: WorkerConfig, env: Mapping[str, str]) -> None:
+    client = pa.Client(cfg.pulsar.url, **cfg.pulsar.client_options())  # crash reports only
+    producers = Producers(client)
+    try:
+        await _supervise(cfg, env, producers)
+    finally:
+        await producers.close()
+        await client.close()
+        _remove_if_empty(Path(cfg.journal_dir))  # the children's folders are gone if they had nothing left
+
+
+async def _supervise(cfg: WorkerConfig, env: Mapping[str, str], producers: Producers) -> None:
+    async def producer_for(topic: str) -> pa.Producer:
+        return await producers.get(topic, batching_enabled=False)
+
     stop = install_stop_signals()
     health_server = grpc.aio.server()
     health = Health(health_server, ["uplion.worker"])
@@ -115,6 +147,7 @@ async def supervise(cfg: WorkerConfig, env: Mapping[str, str]) -> None:
         for task in done & waits.keys():
             child = waits.pop(task)
             log.error("worker process exited; restarting", extra={"worker_process": child.index, "code": task.result()})
+            await report_crashes(child.journal, producer_for, keep_unsent=True)
             await asyncio.sleep(RESTART_DELAY_S)
             if stop.is_set():
                 break

@@ -6,6 +6,12 @@ a backlog). A task is acknowledged only after its final event is on the reply to
 failure is republished with a delay (exponential backoff, never past the deadline) and the original
 acknowledged, until `max_attempts`, then parked on the dead-letter topic with a final error to the
 client. A reply that cannot be published is negatively acknowledged (redelivered after the nack delay).
+
+A crash is counted by uplion itself (the broker does not count a redelivery after its consumer died):
+each running attempt has a record in the crash journal (journal.py); what a dead process leaves is
+reported to the gateways (TASK_ERROR_KIND_WORKER_CRASHED) by its supervisor or by the process that
+starts next, and a task a gateway then marks poison (CancelTask.poison) is parked on the dead-letter
+topic instead of run.
 """
 
 from __future__ import annotations
@@ -17,20 +23,24 @@ import time
 import uuid
 from collections import OrderedDict
 from datetime import timedelta
+from pathlib import Path
 
 import pulsar
 import pulsar.asyncio as pa
 from google.protobuf.message import DecodeError
 from prometheus_client import Counter, Gauge, Histogram
 
-from uplion.core.pulsar import Producers
+from uplion.core.pulsar import ERRORS as PULSAR_ERRORS
+from uplion.core.pulsar import SEND_ERRORS, Producers
 from uplion.v1 import task_pb2
+from uplion.v1.task_pb2 import CancelTask
 
 from .attempt import Attempt, ProducerFor
 from .backends.base import Backend, BackendError
 from .config import WorkerConfig
 from .decisions import FailureAction, on_failure, retry_delay_s
 from .execute import execute
+from .journal import Journal, JournalRecord, report_crashes
 from .k8s_events import EventReporter
 
 log = logging.getLogger("uplion.worker")
@@ -40,6 +50,14 @@ INFLIGHT = Gauge("uplion_worker_inflight", "Tasks being processed", ["model"])
 DURATION = Histogram("uplion_worker_task_seconds", "Attempt duration", ["model"])
 
 _RECENT_CANCELS = 10_000
+# At start, the cancels of the recent past are read before any task is taken, for at most this long
+# (the rest is read by the cancel loop as usual).
+CATCH_UP_BOUND_S = 10.0
+# The Pulsar client groups acknowledgements and sends them every 100 ms (its default; the Python
+# client cannot change it), so an ack is lost if the process dies before that. After parking a
+# poison task a slot waits this long before taking another task, which may be the next poison task:
+# seen in tests/chaos/test_poison_task.py as the same task parked again by another worker.
+ACK_FLUSH_S = 0.2
 # Which attempt a (re)published task is; the original publish has none (attempt 1).
 ATTEMPT_PROPERTY = "uplion-attempt"
 
@@ -62,7 +80,8 @@ class Runner:
         self.topics = cfg.pulsar.topics
         self._producers = Producers(client)
         self._executing: dict[str, asyncio.Task[None]] = {}
-        self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self._cancelled: OrderedDict[str, CancelTask] = OrderedDict()
+        self.journal = Journal(Path(cfg.journal_dir))
         self._slots: list[asyncio.Task[None]] = []
         self._idle: set[asyncio.Task[None]] = set()
         self._cancel_loop: asyncio.Task[None] | None = None
@@ -70,6 +89,13 @@ class Runner:
 
     async def start(self) -> None:
         model = self.cfg.model
+        # Cancels first, from the recent past (a mark published while this process was down counts
+        # too), then the crash reports (the gateway's answer to them arrives on a reader already
+        # reading), and only then the tasks.
+        self.cancel_reader = await self.client.create_reader(self.topics.cancels(model), pulsar.MessageId.latest)
+        await self._catch_up_cancels()
+        self._cancel_loop = asyncio.create_task(self._read_cancels())
+        await self._report_crashes()
         self.consumer = await self.client.subscribe(
             self.topics.tasks(model),
             self.topics.subscription(model),
@@ -79,9 +105,7 @@ class Runner:
             consumer_name=self.cfg.worker_id,
             initial_position=pulsar.InitialPosition.Earliest,
         )
-        self.cancel_reader = await self.client.create_reader(self.topics.cancels(model), pulsar.MessageId.latest)
         self.dlq = await self.client.create_producer(self.topics.dead_letters(model), batching_enabled=False)
-        self._cancel_loop = asyncio.create_task(self._read_cancels())
         self._slots = [asyncio.create_task(self._slot()) for _ in range(self.cfg.max_concurrency)]
         log.info("worker started", extra={"model": model, "slots": self.cfg.max_concurrency})
 
@@ -96,7 +120,7 @@ class Runner:
             self._idle.add(me)
             try:
                 msg = await self.consumer.receive()
-            except pulsar.PulsarException:
+            except PULSAR_ERRORS:
                 if self._stopping:
                     return
                 log.exception("receive failed")
@@ -123,9 +147,13 @@ class Runner:
             await self.consumer.acknowledge(msg)
             TASKS.labels(self.cfg.model, "poison").inc()
             return
+        cancel = self._cancelled.get(task.task_id)
+        if cancel is not None and cancel.poison:
+            await self._park(msg, task, cancel)
+            return
         now = time.time()
         deadline = task.deadline.seconds + task.deadline.nanos / 1e9 if task.HasField("deadline") else now + 3600
-        if deadline <= now or task.task_id in self._cancelled:
+        if deadline <= now or cancel is not None:
             # the gateway has already answered the client; nobody waits for this work
             await self.consumer.acknowledge(msg)
             TASKS.labels(self.cfg.model, "skipped").inc()
@@ -145,13 +173,13 @@ class Runner:
         assert me is not None
         redeliveries = msg.redelivery_count()
         # Redeliveries count as attempts. Pulsar counts nack redeliveries (a reply that could not be
-        # sent); it does not count those after a consumer died (seen on 4.0.7), so a task that kills
-        # its workers is bounded by its deadline rather than by max_attempts.
+        # sent); it does not count those after a consumer died (seen on 4.0.7): those are counted by
+        # the crash journal's reports and the gateway, which marks a task poison after too many.
         attempt_number = _attempt_number(msg) + redeliveries
         if attempt_number > self.cfg.max_attempts:
-            await self._dead_letter(msg, f"no answer after {attempt_number - 1} deliveries")
+            await self._dead_letter(msg, f"no answer after {attempt_number - 1} deliveries", task.task_id)
             text = f"gave up after {attempt_number - 1} attempts"
-            with contextlib.suppress(pulsar.PulsarException):
+            with contextlib.suppress(*PULSAR_ERRORS):
                 await attempt.error(task_pb2.TASK_ERROR_KIND_DEAD_LETTERED, text, retryable=False)
             await self.consumer.acknowledge(msg)
             TASKS.labels(self.cfg.model, "dead_letter").inc()
@@ -159,6 +187,24 @@ class Runner:
         # Cancellable (by a client's cancel) only while executing: each outcome below first leaves
         # the set, with no await in between, so a late cancel cannot interrupt reporting and acking.
         self._executing[task.task_id] = me
+        record = JournalRecord(task.task_id, task.reply_topic, attempt.attempt_id, self.cfg.worker_id, deadline)
+        entry = self.journal.begin(record)  # removed however the attempt ends, unless the process dies
+        try:
+            await self._attempt(msg, task, attempt, deadline, attempt_number, redeliveries)
+        finally:
+            self.journal.end(entry)
+
+    async def _attempt(
+        self,
+        msg: pulsar.Message,
+        task: task_pb2.Task,
+        attempt: Attempt,
+        deadline: float,
+        attempt_number: int,
+        redeliveries: int,
+    ) -> None:
+        me = asyncio.current_task()
+        assert me is not None
         try:
             started = task_pb2.TaskStarted(
                 redelivery_count=redeliveries, prompt_tokens=self.backend.prompt_tokens(task)
@@ -169,9 +215,23 @@ class Runner:
                 await execute(task, attempt, self.backend, self.cfg.max_output_tokens)
         except asyncio.CancelledError:
             self._executing.pop(task.task_id, None)
-            if task.task_id not in self._cancelled:
+            cancel = self._cancelled.get(task.task_id)
+            if cancel is None:
                 raise  # shutdown: leave it unacknowledged, Pulsar redelivers it to another worker
             me.uncancel()
+            if cancel.poison:  # marked while this worker held it (a task that crashes others slowly)
+                try:
+                    await self._dead_letter(msg, f"poison: {cancel.reason}", task.task_id)
+                except PULSAR_ERRORS:
+                    log.exception("poison task not parked; it will be redelivered", extra={"task_id": task.task_id})
+                    await self.consumer.negative_acknowledge(msg)
+                    return
+                text = f"set aside on the dead-letter topic: {cancel.reason}"
+                await self._finish(msg, attempt, "poison_parked", task_pb2.TASK_ERROR_KIND_DEAD_LETTERED, text)
+                log.warning("poison task stopped and parked on the dead-letter topic",
+                            extra={"task_id": task.task_id, "reason": cancel.reason})  # fmt: skip
+                await asyncio.sleep(ACK_FLUSH_S)
+                return
             await self._finish(msg, attempt, "cancelled", task_pb2.TASK_ERROR_KIND_CANCELLED, "cancelled by client")
             return
         except TimeoutError:
@@ -182,7 +242,7 @@ class Runner:
             self._executing.pop(task.task_id, None)
             await self._failed(msg, attempt, e, attempt_number, deadline)
             return
-        except pulsar.PulsarException:
+        except PULSAR_ERRORS:
             self._executing.pop(task.task_id, None)
             log.exception("reply failed; task will be redelivered", extra={"task_id": task.task_id})
             await self.consumer.negative_acknowledge(msg)
@@ -205,7 +265,7 @@ class Runner:
     async def _finish(
         self, msg: pulsar.Message, attempt: Attempt, outcome: str, kind: task_pb2.TaskErrorKind.ValueType, text: str
     ) -> None:
-        with contextlib.suppress(pulsar.PulsarException):
+        with contextlib.suppress(*PULSAR_ERRORS):
             await attempt.error(kind, text, retryable=False)
         await self.consumer.acknowledge(msg)
         TASKS.labels(self.cfg.model, outcome).inc()
@@ -239,7 +299,7 @@ class Runner:
             await self._retry_later(msg, attempt_number + 1, delay)
             await self.consumer.acknowledge(msg)
         elif action is FailureAction.DEAD_LETTER:
-            await self._dead_letter(msg, e.message)
+            await self._dead_letter(msg, e.message, attempt.task.task_id)
             text = f"gave up after {attempt_number} attempts: {e.message}"
             await attempt.error(task_pb2.TASK_ERROR_KIND_DEAD_LETTERED, text, retryable=False)
             await self.consumer.acknowledge(msg)
@@ -256,8 +316,36 @@ class Runner:
             msg.data(), properties={ATTEMPT_PROPERTY: str(next_attempt)}, deliver_after=timedelta(seconds=delay_s)
         )
 
-    async def _dead_letter(self, msg: pulsar.Message, reason: str) -> None:
+    async def _park(self, msg: pulsar.Message, task: task_pb2.Task, cancel: CancelTask) -> None:
+        """A task the gateway marked poison (it crashed too many workers): onto the dead-letter topic,
+        acknowledged, never run here; the gateway hears it was parked and stops announcing the mark."""
+        try:
+            await self._dead_letter(msg, f"poison: {cancel.reason}", task.task_id)
+        except PULSAR_ERRORS:
+            log.exception("poison task not parked; it will be redelivered", extra={"task_id": task.task_id})
+            await self.consumer.negative_acknowledge(msg)
+            return
+        attempt = Attempt(task, uuid.uuid4().hex, self.cfg.worker_id, self._producer_for(batched=False))
+        with contextlib.suppress(*PULSAR_ERRORS):
+            text = f"set aside on the dead-letter topic: {cancel.reason}"
+            await attempt.error(task_pb2.TASK_ERROR_KIND_DEAD_LETTERED, text, retryable=False)
+        await self.consumer.acknowledge(msg)
+        TASKS.labels(self.cfg.model, "poison_parked").inc()
+        log.warning("poison task parked on the dead-letter topic",
+                    extra={"task_id": task.task_id, "reason": cancel.reason})  # fmt: skip
+        await asyncio.sleep(ACK_FLUSH_S)
+
+    async def _report_crashes(self) -> None:
+        """The attempts this process's predecessor died in (what its supervisor, if any, did not
+        report): told to their gateways before this process takes a task."""
+        sent = await report_crashes(self.journal, lambda topic: self._producer(topic, batched=False), keep_unsent=False)
+        if sent:
+            TASKS.labels(self.cfg.model, "crash_reported").inc(sent)
+
+    async def _dead_letter(self, msg: pulsar.Message, reason: str, task_id: str = "") -> None:
         props = {"reason": reason[:500], "worker": self.cfg.worker_id, "redeliveries": str(msg.redelivery_count())}
+        if task_id:  # the request's id (its usage event's id)
+            props["task_id"] = task_id
         await self.dlq.send(msg.data(), properties=props)
 
     async def _producer(self, topic: str, batched: bool) -> pa.Producer:
@@ -273,24 +361,50 @@ class Runner:
 
         return get
 
+    def _note_cancel(self, msg: pulsar.Message) -> None:
+        try:
+            cancel = CancelTask.FromString(msg.data())
+        except DecodeError:
+            return
+        known = self._cancelled.get(cancel.task_id)
+        if known is not None and known.poison:
+            return  # a later ordinary cancel (the deadline) must not unmark a poison task
+        self._cancelled[cancel.task_id] = cancel
+        self._cancelled.move_to_end(cancel.task_id)
+        if len(self._cancelled) > _RECENT_CANCELS:
+            self._cancelled.popitem(last=False)
+        running = self._executing.get(cancel.task_id)
+        if running is not None:
+            running.cancel()
+
+    async def _catch_up_cancels(self) -> None:
+        """Read the cancels published in the last `cancel_lookback_s` before taking any task: a
+        task cancelled, or marked poison, while this process was down (it crashed on it, say) is
+        then not run again. Reads what the broker still holds: a topic without subscriptions keeps
+        at least its current ledger (the gateway announces a poison mark again when the task
+        crashes another worker, for a worker that could not read it here)."""
+        if self.cfg.cancel_lookback_s <= 0:
+            return
+        read = 0
+        try:
+            await self.cancel_reader.seek(int((time.time() - self.cfg.cancel_lookback_s) * 1000))
+            async with asyncio.timeout(CATCH_UP_BOUND_S):
+                while await self.cancel_reader.has_message_available():
+                    self._note_cancel(await self.cancel_reader.read_next())
+                    read += 1
+        except SEND_ERRORS as e:
+            log.warning("recent cancels not all read before serving", extra={"read": read, "error": type(e).__name__})
+
     async def _read_cancels(self) -> None:
         while True:
             try:
                 msg = await self.cancel_reader.read_next()
-                cancel = task_pb2.CancelTask.FromString(msg.data())
-            except DecodeError:
-                continue
-            except pulsar.PulsarException:
+            except PULSAR_ERRORS:
                 if self._stopping:
                     return
                 await asyncio.sleep(1)
                 continue
-            self._cancelled[cancel.task_id] = None
-            if len(self._cancelled) > _RECENT_CANCELS:
-                self._cancelled.popitem(last=False)
-            running = self._executing.get(cancel.task_id)
-            if running is not None:
-                running.cancel()
+            self._note_cancel(msg)
 
     async def drain(self, grace_s: float) -> None:
         """Stop taking tasks, let running ones finish (up to `grace_s`), then close the consumer so
@@ -311,6 +425,7 @@ class Runner:
         # open has C++ threads that can still call back into Python while the process exits
         # (seen once as `terminate called without an active exception` at a worker's shutdown)
         for closable in (self.consumer, self.cancel_reader, self.dlq):
-            with contextlib.suppress(pulsar.PulsarException):
+            with contextlib.suppress(*PULSAR_ERRORS):
                 await closable.close()
         await self._producers.close()
+        self.journal.close()

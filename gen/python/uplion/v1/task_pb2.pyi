@@ -44,7 +44,16 @@ class _TaskErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskErr
     """The backend does not know the model (configuration error)."""
     TASK_ERROR_KIND_INTERNAL: _TaskErrorKind.ValueType  # 8
     TASK_ERROR_KIND_DEAD_LETTERED: _TaskErrorKind.ValueType  # 9
-    """Retries were exhausted; the task was moved to the dead-letter topic."""
+    """Retries were exhausted, or the gateway marked the task poison (CancelTask.poison); the task
+    was moved to the dead-letter topic.
+    """
+    TASK_ERROR_KIND_WORKER_CRASHED: _TaskErrorKind.ValueType  # 10
+    """A crash report: the worker process running the attempt named by the event's attempt_id died
+    with it (killed, out of memory, a crash). Sent by the worker process that starts next with the
+    same crash journal (worker/README.md), always retryable: the broker redelivers the task. The
+    gateway counts the distinct attempts reported; at UPLION_MAX_WORKER_CRASHES it answers the
+    client (code `task_crashed_workers`) and publishes a CancelTask with `poison` set.
+    """
 
 class TaskErrorKind(_TaskErrorKind, metaclass=_TaskErrorKindEnumTypeWrapper): ...
 
@@ -63,7 +72,16 @@ TASK_ERROR_KIND_MODEL_NOT_FOUND: TaskErrorKind.ValueType  # 7
 """The backend does not know the model (configuration error)."""
 TASK_ERROR_KIND_INTERNAL: TaskErrorKind.ValueType  # 8
 TASK_ERROR_KIND_DEAD_LETTERED: TaskErrorKind.ValueType  # 9
-"""Retries were exhausted; the task was moved to the dead-letter topic."""
+"""Retries were exhausted, or the gateway marked the task poison (CancelTask.poison); the task
+was moved to the dead-letter topic.
+"""
+TASK_ERROR_KIND_WORKER_CRASHED: TaskErrorKind.ValueType  # 10
+"""A crash report: the worker process running the attempt named by the event's attempt_id died
+with it (killed, out of memory, a crash). Sent by the worker process that starts next with the
+same crash journal (worker/README.md), always retryable: the broker redelivers the task. The
+gateway counts the distinct attempts reported; at UPLION_MAX_WORKER_CRASHES it answers the
+client (code `task_crashed_workers`) and publishes a CancelTask with `poison` set.
+"""
 Global___TaskErrorKind: _TypeAlias = TaskErrorKind  # noqa: Y015
 
 @_typing.final
@@ -268,7 +286,9 @@ class TaskEvent(_message.Message):
     RESPONSE_EVENT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     attempt_id: _builtins.str
-    """Unique per delivery of the task to a worker."""
+    """Unique per delivery of the task to a worker. A crash report (TASK_ERROR_KIND_WORKER_CRASHED)
+    carries the id of the attempt that died, and worker_id the worker it died in.
+    """
     seq: _builtins.int
     """Position of this event within its attempt, from 0. Chunk i of any attempt carries the same
     content for deterministic generation, which is how the gateway resumes a stream exactly once
@@ -318,25 +338,36 @@ Global___TaskEvent: _TypeAlias = TaskEvent  # noqa: Y015
 
 @_typing.final
 class CancelTask(_message.Message):
-    """Published by the gateway on `model-<model>-cancel` when a client disconnects or cancels;
-    every worker of the model reads it and stops the task if it holds it.
+    """Published by the gateway on `model-<model>-cancel` when a client disconnects or cancels, when
+    the deadline passes, or when the task crashed too many workers; every worker of the model reads
+    it and stops the task if it holds it, and skips it if it is delivered later.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    POISON_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     reason: _builtins.str
+    poison: _builtins.bool
+    """The task crashed UPLION_MAX_WORKER_CRASHES workers (TASK_ERROR_KIND_WORKER_CRASHED reports):
+    a worker that is delivered it parks it on `model-<model>-dlq` (property `reason`) and
+    acknowledges it instead of running it, then sends a non-retryable TASK_ERROR_KIND_DEAD_LETTERED
+    event to the reply topic so that the gateway stops announcing the mark. A worker reads the
+    cancels of the recent past when it starts, so a process that was down when the mark was
+    published knows it too.
+    """
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        poison: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["poison", b"poison", "reason", b"reason", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,6 +4,11 @@ Directives in the last user message drive failure tests (the model is for tests 
 `[[fail:unavailable]]` a retryable backend error before any output; `[[fail:auth]]` a permanent
 authentication error; `[[fail-after:N]]` a retryable error after N tokens; `[[delay:MS]]` a
 per-token delay for this request.
+
+Fault injection for tests (off unless set): with `UPLION_ECHO_CRASH_ON=<marker>`, a request whose
+prompt contains the marker ends the worker process at once (`os._exit`, no cleanup, as a segfault
+or an out-of-memory kill would): a poison task (tests/chaos/test_poison_task.py). A directive in
+the prompt could not do this: anyone may send a prompt, only the worker's operator sets the marker.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import math
+import os
 import re
 import struct
 from collections.abc import AsyncIterator
@@ -25,7 +32,9 @@ from uplion.v1 import chat_pb2, common_pb2, completions_pb2, embeddings_pb2, tas
 from ..content import last_user_text, prompt_texts, stop_sequences, value_text
 from .base import BackendError, invalid, unavailable
 
+log = logging.getLogger("uplion.worker")
 _PIECES = re.compile(r"\S+\s*|\s+")
+CRASH_EXIT_CODE = 70  # the exit code of a process ended by UPLION_ECHO_CRASH_ON
 _DIRECTIVE = re.compile(r"\[\[(fail|fail-after|delay):([a-z0-9]+)\]\]")
 
 
@@ -39,6 +48,12 @@ class EchoSettings:
     token_delay_s: float = 0.0
     first_token_delay_s: float = 0.0
     embedding_dimensions: int = 16
+    crash_on: str = ""  # fault injection: a prompt containing it ends the process (module docstring)
+
+    def crash_if_marked(self, texts: list[str]) -> None:
+        if self.crash_on and any(self.crash_on in t for t in texts):
+            log.error("echo: the prompt holds UPLION_ECHO_CRASH_ON's marker; ending the process (fault injection)")
+            os._exit(CRASH_EXIT_CODE)
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,7 @@ class EchoBackend:
     async def chat(self, request: chat_pb2.ChatCompletionRequest) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         if not request.messages:
             raise invalid("messages must not be empty")
+        self.settings.crash_if_marked([value_text(m.content) for m in request.messages])
         text = last_user_text(list(request.messages))
         limit = request.max_completion_tokens if request.HasField("max_completion_tokens") else None
         if limit is None and request.HasField("max_tokens"):
@@ -155,6 +171,7 @@ class EchoBackend:
         prompts = prompt_texts(request.prompt)
         if not prompts:
             raise invalid("prompt must not be empty")
+        self.settings.crash_if_marked(prompts)
         text = "".join(prompts)
         limit = request.max_tokens if request.HasField("max_tokens") else None
         p = plan(text, limit, stop_sequences(request.stop), self.settings.token_delay_s)
@@ -171,6 +188,7 @@ class EchoBackend:
         texts = prompt_texts(request.input)
         if not texts:
             raise invalid("input must not be empty")
+        self.settings.crash_if_marked(texts)
         dims = request.dimensions if request.HasField("dimensions") and request.dimensions else None
         dims = dims or self.settings.embedding_dimensions
         as_base64 = request.encoding_format == "base64"
