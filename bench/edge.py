@@ -1,6 +1,9 @@
 """The HTTP edge's cost: non-streaming chat through Envoy (REST: the transcoder hands the raw body to
 the gateway's HttpBody RPC, which writes OpenAI's JSON) at concurrency 16 and 64 vs the same gateway
-over gRPC (typed RPC) without Envoy; streaming time to first chunk through Envoy.
+over gRPC (typed RPC) without Envoy; then the whole edge (ext_authz with a real API key, the Go rate
+limiter with the production descriptors and its settler), with a key without a quota and with a
+member's key under a quota it never reaches (each request holds its bound in Redis until billing,
+running here, applies its usage); streaming time to first chunk through Envoy.
 
     ./scripts/bench.sh edge        (or: .venv/bin/python -m bench.edge)
 
@@ -24,6 +27,7 @@ from uplion.devstack.platform import (
     bootstrap_admin,
     start_accounts,
     start_authz,
+    start_billing,
     start_edge,
     start_gateway,
     start_worker,
@@ -69,10 +73,11 @@ async def over_http(
     return Result(label, n, secs, lat, rss_mb(pids), err)
 
 
-def unlimited_key(admin: Client, email: str) -> str:
+def unlimited_key(admin: Client, email: str, quota: admin_pb2.Quota | None = None) -> str:
     """A member's API key whose rate limits are far above what a benchmark sends: the limiter's cost
-    is measured, not its refusals."""
-    user, token = admin.create_user_with_token(email)
+    is measured, not its refusals. With `quota`, the member has that quota: each request then holds
+    its bound against it in authz until billing applies its usage (uplion.core.quota)."""
+    user, token = admin.create_user_with_token(email, quota=quota)
     limits = admin_pb2.RateLimits(requests_per_minute=2**31, tokens_per_minute=2**31)
     admin.call("UpdateUser", admin_pb2.UpdateUserRequest(user_id=user.user_id, rate_limits=limits))
     admin.call("UpdateToken", admin_pb2.UpdateTokenRequest(token_id=token.token.token_id, rate_limits=limits))
@@ -107,8 +112,13 @@ async def main(duration: float, work: Path) -> None:
         accounts = start_accounts(work, pg.dsn, redis.url)
         authz = start_authz(work, pg.dsn, redis.url)
         ratelimit = start_ratelimit(work, redis.url, pulsar_url=pulsar.service_url)
-        started += [accounts, authz, ratelimit]
-        key = unlimited_key(Client(f"127.0.0.1:{accounts.port}", bootstrap_admin(pg.dsn)["secret"]), "bench@edge.test")
+        billing = start_billing(work, pulsar.service_url, pg.dsn, redis.url)  # releases quota holds
+        started += [accounts, authz, ratelimit, billing]
+        admin = Client(f"127.0.0.1:{accounts.port}", bootstrap_admin(pg.dsn)["secret"])
+        admin.set_price("echo", 1000, 1000)
+        key = unlimited_key(admin, "bench@edge.test")
+        # a quota it never reaches: the holds' cost (one Redis script per request and subject)
+        limited = unlimited_key(admin, "limited@edge.test", admin_pb2.Quota(limit_micro_credits=10**15))
         full, full_port = start_edge(work, gw.port, authz_port=authz.port, ratelimit_ports=(ratelimit.port,))
         envoys.append(full)
         base, full_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{full_port}"
@@ -119,11 +129,15 @@ async def main(duration: float, work: Path) -> None:
             edged = await over_http(base, c, duration, False, f"REST through Envoy (c={c})", [*pids, envoy.proc.pid])
             guarded = await over_http(full_base, c, duration, False, f"REST, Envoy + authz + rate limit (c={c})",
                                       edge_pids, key)  # fmt: skip
-            print(table(f"non-streaming chat, concurrency {c}", [direct, edged, guarded], {
+            held = await over_http(full_base, c, duration, False, f"the same, a key with a quota (holds) (c={c})",
+                                   [*edge_pids, billing.proc.pid], limited)  # fmt: skip
+            print(table(f"non-streaming chat, concurrency {c}", [direct, edged, guarded, held], {
                 "throughput ratio Envoy REST / direct gRPC": f"{edged.rps / direct.rps:.2f}",
                 "throughput ratio with authz + rate limit / direct gRPC": f"{guarded.rps / direct.rps:.2f}",
+                "throughput ratio quota-limited key / unlimited key": f"{held.rps / guarded.rps:.2f}",
                 "p50 added by the edge": f"{edged.p50 - direct.p50:.2f} ms",
                 "p50 added by authz + rate limit": f"{guarded.p50 - edged.p50:.2f} ms",
+                "p50 added by quota holds": f"{held.p50 - guarded.p50:.2f} ms",
             }), flush=True)  # fmt: skip
         rows = [
             await over_http(base, c, duration, True, f"stream through Envoy, time to first chunk (c={c})", pids)

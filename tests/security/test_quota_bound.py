@@ -72,6 +72,21 @@ def test_holds_expire_and_empty_ones_are_not_stored(redis_server: Redis) -> None
     r.close()
 
 
+def test_a_subject_has_at_most_max_holds(redis_server: Redis) -> None:
+    """Billing down: nothing is released; the holds a subject may have are bounded (the script reads
+    them all on every check)."""
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    user = f"u_{uuid.uuid4().hex[:10]}"
+    s = Subject("user", user, limit_credits=10**12, limit_tokens=None, spent_credits=0, spent_tokens=0)
+    now = int(time.time() * 1000)
+    for i in range(3):
+        keys, argv = hold_args(s, f"r{i}", Hold(1, 1), now, TTL_MS, max_holds=3)
+        assert [int(x) for x in r.eval(HOLD, 2, *keys, *argv)] == [1, i + 1]
+    keys, argv = hold_args(s, "r3", Hold(1, 1), now, TTL_MS, max_holds=3)
+    assert [int(x) for x in r.eval(HOLD, 2, *keys, *argv)] == [-1, 3]
+    r.close()
+
+
 def test_a_missing_spend_record_counts_what_authz_read(redis_server: Redis) -> None:
     """Redis restarted empty: the script uses the spend authz read (from PostgreSQL), never zero."""
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)

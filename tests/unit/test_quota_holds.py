@@ -31,7 +31,7 @@ def test_holds_share_their_subjects_slot() -> None:
     keys, argv = hold_args(s, "rid", Hold(7, 8), now_ms=1000, ttl_ms=60_000)
     assert keys == [held_key("user", "u_1"), spend_key("user", "u_1")] == ["uplion:quota:held:user:{u_1}",
                                                                           "uplion:spend:user:{u_1}"]  # fmt: skip
-    assert argv == ["rid", "1000", "60000", "7", "8", "100", "", "5", "0"]
+    assert argv == ["rid", "1000", "60000", "7", "8", "100", "", "5", "0", "1024"]
 
 
 def _found(user_lc: int | None, token_lt: int | None) -> Found:

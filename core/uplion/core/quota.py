@@ -45,8 +45,10 @@ def held_key(kind: str, subject_id: str) -> str:
 
 
 def hold_field(request_id: str) -> str:
-    if len(request_id.encode()) <= MAX_FIELD_BYTES and not request_id.startswith("sha256:") and not set("{}") & set(
-        request_id
+    if (
+        len(request_id.encode()) <= MAX_FIELD_BYTES
+        and not request_id.startswith("sha256:")
+        and not set("{}") & set(request_id)
     ):
         return request_id
     return "sha256:" + hashlib.sha256(request_id.encode()).hexdigest()
@@ -80,9 +82,11 @@ class Subject:
 
 # KEYS[1] = holds, KEYS[2] = spend (one slot). ARGV = field, now ms, ttl ms, hold credits, hold tokens,
 # limit credits ('' = none), limit tokens ('' = none), spent credits, spent tokens (authz's last read:
-# used only when the spend hash is missing). Drops expired holds, then:
+# used only when the spend hash is missing), the most holds a subject may have. Drops expired holds,
+# then:
 # returns {1, holds} when admitted (the hold is added, unless it is zero: a request without a body),
-# {0, holds} when spend alone reached a limit, {-1, holds} when spend plus the holds in flight did.
+# {0, holds} when spend alone reached a limit, {-1, holds} when spend plus the holds in flight did
+# (or the subject already has the most holds it may have).
 HOLD = """
 local now = tonumber(ARGV[2])
 local held = redis.call('HGETALL', KEYS[1])
@@ -114,7 +118,7 @@ if ARGV[7] ~= '' then
   if ut >= lt then return {0, n} end
   if ut + ht >= lt then verdict = -1 end
 end
-if verdict < 0 then return {-1, n} end
+if verdict < 0 or n >= tonumber(ARGV[10]) then return {-1, n} end
 if tonumber(ARGV[4]) == 0 and tonumber(ARGV[5]) == 0 then return {1, n} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. (now + tonumber(ARGV[3])))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -122,7 +126,14 @@ return {1, n + 1}
 """
 
 
-def hold_args(subject: Subject, field: str, hold: Hold, now_ms: int, ttl_ms: int) -> tuple[list[str], list[str]]:
+# The most holds one subject may have at once: requests in flight or not yet billed. It bounds the
+# script's work (it reads every hold) when billing is down and nothing is released.
+MAX_HOLDS = 1024
+
+
+def hold_args(
+    subject: Subject, field: str, hold: Hold, now_ms: int, ttl_ms: int, max_holds: int = MAX_HOLDS
+) -> tuple[list[str], list[str]]:
     """HOLD's KEYS and ARGV for one subject (pure)."""
     keys = [held_key(subject.kind, subject.subject_id), spend_key(subject.kind, subject.subject_id)]
     argv = [
@@ -135,6 +146,7 @@ def hold_args(subject: Subject, field: str, hold: Hold, now_ms: int, ttl_ms: int
         "" if subject.limit_tokens is None else str(subject.limit_tokens),
         str(subject.spent_credits),
         str(subject.spent_tokens),
+        str(max_holds),
     ]
     return keys, argv
 

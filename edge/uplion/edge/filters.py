@@ -39,7 +39,7 @@ CLIENT_HEADERS = ("x-uplion-timeout",)  # may only shorten a request's deadline 
 CLIENT_ADDRESS_HEADER = "x-uplion-client-address"
 # the tokens a request may use (the Lua filter's estimate from its body): the rate limiter reserves
 # them, and authz holds them (priced) against the caller's quota under Envoy's request id
-TOKEN_ESTIMATE_HEADER = "x-uplion-token-estimate"
+TOKEN_ESTIMATE_HEADER = "x-uplion-token-estimate"  # noqa: S105 (a header name)
 REQUEST_ID_HEADER = "x-request-id"
 # Header bounds: all of a request's headers (Envoy's codec refuses more with 431 over HTTP/1.1 and
 # resets the stream over HTTP/2), and any one header's name and value (the Lua filter: 431).
