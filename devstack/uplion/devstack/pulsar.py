@@ -271,8 +271,12 @@ def start_pulsar(
     conf.write_text(_standalone_conf(broker_port, web_port, broker_auth))
     java = [
         "java",
-        "-Xms128m",
+        # a heap of fixed size, touched at start, as Pulsar's own defaults size it (-Xms = -Xmx): a
+        # heap that grows from a small -Xms towards -Xmx for minutes reads as a leak in the soak
+        # benchmark's RSS (bench/soak.py), and grows to the maximum under load anyway
+        "-Xms512m",
         "-Xmx512m",
+        "-XX:+AlwaysPreTouch",
         "-XX:MaxDirectMemorySize=512m",
         "-XX:+UseG1GC",
         *[arg for mod in _ADD_OPENS for arg in ("--add-opens", f"{mod}=ALL-UNNAMED")],
