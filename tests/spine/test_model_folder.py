@@ -5,6 +5,7 @@ a manifest that cannot run shows Failed with its reason; and the admin API manag
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -208,3 +209,22 @@ def test_a_request_may_not_ask_more_output_than_its_model_allows(folder: Folder)
         reply = stub.CreateChatCompletion(chat("capped", "one two three", max_tokens=5), timeout=30)
         assert reply.choices[0].message.content == "one two three"
     (folder.root / "capped.yaml").unlink()
+
+
+def test_a_prompt_and_output_must_fit_the_models_context_window(folder: Folder) -> None:
+    write_model(folder.root, "small", {"type": "echo", "model": "small", "maxOutputTokens": 8, "maxContextTokens": 16})
+    folder.wait_state("small", "Running")
+    eventually(lambda: "small" in folder.listed(), 10)
+    with grpc.insecure_channel(f"127.0.0.1:{folder.gateway.port}") as ch:
+        stub = inference_pb2_grpc.InferenceServiceStub(ch)
+        # 40 bytes of text: about 10 tokens; with 8 more of output, 18 > 16
+        with pytest.raises(grpc.RpcError) as e:
+            stub.CreateChatCompletion(chat("small", "x" * 40, max_tokens=8), timeout=30)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        trailers: Any = e.value.trailing_metadata() or ()
+        error = json.loads({str(k): str(v) for k, v in trailers}["x-uplion-error"])["error"]
+        assert (error["code"], error["param"]) == ("context_length_exceeded", "messages")
+        assert "maximum context length is 16 tokens" in error["message"]
+        reply = stub.CreateChatCompletion(chat("small", "x" * 40, max_tokens=4), timeout=30)
+        assert reply.choices[0].message.content == "x" * 40
+    (folder.root / "small.yaml").unlink()

@@ -7,8 +7,15 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
+from uplion.core.aimodels import ModelLimits
 from uplion.gateway.errors import ApiError
-from uplion.gateway.validation import validate_chat, validate_completion, validate_embedding
+from uplion.gateway.validation import (
+    bound_output,
+    prompt_tokens_estimate,
+    validate_chat,
+    validate_completion,
+    validate_embedding,
+)
 from uplion.v1 import chat_pb2, completions_pb2, embeddings_pb2
 
 OK_MESSAGES = [{"role": "user", "content": "hi"}]
@@ -81,3 +88,37 @@ def test_request_metadata_is_read_in_one_pass() -> None:
     assert not meta.allows("c")
     assert RequestMeta.parse([("x-uplion-allowed-models", "*")], None).allows("c")
     assert RequestMeta.parse([], None).timeout_s is None
+
+
+def _chat(body: dict[str, Any]) -> chat_pb2.ChatCompletionRequest:
+    return json_format.ParseDict({"model": "m", **body}, chat_pb2.ChatCompletionRequest())
+
+
+def test_the_prompt_estimate_counts_text_only_low() -> None:
+    parts = [{"type": "text", "text": "abcd" * 10}, {"type": "image_url", "image_url": {"url": "data:" + "A" * 9999}}]
+    req = _chat({"messages": [{"role": "system", "content": "ab" * 4}, {"role": "user", "content": parts}]})
+    assert prompt_tokens_estimate(req) == (8 + 40) // 4  # the image is not counted
+    assert prompt_tokens_estimate(_chat({"messages": [{"role": "user", "content": "é" * 8}]})) == 4  # 16 bytes
+    prompt = json_format.ParseDict({"model": "m", "prompt": [1, 2, 3]}, completions_pb2.CompletionRequest())
+    assert prompt_tokens_estimate(prompt) == 3  # token ids count one each
+
+
+def test_output_and_context_bounds_name_the_field() -> None:
+    limits = ModelLimits(max_output_tokens=100, max_context_tokens=120)
+    fits = _chat({"messages": [{"role": "user", "content": "x" * 80}], "max_tokens": 100})  # 20 + 100
+    bound_output(fits, limits)
+    with pytest.raises(ApiError) as e:
+        bound_output(_chat({"messages": [{"role": "user", "content": "x" * 84}], "max_tokens": 100}), limits)
+    assert (e.value.code, e.value.param) == ("context_length_exceeded", "messages")
+    with pytest.raises(ApiError) as e:
+        bound_output(_chat({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 101}), limits)
+    assert e.value.param == "max_completion_tokens"
+    narrow = ModelLimits(max_output_tokens=100, max_context_tokens=50)  # a static configuration's odd pair
+    with pytest.raises(ApiError) as e:
+        bound_output(_chat({"messages": [{"role": "user", "content": "x"}], "max_tokens": 60}), narrow)
+    assert e.value.param == "max_tokens"
+    assert "context window" in e.value.message
+    prompt = json_format.ParseDict({"model": "m", "prompt": "y" * 600}, completions_pb2.CompletionRequest())
+    with pytest.raises(ApiError) as e:
+        bound_output(prompt, limits)  # 150 tokens of prompt alone
+    assert e.value.param == "prompt"

@@ -27,6 +27,8 @@ _INT_FIELDS = {"replicas": 0, "minReplicas": 0, "maxReplicas": 1, "maxProcessNum
 # what a request may ask of a model when its AIModel does not say (the CRD's defaults too): every
 # request's cost is bounded by its output cap, so a quota is never overshot by more than that
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
+# the context window a model declares unless its AIModel says otherwise (the CRD's default)
+DEFAULT_MAX_CONTEXT_TOKENS = 131072
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,10 @@ class Platform:
 
 @dataclass(frozen=True)
 class ModelLimits:
-    """What one request may ask of a model."""
+    """What one request may ask of a model: output tokens, and prompt and output together."""
 
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
+    max_context_tokens: int = DEFAULT_MAX_CONTEXT_TOKENS
 
 
 # the backend type the gateway records for a remote AIModel whose upstream serves /v1/responses itself
@@ -64,7 +67,10 @@ def backend_of(spec: Manifest) -> str:
 
 
 def limits_of(spec: Manifest) -> ModelLimits:
-    return ModelLimits(int(spec.get("maxOutputTokens") or DEFAULT_MAX_OUTPUT_TOKENS))
+    return ModelLimits(
+        int(spec.get("maxOutputTokens") or DEFAULT_MAX_OUTPUT_TOKENS),
+        int(spec.get("maxContextTokens") or DEFAULT_MAX_CONTEXT_TOKENS),
+    )
 
 
 def name_problem(name: str) -> str | None:

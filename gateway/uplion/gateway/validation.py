@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import grpc
 from google.protobuf import struct_pb2
 
 from uplion.core.aimodels import ModelLimits
@@ -192,7 +193,8 @@ def bound_output(
     req: chat_pb2.ChatCompletionRequest | completions_pb2.CompletionRequest | responses_pb2.CreateResponseRequest,
     limits: ModelLimits,
 ) -> None:
-    """A request may not ask for more output than its model allows: a 400 naming the field."""
+    """A request may not ask for more output than its model allows, nor for a prompt and output that
+    do not fit its context window: a 400 naming the field."""
     asked: list[tuple[str, int]] = []
     if isinstance(req, responses_pb2.CreateResponseRequest):
         if req.HasField("max_output_tokens"):
@@ -204,3 +206,55 @@ def bound_output(
     for name, n in asked:
         if n > limits.max_output_tokens:
             raise invalid(f"'{name}' is {n}, more than model '{req.model}' allows ({limits.max_output_tokens})", name)
+        if n > limits.max_context_tokens:
+            raise invalid(
+                f"'{name}' is {n}, more than the context window of model '{req.model}' ({limits.max_context_tokens})",
+                name,
+            )
+    if isinstance(req, responses_pb2.CreateResponseRequest):
+        return  # bridged: checked as the chat request it becomes; passed through: the upstream's own check
+    prompt = prompt_tokens_estimate(req)
+    output = max((n for _, n in asked), default=0)
+    if prompt + output > limits.max_context_tokens:
+        param = "messages" if isinstance(req, chat_pb2.ChatCompletionRequest) else "prompt"
+        raise ApiError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"This model's maximum context length is {limits.max_context_tokens} tokens. However, your {param}"
+            f" resulted in about {prompt} tokens"
+            + (f" (and {output} in the completion)" if output else "")
+            + f". Please reduce the length of the {param}.",
+            "invalid_request_error",
+            param,
+            "context_length_exceeded",
+        )
+
+
+def _text_bytes(v: struct_pb2.Value) -> int:
+    """UTF-8 bytes of the text in a content value: a string, or the text of its text parts."""
+    kind = _kind(v)
+    if kind == "string_value":
+        return len(v.string_value.encode())
+    if kind == "list_value":
+        total = 0
+        for part in v.list_value.values:
+            if _kind(part) == "string_value":
+                total += len(part.string_value.encode())
+            elif _kind(part) == "struct_value" and "text" in part.struct_value.fields:
+                total += len(part.struct_value.fields["text"].string_value.encode())
+            elif _kind(part) == "number_value":
+                total += 4  # a token id
+            elif _kind(part) == "list_value":
+                total += _text_bytes(part)
+        return total
+    return 0
+
+
+def prompt_tokens_estimate(req: chat_pb2.ChatCompletionRequest | completions_pb2.CompletionRequest) -> int:
+    """A low estimate of the prompt's tokens: its text's UTF-8 bytes / 4 (about a token per 4 bytes
+    of English, fewer tokens than real for most other scripts; a token id counts one). Images,
+    audio and files are not counted: an estimate must never refuse a prompt the model would take."""
+    if isinstance(req, chat_pb2.ChatCompletionRequest):
+        text = sum(_text_bytes(m.content) for m in req.messages)
+    else:
+        text = _text_bytes(req.prompt)
+    return text // 4

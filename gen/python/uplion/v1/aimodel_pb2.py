@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17uplion/v1/aimodel.proto\x12\tuplion.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x01\n\x07\x41IModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12$\n\x04spec\x18\x03 \x01(\x0b\x32\x16.uplion.v1.AIModelSpec\x12(\n\x06status\x18\x04 \x01(\x0b\x32\x18.uplion.v1.AIModelStatus\x12\x0f\n\x07\x62\x61\x63klog\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x07 \x01(\x03\"\xee\x05\n\x0b\x41IModelSpec\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\x08replicas\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x0cmin_replicas\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x19\n\x0cmax_replicas\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x19\n\x08\x62\x61se_url\x18\x06 \x01(\tR\x07\x62\x61seURL\x12\x16\n\x0eupstream_model\x18\x07 \x01(\t\x12)\n\x08\x61pi_keys\x18\x08 \x03(\x0b\x32\x17.uplion.v1.SecretKeyRef\x12\r\n\x05image\x18\t \x01(\t\x12\x19\n\x11image_pull_policy\x18\n \x01(\t\x12\x12\n\nmodel_path\x18\x0b \x01(\t\x12\x1c\n\x0fmax_process_num\x18\x0c \x01(\x05H\x03\x88\x01\x01\x12\"\n\x15msg_backlog_threshold\x18\r \x01(\x05H\x04\x88\x01\x01\x12-\n activation_msg_backlog_threshold\x18\x0e \x01(\x05H\x05\x88\x01\x01\x12*\n\tresources\x18\x0f \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x06prices\x18\x10 \x01(\x0b\x32\x18.uplion.v1.AIModelPrices\x12$\n\x03\x65nv\x18\x11 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x1e\n\x11max_output_tokens\x18\x12 \x01(\x05H\x06\x88\x01\x01\x12\x34\n\x16upstream_responses_api\x18\x13 \x01(\x08R\x14upstreamResponsesAPIB\x0b\n\t_replicasB\x0f\n\r_min_replicasB\x0f\n\r_max_replicasB\x12\n\x10_max_process_numB\x18\n\x16_msg_backlog_thresholdB#\n!_activation_msg_backlog_thresholdB\x14\n\x12_max_output_tokens\"0\n\x0cSecretKeyRef\x12\x13\n\x0bsecret_name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"\x8d\x01\n\rAIModelPrices\x12&\n\x0cprompt_per1k\x18\x01 \x01(\x03H\x00R\x0bpromptPer1k\x88\x01\x01\x12.\n\x10\x63ompletion_per1k\x18\x02 \x01(\x03H\x01R\x0f\x63ompletionPer1k\x88\x01\x01\x42\x0f\n\r_prompt_per1kB\x13\n\x11_completion_per1k\"\x86\x01\n\rAIModelStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x05 \x01(\x05\x12\x1b\n\x13observed_generation\x18\x06 \x01(\x03\"\x8b\x01\n\x0c\x41IModelEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\r\n\x05\x63ount\x18\x05 \x01(\x05\x12-\n\tlast_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x13ListAIModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x14ListAIModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.uplion.v1.AIModel\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetAIModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x14\x43reateAIModelRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.uplion.v1.AIModel\"J\n\x14UpdateAIModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04spec\x18\x02 \x01(\x0b\x32\x16.uplion.v1.AIModelSpec\"$\n\x14\x44\x65leteAIModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteAIModelResponse\"(\n\x18ListAIModelEventsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x19ListAIModelEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.uplion.v1.AIModelEventb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17uplion/v1/aimodel.proto\x12\tuplion.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x01\n\x07\x41IModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12$\n\x04spec\x18\x03 \x01(\x0b\x32\x16.uplion.v1.AIModelSpec\x12(\n\x06status\x18\x04 \x01(\x0b\x32\x18.uplion.v1.AIModelStatus\x12\x0f\n\x07\x62\x61\x63klog\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x07 \x01(\x03\"\xa6\x06\n\x0b\x41IModelSpec\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\x08replicas\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x0cmin_replicas\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x19\n\x0cmax_replicas\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x19\n\x08\x62\x61se_url\x18\x06 \x01(\tR\x07\x62\x61seURL\x12\x16\n\x0eupstream_model\x18\x07 \x01(\t\x12)\n\x08\x61pi_keys\x18\x08 \x03(\x0b\x32\x17.uplion.v1.SecretKeyRef\x12\r\n\x05image\x18\t \x01(\t\x12\x19\n\x11image_pull_policy\x18\n \x01(\t\x12\x12\n\nmodel_path\x18\x0b \x01(\t\x12\x1c\n\x0fmax_process_num\x18\x0c \x01(\x05H\x03\x88\x01\x01\x12\"\n\x15msg_backlog_threshold\x18\r \x01(\x05H\x04\x88\x01\x01\x12-\n activation_msg_backlog_threshold\x18\x0e \x01(\x05H\x05\x88\x01\x01\x12*\n\tresources\x18\x0f \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x06prices\x18\x10 \x01(\x0b\x32\x18.uplion.v1.AIModelPrices\x12$\n\x03\x65nv\x18\x11 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x1e\n\x11max_output_tokens\x18\x12 \x01(\x05H\x06\x88\x01\x01\x12\x34\n\x16upstream_responses_api\x18\x13 \x01(\x08R\x14upstreamResponsesAPI\x12\x1f\n\x12max_context_tokens\x18\x14 \x01(\x05H\x07\x88\x01\x01\x42\x0b\n\t_replicasB\x0f\n\r_min_replicasB\x0f\n\r_max_replicasB\x12\n\x10_max_process_numB\x18\n\x16_msg_backlog_thresholdB#\n!_activation_msg_backlog_thresholdB\x14\n\x12_max_output_tokensB\x15\n\x13_max_context_tokens\"0\n\x0cSecretKeyRef\x12\x13\n\x0bsecret_name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"\x8d\x01\n\rAIModelPrices\x12&\n\x0cprompt_per1k\x18\x01 \x01(\x03H\x00R\x0bpromptPer1k\x88\x01\x01\x12.\n\x10\x63ompletion_per1k\x18\x02 \x01(\x03H\x01R\x0f\x63ompletionPer1k\x88\x01\x01\x42\x0f\n\r_prompt_per1kB\x13\n\x11_completion_per1k\"\x86\x01\n\rAIModelStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x05 \x01(\x05\x12\x1b\n\x13observed_generation\x18\x06 \x01(\x03\"\x8b\x01\n\x0c\x41IModelEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\r\n\x05\x63ount\x18\x05 \x01(\x05\x12-\n\tlast_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x13ListAIModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x14ListAIModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.uplion.v1.AIModel\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetAIModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x14\x43reateAIModelRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.uplion.v1.AIModel\"J\n\x14UpdateAIModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04spec\x18\x02 \x01(\x0b\x32\x16.uplion.v1.AIModelSpec\"$\n\x14\x44\x65leteAIModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteAIModelResponse\"(\n\x18ListAIModelEventsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x19ListAIModelEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.uplion.v1.AIModelEventb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,31 +36,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AIMODEL']._serialized_start=102
   _globals['_AIMODEL']._serialized_end=310
   _globals['_AIMODELSPEC']._serialized_start=313
-  _globals['_AIMODELSPEC']._serialized_end=1063
-  _globals['_SECRETKEYREF']._serialized_start=1065
-  _globals['_SECRETKEYREF']._serialized_end=1113
-  _globals['_AIMODELPRICES']._serialized_start=1116
-  _globals['_AIMODELPRICES']._serialized_end=1257
-  _globals['_AIMODELSTATUS']._serialized_start=1260
-  _globals['_AIMODELSTATUS']._serialized_end=1394
-  _globals['_AIMODELEVENT']._serialized_start=1397
-  _globals['_AIMODELEVENT']._serialized_end=1536
-  _globals['_LISTAIMODELSREQUEST']._serialized_start=1538
-  _globals['_LISTAIMODELSREQUEST']._serialized_end=1598
-  _globals['_LISTAIMODELSRESPONSE']._serialized_start=1600
-  _globals['_LISTAIMODELSRESPONSE']._serialized_end=1683
-  _globals['_GETAIMODELREQUEST']._serialized_start=1685
-  _globals['_GETAIMODELREQUEST']._serialized_end=1718
-  _globals['_CREATEAIMODELREQUEST']._serialized_start=1720
-  _globals['_CREATEAIMODELREQUEST']._serialized_end=1777
-  _globals['_UPDATEAIMODELREQUEST']._serialized_start=1779
-  _globals['_UPDATEAIMODELREQUEST']._serialized_end=1853
-  _globals['_DELETEAIMODELREQUEST']._serialized_start=1855
-  _globals['_DELETEAIMODELREQUEST']._serialized_end=1891
-  _globals['_DELETEAIMODELRESPONSE']._serialized_start=1893
-  _globals['_DELETEAIMODELRESPONSE']._serialized_end=1916
-  _globals['_LISTAIMODELEVENTSREQUEST']._serialized_start=1918
-  _globals['_LISTAIMODELEVENTSREQUEST']._serialized_end=1958
-  _globals['_LISTAIMODELEVENTSRESPONSE']._serialized_start=1960
-  _globals['_LISTAIMODELEVENTSRESPONSE']._serialized_end=2028
+  _globals['_AIMODELSPEC']._serialized_end=1119
+  _globals['_SECRETKEYREF']._serialized_start=1121
+  _globals['_SECRETKEYREF']._serialized_end=1169
+  _globals['_AIMODELPRICES']._serialized_start=1172
+  _globals['_AIMODELPRICES']._serialized_end=1313
+  _globals['_AIMODELSTATUS']._serialized_start=1316
+  _globals['_AIMODELSTATUS']._serialized_end=1450
+  _globals['_AIMODELEVENT']._serialized_start=1453
+  _globals['_AIMODELEVENT']._serialized_end=1592
+  _globals['_LISTAIMODELSREQUEST']._serialized_start=1594
+  _globals['_LISTAIMODELSREQUEST']._serialized_end=1654
+  _globals['_LISTAIMODELSRESPONSE']._serialized_start=1656
+  _globals['_LISTAIMODELSRESPONSE']._serialized_end=1739
+  _globals['_GETAIMODELREQUEST']._serialized_start=1741
+  _globals['_GETAIMODELREQUEST']._serialized_end=1774
+  _globals['_CREATEAIMODELREQUEST']._serialized_start=1776
+  _globals['_CREATEAIMODELREQUEST']._serialized_end=1833
+  _globals['_UPDATEAIMODELREQUEST']._serialized_start=1835
+  _globals['_UPDATEAIMODELREQUEST']._serialized_end=1909
+  _globals['_DELETEAIMODELREQUEST']._serialized_start=1911
+  _globals['_DELETEAIMODELREQUEST']._serialized_end=1947
+  _globals['_DELETEAIMODELRESPONSE']._serialized_start=1949
+  _globals['_DELETEAIMODELRESPONSE']._serialized_end=1972
+  _globals['_LISTAIMODELEVENTSREQUEST']._serialized_start=1974
+  _globals['_LISTAIMODELEVENTSREQUEST']._serialized_end=2014
+  _globals['_LISTAIMODELEVENTSRESPONSE']._serialized_start=2016
+  _globals['_LISTAIMODELEVENTSRESPONSE']._serialized_end=2084
 # @@protoc_insertion_point(module_scope)

@@ -96,6 +96,7 @@ class AIModelSpec(_message.Message):
     ENV_FIELD_NUMBER: _builtins.int
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     UPSTREAM_RESPONSES_API_FIELD_NUMBER: _builtins.int
+    MAX_CONTEXT_TOKENS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """"local" (the worker runs the model), "remote" (it calls an OpenAI-compatible provider) or "echo"
     (a built-in test model that streams the prompt back).
@@ -119,6 +120,10 @@ class AIModelSpec(_message.Message):
     upstream_responses_api: _builtins.bool
     """Remote models: the upstream serves OpenAI's Responses API (/v1/responses) itself, so Responses
     requests are passed to it as the client sent them instead of being bridged to chat.
+    """
+    max_context_tokens: _builtins.int
+    """The model's context window (default 131072): a request whose prompt plus the output it asks
+    for exceeds it is refused (400 context_length_exceeded), and no request may ask for more output.
     """
     @_builtins.property
     def api_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecretKeyRef]:
@@ -159,13 +164,16 @@ class AIModelSpec(_message.Message):
         env: _abc.Iterable[_struct_pb2.Struct] | None = ...,
         max_output_tokens: _builtins.int | None = ...,
         upstream_responses_api: _builtins.bool = ...,
+        max_context_tokens: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_activation_msg_backlog_threshold", b"_activation_msg_backlog_threshold", "_max_output_tokens", b"_max_output_tokens", "_max_process_num", b"_max_process_num", "_max_replicas", b"_max_replicas", "_min_replicas", b"_min_replicas", "_msg_backlog_threshold", b"_msg_backlog_threshold", "_replicas", b"_replicas", "activation_msg_backlog_threshold", b"activation_msg_backlog_threshold", "max_output_tokens", b"max_output_tokens", "max_process_num", b"max_process_num", "max_replicas", b"max_replicas", "min_replicas", b"min_replicas", "msg_backlog_threshold", b"msg_backlog_threshold", "prices", b"prices", "replicas", b"replicas", "resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_activation_msg_backlog_threshold", b"_activation_msg_backlog_threshold", "_max_context_tokens", b"_max_context_tokens", "_max_output_tokens", b"_max_output_tokens", "_max_process_num", b"_max_process_num", "_max_replicas", b"_max_replicas", "_min_replicas", b"_min_replicas", "_msg_backlog_threshold", b"_msg_backlog_threshold", "_replicas", b"_replicas", "activation_msg_backlog_threshold", b"activation_msg_backlog_threshold", "max_context_tokens", b"max_context_tokens", "max_output_tokens", b"max_output_tokens", "max_process_num", b"max_process_num", "max_replicas", b"max_replicas", "min_replicas", b"min_replicas", "msg_backlog_threshold", b"msg_backlog_threshold", "prices", b"prices", "replicas", b"replicas", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_activation_msg_backlog_threshold", b"_activation_msg_backlog_threshold", "_max_output_tokens", b"_max_output_tokens", "_max_process_num", b"_max_process_num", "_max_replicas", b"_max_replicas", "_min_replicas", b"_min_replicas", "_msg_backlog_threshold", b"_msg_backlog_threshold", "_replicas", b"_replicas", "activation_msg_backlog_threshold", b"activation_msg_backlog_threshold", "api_keys", b"api_keys", "base_url", b"base_url", "env", b"env", "image", b"image", "image_pull_policy", b"image_pull_policy", "max_output_tokens", b"max_output_tokens", "max_process_num", b"max_process_num", "max_replicas", b"max_replicas", "min_replicas", b"min_replicas", "model", b"model", "model_path", b"model_path", "msg_backlog_threshold", b"msg_backlog_threshold", "prices", b"prices", "replicas", b"replicas", "resources", b"resources", "type", b"type", "upstream_model", b"upstream_model", "upstream_responses_api", b"upstream_responses_api"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_activation_msg_backlog_threshold", b"_activation_msg_backlog_threshold", "_max_context_tokens", b"_max_context_tokens", "_max_output_tokens", b"_max_output_tokens", "_max_process_num", b"_max_process_num", "_max_replicas", b"_max_replicas", "_min_replicas", b"_min_replicas", "_msg_backlog_threshold", b"_msg_backlog_threshold", "_replicas", b"_replicas", "activation_msg_backlog_threshold", b"activation_msg_backlog_threshold", "api_keys", b"api_keys", "base_url", b"base_url", "env", b"env", "image", b"image", "image_pull_policy", b"image_pull_policy", "max_context_tokens", b"max_context_tokens", "max_output_tokens", b"max_output_tokens", "max_process_num", b"max_process_num", "max_replicas", b"max_replicas", "min_replicas", b"min_replicas", "model", b"model", "model_path", b"model_path", "msg_backlog_threshold", b"msg_backlog_threshold", "prices", b"prices", "replicas", b"replicas", "resources", b"resources", "type", b"type", "upstream_model", b"upstream_model", "upstream_responses_api", b"upstream_responses_api"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__activation_msg_backlog_threshold: _TypeAlias = _typing.Literal["activation_msg_backlog_threshold"]  # noqa: Y015
     _WhichOneofArgType__activation_msg_backlog_threshold: _TypeAlias = _typing.Literal["_activation_msg_backlog_threshold", b"_activation_msg_backlog_threshold"]  # noqa: Y015
+    _WhichOneofReturnType__max_context_tokens: _TypeAlias = _typing.Literal["max_context_tokens"]  # noqa: Y015
+    _WhichOneofArgType__max_context_tokens: _TypeAlias = _typing.Literal["_max_context_tokens", b"_max_context_tokens"]  # noqa: Y015
     _WhichOneofReturnType__max_output_tokens: _TypeAlias = _typing.Literal["max_output_tokens"]  # noqa: Y015
     _WhichOneofArgType__max_output_tokens: _TypeAlias = _typing.Literal["_max_output_tokens", b"_max_output_tokens"]  # noqa: Y015
     _WhichOneofReturnType__max_process_num: _TypeAlias = _typing.Literal["max_process_num"]  # noqa: Y015
@@ -180,6 +188,8 @@ class AIModelSpec(_message.Message):
     _WhichOneofArgType__replicas: _TypeAlias = _typing.Literal["_replicas", b"_replicas"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__activation_msg_backlog_threshold) -> _WhichOneofReturnType__activation_msg_backlog_threshold | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_context_tokens) -> _WhichOneofReturnType__max_context_tokens | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_output_tokens) -> _WhichOneofReturnType__max_output_tokens | None: ...
     @_typing.overload
