@@ -220,17 +220,7 @@ class Runner:
                 raise  # shutdown: leave it unacknowledged, Pulsar redelivers it to another worker
             me.uncancel()
             if cancel.poison:  # marked while this worker held it (a task that crashes others slowly)
-                try:
-                    await self._dead_letter(msg, f"poison: {cancel.reason}", task.task_id)
-                except PULSAR_ERRORS:
-                    log.exception("poison task not parked; it will be redelivered", extra={"task_id": task.task_id})
-                    await self.consumer.negative_acknowledge(msg)
-                    return
-                text = f"set aside on the dead-letter topic: {cancel.reason}"
-                await self._finish(msg, attempt, "poison_parked", task_pb2.TASK_ERROR_KIND_DEAD_LETTERED, text)
-                log.warning("poison task stopped and parked on the dead-letter topic",
-                            extra={"task_id": task.task_id, "reason": cancel.reason})  # fmt: skip
-                await asyncio.sleep(ACK_FLUSH_S)
+                await self._park(msg, task, cancel, attempt)
                 return
             await self._finish(msg, attempt, "cancelled", task_pb2.TASK_ERROR_KIND_CANCELLED, "cancelled by client")
             return
@@ -316,21 +306,21 @@ class Runner:
             msg.data(), properties={ATTEMPT_PROPERTY: str(next_attempt)}, deliver_after=timedelta(seconds=delay_s)
         )
 
-    async def _park(self, msg: pulsar.Message, task: task_pb2.Task, cancel: CancelTask) -> None:
+    async def _park(
+        self, msg: pulsar.Message, task: task_pb2.Task, cancel: CancelTask, attempt: Attempt | None = None
+    ) -> None:
         """A task the gateway marked poison (it crashed too many workers): onto the dead-letter topic,
-        acknowledged, never run here; the gateway hears it was parked and stops announcing the mark."""
+        acknowledged, never run (again) here; the gateway hears it was parked and stops announcing
+        the mark. `attempt`: the one that was running when the mark arrived (its reply ends it)."""
         try:
             await self._dead_letter(msg, f"poison: {cancel.reason}", task.task_id)
         except PULSAR_ERRORS:
             log.exception("poison task not parked; it will be redelivered", extra={"task_id": task.task_id})
             await self.consumer.negative_acknowledge(msg)
             return
-        attempt = Attempt(task, uuid.uuid4().hex, self.cfg.worker_id, self._producer_for(batched=False))
-        with contextlib.suppress(*PULSAR_ERRORS):
-            text = f"set aside on the dead-letter topic: {cancel.reason}"
-            await attempt.error(task_pb2.TASK_ERROR_KIND_DEAD_LETTERED, text, retryable=False)
-        await self.consumer.acknowledge(msg)
-        TASKS.labels(self.cfg.model, "poison_parked").inc()
+        attempt = attempt or Attempt(task, uuid.uuid4().hex, self.cfg.worker_id, self._producer_for(batched=False))
+        text = f"set aside on the dead-letter topic: {cancel.reason}"
+        await self._finish(msg, attempt, "poison_parked", task_pb2.TASK_ERROR_KIND_DEAD_LETTERED, text)
         log.warning("poison task parked on the dead-letter topic",
                     extra={"task_id": task.task_id, "reason": cancel.reason})  # fmt: skip
         await asyncio.sleep(ACK_FLUSH_S)
