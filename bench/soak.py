@@ -53,7 +53,11 @@ Goals and the rules applied (the table's PASS/FAIL; the exit status is 1 when an
 - p99 stable: the intervals after warm-up in three equal thirds; the p99 of all requests answered in
   the last third is at most 1.5 times that of the first third.
 - RSS: per process, the median of the 3 samples that follow the warm-up against the median of the
-  last 3 samples; each grows less than 10%.
+  last 3 samples; each of uplion's processes (its services, the worker, Envoy) grows less than 10%.
+  Pulsar, PostgreSQL and Redis are shown (`info`), not judged: they are caches by design.
+  PostgreSQL's RSS and PSS grow as its backends touch more of `shared_buffers` (128 MB in the
+  devstack) while the usage tables grow. Pulsar's heap has a fixed size (devstack: 512 MB,
+  pre-touched).
 - billing: every answered request's id (`chatcmpl-<task id>`) is a usage event with outcome
   COMPLETED in PostgreSQL (event_id = task id), and no other COMPLETED event exists (none billed
   twice under another id, none billed without an answer); checked once billing has caught up
@@ -134,6 +138,7 @@ COMPLETED = 1  # usage_pb2.REQUEST_OUTCOME_COMPLETED
 ANSWER = ("".join(PIECES), USAGE)
 ANSWER_ID = re.compile(rb'"id"\s*:\s*"chatcmpl-([^"]+)"')
 RESULTS = Path(__file__).parent / "results"
+KEEP_WRONG = 5  # the first answers of the soak that were not the fake's, in the JSON report (4 KiB each)
 
 
 # --- one answer -------------------------------------------------------------------------------------
@@ -207,6 +212,7 @@ class Attack:
         self.attack.stdout.close()  # the encoder holds it now
         self._lock = threading.Lock()
         self._pending: list[Answer] = []
+        self.wrong: list[dict[str, object]] = []
         self._reader = threading.Thread(target=self._read, name="vegeta-results", daemon=True)
         self._reader.start()
 
@@ -214,10 +220,14 @@ class Attack:
         assert self.encode.stdout is not None
         for rec in csv.reader(io.TextIOWrapper(self.encode.stdout, newline="")):
             # timestamp ns, code, latency ns, bytes out, bytes in, error, body (base64), attack, seq, ...
-            kind, error, answer_id = judge(int(rec[1]), rec[5], base64.b64decode(rec[6]))
+            body = base64.b64decode(rec[6])
+            kind, error, answer_id = judge(int(rec[1]), rec[5], body)
             a = Answer(time.monotonic(), int(rec[0]), int(rec[2]) / 1e6, kind, error, answer_id)
             with self._lock:
                 self._pending.append(a)
+                if error and len(self.wrong) < KEEP_WRONG:  # for the report: what came back instead
+                    text = body[:4096].decode(errors="replace")
+                    self.wrong.append({"code": int(rec[1]), "error": error, "body": text})
 
     def take(self) -> list[Answer]:
         with self._lock:
@@ -518,7 +528,8 @@ def verdict(samples: list[Sample], warmup_s: float, billing: dict[str, Any]) -> 
         rss[name] = {"after_warmup_mb": base, "end_mb": end, "growth_percent": growth,
                      "end_pss_mb": median([s.pss_mb[name] for s in after[-EDGE_SAMPLES:]]),
                      "cpu_percent": mean([s.cpu_percent[name] for s in after]),
-                     "pass": bool(base) and growth < RSS_GROWTH_MAX}  # fmt: skip
+                     "judged": name not in BACKING,
+                     "pass": bool(base) and (name in BACKING or growth < RSS_GROWTH_MAX)}  # fmt: skip
     cpu = {k: mean([s.cpu_percent[k] for s in after]) for k in (LOAD, OTHERS, MACHINE)}
     cpu["uplion"] = sum(float(r["cpu_percent"]) for n, r in rss.items() if n not in BACKING)
     cpu["backing"] = sum(float(r["cpu_percent"]) for n, r in rss.items() if n in BACKING)
@@ -557,8 +568,9 @@ def table(settings: dict[str, Any], goals: dict[str, Any]) -> str:
         head, "-" * len(head),
     ]  # fmt: skip
     for name, r in goals["rss"]["by_service"].items():
+        result = mark(bool(r["pass"])) if r["judged"] else "info"
         lines.append(f"{name:24} {r['after_warmup_mb']:20.1f} {r['end_mb']:14.1f} {r['growth_percent']:+9.1f} "
-                     f"{r['end_pss_mb']:14.1f} {r['cpu_percent']:6.1f}  {mark(r['pass'])}")  # fmt: skip
+                     f"{r['end_pss_mb']:14.1f} {r['cpu_percent']:6.1f}  {result}")  # fmt: skip
     cpu = goals["cpu_percent_after_warmup"]
     lines.append(f"CPU % of one core, mean after warm-up: uplion's services {cpu['uplion']:.0f}, Pulsar + "
                  f"PostgreSQL + Redis {cpu['backing']:.0f}, load generator (vegeta + this script) {cpu[LOAD]:.0f}, "
@@ -576,7 +588,8 @@ def table(settings: dict[str, Any], goals: dict[str, Any]) -> str:
                      f"at the end, at most {bl['max_total']} in a sample; largest: {top[0]}, "
                      f"at most {top[1]}")  # fmt: skip
     e, p, b, rss = goals["errors"], goals["p99"], goals["billing"], goals["rss"]["by_service"]
-    worst = max(rss.items(), key=lambda kv: kv[1]["growth_percent"], default=("-", {"growth_percent": 0.0}))
+    judged = [(n, r) for n, r in rss.items() if r["judged"]]
+    worst = max(judged, key=lambda kv: kv[1]["growth_percent"], default=("-", {"growth_percent": 0.0}))
     by_status = ", ".join(f"{k} x{n}" for k, n in e["by_status"].items())
     others = ", ".join(f"outcome {k} x{n}" for k, n in b["other_outcomes"].items()) or "none"
     goal_rows = [
@@ -585,7 +598,8 @@ def table(settings: dict[str, Any], goals: dict[str, Any]) -> str:
         (f"p99 stable (last third <= {P99_RATIO_MAX:g}x first)",
          f"first third {p['first_third_ms']:.2f} ms, last third {p['last_third_ms']:.2f} ms ({p['ratio']:.2f}x; "
          f"{p['intervals_per_third']} intervals each)", p["pass"]),
-        (f"RSS growth < {RSS_GROWTH_MAX:g}% after warm-up", f"largest: {worst[0]} {worst[1]['growth_percent']:+.1f}%",
+        (f"RSS growth < {RSS_GROWTH_MAX:g}% after warm-up",
+         f"largest of uplion's: {worst[0]} {worst[1]['growth_percent']:+.1f}%",
          goals["rss"]["pass"]),
         ("billing = answered", f"{b['answered']} answered (checks and ramp included), {b['billed_completed']} billed, "
          f"{b['missing']} unbilled, {b['extra']} billed without an answer; other outcomes: {others}", b["pass"]),
@@ -756,6 +770,7 @@ def main(args: argparse.Namespace, work: Path) -> int:
             "benchmark": "soak", "when": datetime.now(UTC).isoformat(), "uplion": git_state(), "cores": cores(),
             "load_average": os.getloadavg(), "settings": settings, "ramp": ramp_rows,
             "rss_before_load_mb": before_rss, "samples": [s.row() for s in samples], "goals": goals, "table": text,
+            "wrong_answers": attack.wrong,
         }, indent=2))  # fmt: skip
         write_csv(stem.with_suffix(".csv"), samples)
         plot(stem.with_suffix(".png"), samples, settings, goals)
