@@ -212,7 +212,9 @@ def test_a_native_upstream_gets_the_request_and_the_client_its_bytes(edge: Edge,
     r = httpx.post(f"{base_url}/v1/responses", json=body, headers=auth, timeout=30)
     assert r.status_code == 200, r.text
     received = edge.upstream.received[-1]
-    assert received == {**body, "model": "fake-responses-model", "stream": False}  # nothing dropped or added
+    # nothing dropped; added only the model's output cap, since the request named none (the worker's
+    # UPLION_MAX_OUTPUT_TOKENS, the AIModel's maxOutputTokens: the upstream ends the answer there itself)
+    assert received == {**body, "model": "fake-responses-model", "stream": False, "max_output_tokens": 4096}
     assert r.content == edge.upstream.sent[-1]  # the upstream's bytes, its reasoning item and billing included
     rid = r.json()["id"]
     again = httpx.get(f"{base_url}/v1/responses/{rid}", headers=auth, timeout=30)
@@ -222,13 +224,14 @@ def test_a_native_upstream_gets_the_request_and_the_client_its_bytes(edge: Edge,
     _, _, other_key = edge.new_key()
     other = {"authorization": f"Bearer {other_key}"}
     assert httpx.get(f"{base_url}/v1/responses/{rid}", headers=other, timeout=30).status_code == 404
-    follow = {"model": NATIVE, "input": "more", "previous_response_id": rid}
+    follow = {"model": NATIVE, "input": "more", "previous_response_id": rid, "max_output_tokens": 64}
     refused = httpx.post(f"{base_url}/v1/responses", json=follow, headers=other, timeout=30)
     assert refused.status_code == 404
     assert refused.json()["error"]["param"] == "previous_response_id"
     ok = httpx.post(f"{base_url}/v1/responses", json=follow, headers=auth, timeout=30)
     assert ok.status_code == 200, ok.text
     assert edge.upstream.received[-1]["previous_response_id"] == rid  # the upstream keeps the conversation
+    assert edge.upstream.received[-1]["max_output_tokens"] == 64  # the client's own cap is kept
 
 
 def test_a_native_upstreams_stream_is_relayed_event_by_event(edge: Edge, client: openai.OpenAI) -> None:

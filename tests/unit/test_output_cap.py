@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from uplion.v1 import chat_pb2, completions_pb2
-from uplion.worker.output_cap import cap_for, capped, tokens_in
+from uplion.v1 import chat_pb2, completions_pb2, responses_pb2
+from uplion.worker.output_cap import cap_for, capped, response_with_cap, tokens_in
 
 
 def _chunk(text: str, finish: str | None = None) -> chat_pb2.ChatCompletionChunk:
@@ -65,3 +65,12 @@ def test_an_answer_that_ends_at_the_cap_is_not_cut() -> None:
     out = asyncio.run(run())
     assert [c.choices[0].finish_reason for c in out if c.choices and c.choices[0].HasField("finish_reason")] == ["stop"]
     assert len(out) == 3
+
+
+def test_a_passed_through_response_request_asks_for_the_cap_unless_it_names_one() -> None:
+    bare = responses_pb2.CreateResponseRequest(model="m")
+    sent = response_with_cap(bare, 4096)
+    assert sent.max_output_tokens == 4096
+    assert not bare.HasField("max_output_tokens")  # the task's own request is left as it was
+    own = responses_pb2.CreateResponseRequest(model="m", max_output_tokens=64)
+    assert response_with_cap(own, 4096) is own

@@ -16,7 +16,7 @@ from .backends import extra
 from .backends.base import Backend, invalid, unavailable
 from .backends.responses_wire import FINAL_EVENTS, billed, output_chars, typed_event, typed_response
 from .content import estimate_usage
-from .output_cap import cap_for, capped
+from .output_cap import cap_for, capped, response_with_cap
 
 
 def _created(task: task_pb2.Task) -> int:
@@ -79,7 +79,7 @@ async def execute(
         attempt.usage = common_pb2.Usage(prompt_tokens=resp.usage.prompt_tokens, total_tokens=resp.usage.total_tokens)
         await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(embedding=resp, usage=attempt.usage)))
     elif which == "response":
-        await _response(task, attempt, backend)
+        await _response(task, attempt, backend, output_limit)
     else:
         raise invalid("task carries no request")
 
@@ -96,7 +96,7 @@ async def _chat(task: task_pb2.Task, attempt: Attempt, output: AsyncIterator[cha
     await attempt.emit(task_pb2.TaskEvent(result=task_pb2.TaskResult(chat=result, usage=attempt.usage)))
 
 
-async def _response(task: task_pb2.Task, attempt: Attempt, backend: Backend) -> None:
+async def _response(task: task_pb2.Task, attempt: Attempt, backend: Backend, output_limit: int) -> None:
     """A Responses API request passed to an upstream that serves it: each event as the upstream sent
     it (streamed), then the final response, billed by its usage (or an estimate when it has none)."""
     serve = getattr(backend, "responses", None)
@@ -104,7 +104,7 @@ async def _response(task: task_pb2.Task, attempt: Attempt, backend: Backend) -> 
         raise invalid("this model's backend does not serve the Responses API itself (the gateway bridges it to chat)")
     final: responses_pb2.Response | None = None
     generated = 0
-    async for raw, obj in serve(task.response, task.stream):
+    async for raw, obj in serve(response_with_cap(task.response, output_limit), task.stream):
         if not task.stream:
             final = typed_response(obj, raw.decode())
             continue

@@ -3,14 +3,19 @@ UPLION_MAX_OUTPUT_TOKENS): what one request can cost is bounded even when the cl
 `max_tokens`. The cap is not sent upstream (an upstream whose context is smaller than the cap would
 refuse the request); the worker counts the output as it streams and, at the cap, stops reading,
 which closes the upstream connection, and ends the answer as OpenAI ends a cut one
-(`finish_reason: "length"`), billing the tokens it counted."""
+(`finish_reason: "length"`), billing the tokens it counted.
+
+A Responses request passed through to an upstream that serves the API is different: its events
+cannot be cut short without breaking their sequence, so a request that names no
+`max_output_tokens` is sent with the cap as its `max_output_tokens` (`response_with_cap`), and the
+upstream ends it itself (`incomplete`, reason `max_output_tokens`)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
-from uplion.v1 import chat_pb2, common_pb2, completions_pb2
+from uplion.v1 import chat_pb2, common_pb2, completions_pb2, responses_pb2
 
 from .content import estimate_tokens
 
@@ -26,6 +31,17 @@ def cap_for(request: chat_pb2.ChatCompletionRequest | completions_pb2.Completion
         return None
     n = request.n if request.HasField("n") and request.n > 0 else 1
     return limit * n
+
+
+def response_with_cap(request: responses_pb2.CreateResponseRequest, limit: int) -> responses_pb2.CreateResponseRequest:
+    """The request as sent upstream: with the model's cap as `max_output_tokens` when it names none
+    (one it names was checked against the model's by the gateway)."""
+    if request.HasField("max_output_tokens") or limit <= 0:
+        return request
+    out = responses_pb2.CreateResponseRequest()
+    out.CopyFrom(request)
+    out.max_output_tokens = limit
+    return out
 
 
 def tokens_in(chunk: chat_pb2.ChatCompletionChunk | completions_pb2.Completion) -> int:
