@@ -8,6 +8,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from uplion.core.aimodels import ModelLimits
+from uplion.core.content import value_text
 from uplion.v1 import chat_pb2, completions_pb2, embeddings_pb2, responses_pb2
 
 from .errors import ApiError, invalid
@@ -229,24 +230,13 @@ def bound_output(
         )
 
 
-def _text_bytes(v: struct_pb2.Value) -> int:
-    """UTF-8 bytes of the text in a content value: a string, or the text of its text parts."""
-    kind = _kind(v)
-    if kind == "string_value":
-        return len(v.string_value.encode())
-    if kind == "list_value":
-        total = 0
-        for part in v.list_value.values:
-            if _kind(part) == "string_value":
-                total += len(part.string_value.encode())
-            elif _kind(part) == "struct_value" and "text" in part.struct_value.fields:
-                total += len(part.struct_value.fields["text"].string_value.encode())
-            elif _kind(part) == "number_value":
-                total += 4  # a token id
-            elif _kind(part) == "list_value":
-                total += _text_bytes(part)
-        return total
-    return 0
+def _prompt_bytes(v: struct_pb2.Value) -> int:
+    """A completion prompt's size: UTF-8 bytes of its strings, 4 for each token id (one token)."""
+    if _token_array(v):
+        return 4 * len(v.list_value.values)
+    if _kind(v) == "list_value":
+        return sum(_prompt_bytes(item) for item in v.list_value.values)
+    return len(v.string_value.encode()) if _kind(v) == "string_value" else 0
 
 
 def prompt_tokens_estimate(req: chat_pb2.ChatCompletionRequest | completions_pb2.CompletionRequest) -> int:
@@ -254,7 +244,5 @@ def prompt_tokens_estimate(req: chat_pb2.ChatCompletionRequest | completions_pb2
     of English, fewer tokens than real for most other scripts; a token id counts one). Images,
     audio and files are not counted: an estimate must never refuse a prompt the model would take."""
     if isinstance(req, chat_pb2.ChatCompletionRequest):
-        text = sum(_text_bytes(m.content) for m in req.messages)
-    else:
-        text = _text_bytes(req.prompt)
-    return text // 4
+        return sum(len(value_text(m.content).encode()) for m in req.messages) // 4
+    return _prompt_bytes(req.prompt) // 4
