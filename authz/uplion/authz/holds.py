@@ -34,10 +34,10 @@ def limited_subjects(found: Found) -> list[Subject]:
     """The user and token with a quota limit, in the order they are held (pure)."""
     out: list[Subject] = []
     t, u = found.token, found.user
-    if t is not None and (t.limit_credits is not None or t.limit_tokens is not None):
+    if t is not None and t.limited:
         s = found.token_spend
         out.append(Subject("token", t.token_id, t.limit_credits, t.limit_tokens, s.credits, s.tokens))
-    if u is not None and (u.limit_credits is not None or u.limit_tokens is not None):
+    if u is not None and u.limited:
         s = found.user_spend
         out.append(Subject("user", u.user_id, u.limit_credits, u.limit_tokens, s.credits, s.tokens))
     return out

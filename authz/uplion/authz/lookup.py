@@ -77,13 +77,9 @@ def found_from_redis(
     if not user or "gone" in user:
         return None  # the owner's record is missing: refill both from PostgreSQL
     t, u = TokenRecord.from_fields(token), UserRecord.from_fields(user)
-    if (_limited(u) and not user_spend) or (_limited(t) and not token_spend):
+    if (u.limited and not user_spend) or (t.limited and not token_spend):
         return None  # billing writes a limited subject's spend, zero or not: missing means a restarted Redis
     return Found(t, u, Spend.from_fields(user_spend), Spend.from_fields(token_spend))
-
-
-def _limited(rec: TokenRecord | UserRecord) -> bool:
-    return rec.limit_credits is not None or rec.limit_tokens is not None
 
 
 def owner_keys(user_id: str, token_id: str) -> list[str]:

@@ -96,6 +96,11 @@ class TokenRecord:
     limit_tokens: int | None
     version: int
 
+    @property
+    def limited(self) -> bool:
+        """It has a quota limit (credits or tokens): its spend is mirrored and its requests hold."""
+        return self.limit_credits is not None or self.limit_tokens is not None
+
     def fields(self) -> dict[str, str]:
         return {
             "v": str(self.version),
@@ -132,6 +137,11 @@ class UserRecord:
     limit_credits: int | None
     limit_tokens: int | None
     version: int
+
+    @property
+    def limited(self) -> bool:
+        """It has a quota limit (credits or tokens): its spend is mirrored and its requests hold."""
+        return self.limit_credits is not None or self.limit_tokens is not None
 
     def fields(self) -> dict[str, str]:
         return {
