@@ -50,7 +50,7 @@ class WorkerConfig:
     echo_first_token_delay_s: float
     local_model_path: str
     max_output_tokens: int  # the model's cap for requests that name none (AIModel maxOutputTokens)
-    journal_dir: str  # the crash journal (journal.py): this process's running attempts, one file each
+    journal_dir: str  # the crash journal (journal.py): this process's running attempts, a slot file each
     cancel_lookback_s: float  # at start, read the cancels (and poison marks) of this recent past
     echo_crash_on: str = ""  # echo, fault injection for tests: a prompt containing it ends the process
 

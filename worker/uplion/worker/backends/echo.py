@@ -22,7 +22,7 @@ import math
 import os
 import re
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from google.protobuf import struct_pb2
@@ -50,7 +50,8 @@ class EchoSettings:
     embedding_dimensions: int = 16
     crash_on: str = ""  # fault injection: a prompt containing it ends the process (module docstring)
 
-    def crash_if_marked(self, texts: list[str]) -> None:
+    def crash_if_marked(self, texts: Iterable[str]) -> None:
+        """`texts` is only read when the fault injection is on (a generator costs nothing otherwise)."""
         if self.crash_on and any(self.crash_on in t for t in texts):
             log.error("echo: the prompt holds UPLION_ECHO_CRASH_ON's marker; ending the process (fault injection)")
             os._exit(CRASH_EXIT_CODE)
@@ -136,7 +137,7 @@ class EchoBackend:
     async def chat(self, request: chat_pb2.ChatCompletionRequest) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         if not request.messages:
             raise invalid("messages must not be empty")
-        self.settings.crash_if_marked([value_text(m.content) for m in request.messages])
+        self.settings.crash_if_marked(value_text(m.content) for m in request.messages)
         text = last_user_text(list(request.messages))
         limit = request.max_completion_tokens if request.HasField("max_completion_tokens") else None
         if limit is None and request.HasField("max_tokens"):
