@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import pulsar
 import pytest
 from google.protobuf import struct_pb2
 
-from uplion.core.topics import Topics
+from tests.spine.conftest import usage_events
 from uplion.devstack.platform import Service, start_gateway, start_worker
 from uplion.devstack.procs import Proc, free_port, spawn, wait_until
 from uplion.devstack.pulsar import Pulsar
@@ -197,28 +196,6 @@ async def _drive(p: Partitioned) -> tuple[list[list[Outcome]], float, float]:
     return outcomes, cut, healed
 
 
-async def _usage_events(broker: Pulsar, expected: int) -> list[usage_pb2.UsageEvent]:
-    client = pulsar.Client(broker.service_url, authentication=broker.authentication(), logger=pulsar.ConsoleLogger(
-        pulsar.LoggerLevel.Error))  # fmt: skip
-    reader = client.create_reader(Topics().usage(), pulsar.MessageId.earliest)
-    events: list[usage_pb2.UsageEvent] = []
-    deadline = time.monotonic() + 30
-    try:
-        while time.monotonic() < deadline:
-            try:
-                msg = await asyncio.to_thread(reader.read_next, 1000)
-            except pulsar.Timeout:
-                if len(events) >= expected:
-                    break
-                continue
-            event = usage_pb2.UsageEvent.FromString(msg.data())
-            if event.model == MODEL:
-                events.append(event)
-    finally:
-        client.close()
-    return events
-
-
 def test_a_partition_between_gateway_and_broker_fails_fast_and_heals(partitioned: Partitioned, broker: Pulsar) -> None:
     outcomes, cut, healed = asyncio.run(_drive(partitioned))
     calls = [o for out in outcomes for o in out]
@@ -239,7 +216,7 @@ def test_a_partition_between_gateway_and_broker_fails_fast_and_heals(partitioned
     assert any(o.streamed and o.code == grpc.StatusCode.OK for o in after)
 
     # exactly one usage event per call: refused ones (never published) included, none lost, none twice
-    events = asyncio.run(_usage_events(broker, len(calls)))
+    events = asyncio.run(usage_events(broker, MODEL, len(calls), refused=None))
     assert len({e.event_id for e in events}) == len(events) == len(calls), (len(events), len(calls))
     served = sum(o.code == grpc.StatusCode.OK for o in calls)
     assert sum(e.outcome == usage_pb2.REQUEST_OUTCOME_COMPLETED for e in events) == served

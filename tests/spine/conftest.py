@@ -71,10 +71,10 @@ def workers(broker: Pulsar, spine_dir: Path) -> Iterator[WorkerFactory]:
 
 
 async def usage_events(
-    broker: Pulsar, model: str, expected: int, wait_s: float = 30.0, refused: bool = False
+    broker: Pulsar, model: str, expected: int, wait_s: float = 30.0, refused: bool | None = False
 ) -> list[usage_pb2.UsageEvent]:
     """Every usage event for `model` on the usage topic (of requests the gateway refused when
-    `refused`, else of the others), waiting until at least `expected` arrived and then a little
+    `refused`, of the others when False, of all when None), waiting until at least `expected` arrived and then a little
     longer, so that an extra (duplicate) event would be seen too."""
     client = pa.Client(broker.service_url, logger=pulsar_logger(), authentication=broker.authentication())
     reader = await client.create_reader(Topics().usage(), pulsar.MessageId.earliest)
@@ -93,7 +93,8 @@ async def usage_events(
             except TimeoutError:
                 break
             event = usage_pb2.UsageEvent.FromString(msg.data())
-            if event.model == model and (event.outcome == usage_pb2.REQUEST_OUTCOME_REJECTED) == refused:
+            rejected = event.outcome == usage_pb2.REQUEST_OUTCOME_REJECTED
+            if event.model == model and (refused is None or rejected == refused):
                 events.append(event)
                 if len(events) >= expected and settle_until is None:
                     settle_until = loop.time() + 2.0
