@@ -10,7 +10,8 @@ request id), valued `"<micro-credits> <tokens> <expiry ms>"`.
 - **Admission** (authz, `HOLD`): a request is admitted only while `spent + held < limit` for every
   limit of the subject; it then adds its own hold. So when it is admitted, the requests already in
   flight can at most use up what is left, and it alone may go past the limit: the overshoot is at
-  most one request's hold. A subject with no limit pays nothing (no hold, no Redis call).
+  most one request's hold. A subject with no limit holds nothing (no Redis call in authz); billing
+  cannot tell, so it deletes every event's holds (two HDELs in its batch's pipeline).
 - **Release** (billing): after a usage event's spend is added to the spend hash, its hold is deleted
   (`HDEL`; the same event again deletes nothing). Spend first, then release: in between, a check
   counts both, never neither.
