@@ -16,7 +16,7 @@ from pathlib import Path
 from uplion.core import pulsar_auth
 
 from .envoy import Envoy, start_envoy
-from .procs import NotReady, Proc, free_port, spawn, wait_until
+from .procs import NotReady, Proc, free_port, free_port_block, spawn, wait_until
 from .pulsar import pulsar_credentials
 
 
@@ -80,7 +80,7 @@ def start_gateway(
 
 
 def start_worker(workdir: Path, pulsar_url: str, model: str, model_type: str = "echo", **env: str) -> Service:
-    metrics = free_port()
+    metrics = free_port_block(int(env.get("UPLION_WORKER_PROCESSES", "1")))  # one port per process
     worker_id = env.pop("UPLION_WORKER_ID", f"w-{model}-{metrics}")
     settings = {
         "UPLION_MODEL": model,

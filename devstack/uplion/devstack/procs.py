@@ -22,6 +22,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_block(count: int, host: str = "127.0.0.1", tries: int = 50) -> int:
+    """The first of `count` consecutive TCP ports nobody listens on right now (a worker pod of N
+    processes serves metrics on its port + 0..N-1: a lone free port is not enough)."""
+    for _ in range(tries):
+        base = free_port(host)
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(base, base + count):
+                    sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    sock.bind((host, port))
+            except OSError:
+                continue
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports on {host} after {tries} tries")
+
+
 @dataclass
 class Proc:
     """A child service process that runs in its own session and logs to a file."""
