@@ -28,14 +28,19 @@ def install_stop_signals() -> asyncio.Event:
 
 def run_service(name: str, load_config: Callable[[], T], serve: Callable[[T], Coroutine[Any, Any, None]]) -> int:
     """The `main()` of every service: structured logs, config from the environment (a clear
-    message and exit 2 when it is wrong), then `serve` until SIGTERM, then a clean exit (`exit_now`)."""
+    message and exit 2 when it is wrong), then `serve` until SIGTERM, then a clean exit (`exit_now`).
+    An exception out of `serve` is one log record and exit 1."""
     setup_logging(name, os.environ.get("UPLION_LOG_LEVEL", "INFO"))
     try:
         cfg = load_config()
     except ConfigError as e:
         print(f"uplion {name}: configuration error: {e}", file=sys.stderr)
         return 2
-    asyncio.run(serve(cfg))
+    try:
+        asyncio.run(serve(cfg))
+    except Exception:  # a failed start (e.g. the broker unreachable): one log record, then the same clean exit
+        logging.getLogger(f"uplion.{name}").exception("service failed")
+        exit_now(1)
     exit_now(0)
     return 0  # not reached
 
