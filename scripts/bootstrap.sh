@@ -3,7 +3,7 @@
 # UPLION_EXTRAS: run.sh takes only what the platform runs, test.sh adds the dev tools) and checks the
 # system tools the real services need: Java 17 and Maven for Apache Pulsar (installed with apt-get
 # when missing and root), Go 1.21+ for the rate-limit service (a go older than ratelimit/go.mod's
-# 1.25.6 fetches that toolchain through the Go module proxy), Node.js 20.19+ with npm for the web
+# 1.26.0 fetches that toolchain through the Go module proxy), Node.js 20.19+ with npm for the web
 # console's build, and for the tests (UPLION_TEST_TOOLS=1) openssl and the deploy and console
 # suites' Debian packages. Idempotent and quick when done before.
 set -euo pipefail

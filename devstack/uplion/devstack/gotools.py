@@ -133,3 +133,25 @@ def ratelimit_binary(timeout: float = 900.0) -> Path:
                        cwd=RATELIMIT_MODULE, env=go_env(), check=True, timeout=timeout)  # fmt: skip
 
     return build(ratelimit_recipe(), make) / "uplion-ratelimit"
+
+
+# uplion's OpenTelemetry Collector (devstack/otelcol: the OTLP receiver, the batch processor and the
+# file exporter, every collector module at one release), built from this checkout's module.
+OTELCOL_MODULE = Path(__file__).resolve().parents[2] / "otelcol"
+_OTELCOL_BUILD = ["build", "-trimpath", "-o"]
+
+
+def otelcol_recipe() -> Recipe:
+    return go_recipe("uplion-otelcol", OTELCOL_MODULE, sources=source_digest(OTELCOL_MODULE),
+                     command=" ".join(_OTELCOL_BUILD))  # fmt: skip
+
+
+def otelcol_binary(timeout: float = 1800.0) -> Path:
+    """The `uplion-otelcol` binary of devstack/otelcol (rebuilt when its go.mod, go.sum or main.go
+    change)."""
+
+    def make(out: Path) -> None:
+        subprocess.run([go_command(), *_OTELCOL_BUILD, str(out / "uplion-otelcol"), "."], cwd=OTELCOL_MODULE,
+                       env=go_env(), check=True, timeout=timeout)  # fmt: skip
+
+    return build(otelcol_recipe(), make) / "uplion-otelcol"

@@ -20,6 +20,7 @@ STEPS: list[tuple[str, Callable[[], object]]] = [
     ("Apache Pulsar's jars", pulsar.ensure_jars),
     ("the rate limiter (Go)", gotools.ratelimit_binary),
     ("the reference rate limiter", gotools.reference_ratelimit),
+    ("the OpenTelemetry Collector (Go)", gotools.otelcol_binary),
     ("etcd", kube.etcd_binary),
     ("kube-apiserver and kube-controller-manager", kube.kubernetes_binaries),
     ("helm", helm.helm_binary),

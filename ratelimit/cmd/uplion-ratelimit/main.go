@@ -34,6 +34,7 @@ import (
 	"github.com/uplion/uplion/ratelimit/internal/limiter"
 	"github.com/uplion/uplion/ratelimit/internal/loader"
 	"github.com/uplion/uplion/ratelimit/internal/service"
+	"github.com/uplion/uplion/ratelimit/internal/tracing"
 )
 
 //go:embed default.yaml
@@ -113,6 +114,20 @@ func serve(cfg config.Settings) error {
 	if err != nil {
 		return err
 	}
+	// traces: only when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT names a collector (internal/tracing)
+	tp, err := tracing.Setup(ctx, os.Getenv)
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	if tp != nil {
+		defer func() { // after the drain: export the spans still held, bounded like the drain
+			flush, cancel := context.WithTimeout(context.Background(), cfg.Drain)
+			defer cancel()
+			if err := tp.Shutdown(flush); err != nil {
+				slog.Warn("traces not all exported at exit", "error", err.Error())
+			}
+		}()
+	}
 	lim, err := connect(ctx, cfg)
 	if err != nil || lim == nil {
 		return err // nil, nil: stopped while waiting for Redis
@@ -126,7 +141,11 @@ func serve(cfg config.Settings) error {
 	}
 
 	server := grpc.NewServer()
-	rlspb.RegisterRateLimitServiceServer(server, service.New(rules, lim))
+	svc := service.New(rules, lim)
+	if tp != nil {
+		svc = svc.Trace(tp)
+	}
+	rlspb.RegisterRateLimitServiceServer(server, svc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(server, hs)
 	reflection.Register(server)

@@ -6,11 +6,17 @@ package service
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	rlspb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/uplion/uplion/ratelimit/internal/decide"
 	"github.com/uplion/uplion/ratelimit/internal/rules"
@@ -56,6 +62,7 @@ type Service struct {
 	rules     Domains
 	limiter   Decider
 	outageLog everySecond
+	tracer    trace.Tracer // nil: tracing off
 }
 
 // everySecond lets one caller through per second (for log lines on a hot path).
@@ -69,8 +76,108 @@ func (e *everySecond) allow(now time.Time) bool {
 // New serves decisions from the rules in force and the limiter.
 func New(r Domains, l Decider) *Service { return &Service{rules: r, limiter: l} }
 
+// SpanName is the name of the span of each decision.
+const SpanName = "ratelimit ShouldRateLimit"
+
+// Trace makes every decision a span of tp's (internal/tracing.Setup: only when tracing is on).
+func (s *Service) Trace(tp trace.TracerProvider) *Service {
+	s.tracer = tp.Tracer("github.com/uplion/uplion/ratelimit")
+	return s
+}
+
 // ShouldRateLimit decides one request.
+//
+// Its span is made here rather than by otelgrpc's stats handler: the handler would be called for
+// each event of every RPC the server serves (health checks and reflection included), tracing on or
+// off, and would build its attributes from the method name; here tracing off costs one nil test per
+// decision, and on, one span with the attributes that matter.
 func (s *Service) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitRequest) (*rlspb.RateLimitResponse, error) {
+	if s.tracer == nil {
+		resp, _ := s.decide(ctx, req)
+		return resp, nil
+	}
+	// the parent: Envoy's rate-limit filter sends its span's W3C trace context as gRPC metadata
+	md, _ := metadata.FromIncomingContext(ctx)
+	ctx = propagation.TraceContext{}.Extract(ctx, metadataCarrier(md))
+	ctx, span := s.tracer.Start(ctx, SpanName, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(requestAttributes(req)...))
+	defer span.End()
+	resp, redisErr := s.decide(ctx, req)
+	span.SetAttributes(attribute.String("uplion.overall_code", resp.GetOverallCode().String()))
+	if redisErr != nil {
+		span.SetStatus(codes.Error, "decided without redis: "+redisErr.Error())
+	}
+	return resp, nil
+}
+
+// spanEntries: the descriptor entries whose values name the request on its span (ids, never a key:
+// the edge sends no credential to the rate limiter), and the attribute each becomes.
+var spanEntries = map[string]string{
+	"user_id":             "uplion.user_id",
+	"token_id":            "uplion.token_id",
+	"model":               "uplion.model",
+	decide.ReservationKey: "uplion.request_id",
+}
+
+// maxAttributeBytes bounds a value taken from a descriptor (the edge's are ids of a few dozen bytes).
+const maxAttributeBytes = 256
+
+func requestAttributes(req *rlspb.RateLimitRequest) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{
+		attribute.String("rpc.system", "grpc"),
+		attribute.String("rpc.service", "envoy.service.ratelimit.v3.RateLimitService"),
+		attribute.String("rpc.method", "ShouldRateLimit"),
+		attribute.String("uplion.domain", req.GetDomain()),
+		attribute.Int("uplion.descriptors", len(req.GetDescriptors())),
+	}
+	for _, d := range req.GetDescriptors() {
+		for _, e := range d.GetEntries() {
+			name, ok := spanEntries[e.GetKey()]
+			if !ok || e.GetValue() == "" || named(attrs, name) { // the first descriptor naming it wins
+				continue
+			}
+			v := e.GetValue()
+			if len(v) > maxAttributeBytes {
+				v = strings.ToValidUTF8(v[:maxAttributeBytes], "") // OTLP drops a batch with invalid UTF-8
+			}
+			attrs = append(attrs, attribute.String(name, v))
+		}
+	}
+	return attrs
+}
+
+func named(attrs []attribute.KeyValue, name string) bool {
+	for _, a := range attrs {
+		if string(a.Key) == name {
+			return true
+		}
+	}
+	return false
+}
+
+// metadataCarrier reads W3C trace context from incoming gRPC metadata (whose keys are lower case;
+// propagation.HeaderCarrier would look for "Traceparent").
+type metadataCarrier metadata.MD
+
+func (c metadataCarrier) Get(key string) string {
+	if v := metadata.MD(c).Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (c metadataCarrier) Set(key, value string) { metadata.MD(c).Set(key, value) }
+
+func (c metadataCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// decide answers one request; the error is Redis's when the answer was made without it.
+func (s *Service) decide(ctx context.Context, req *rlspb.RateLimitRequest) (*rlspb.RateLimitResponse, error) {
 	domain := s.rules.Domains()[req.GetDomain()]
 	now := time.Now()
 	p := decide.MakePlan(domain, req, now.Unix())
@@ -96,9 +203,13 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReque
 		}
 		failures.WithLabelValues(mode).Inc()
 		if s.outageLog.allow(now) { // every decision is counted; one log line a second is enough
-			slog.Warn("redis unavailable; deciding without it", "error", err.Error(), "deny", deny)
+			args := []any{"error", err.Error(), "deny", deny}
+			if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+				args = append(args, "trace_id", sc.TraceID().String(), "span_id", sc.SpanID().String())
+			}
+			slog.Warn("redis unavailable; deciding without it", args...)
 		}
-		return decide.Unavailable(req, deny), nil
+		return decide.Unavailable(req, deny), err
 	}
 	record(req.GetDomain(), p.Hits, outcomes)
 	if rejected {

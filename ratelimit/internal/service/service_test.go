@@ -41,7 +41,7 @@ func (d *decider) Decide(_ context.Context, hits []decide.Hit, _ int64, _ string
 	return d.over, out, nil
 }
 
-func domains(t *testing.T) fixedRules {
+func domains(t testing.TB) fixedRules {
 	t.Helper()
 	open, err := rules.Parse([]byte("domain: open\ndescriptors: [{key: k, rate_limit: {unit: minute, requests_per_unit: 1}}]"), "a.yaml")
 	if err != nil {
