@@ -15,8 +15,10 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
+from opentelemetry.trace import Span
 from prometheus_client import Counter
 
+from uplion.core import logs, tracing
 from uplion.core.credentials import secret_hash
 
 from .cache import TtlCache
@@ -83,6 +85,22 @@ def _encoded(b: bytes) -> bytes:
 Verdict = tuple[Found, Any, bytes, float | None, bool]
 
 
+def _describe(span: Span | None, answer: bytes) -> None:
+    """The decision on the check's span, read back from the answer it sent (tracing on only)."""
+    if span is None:
+        return
+    response = external_auth_pb2.CheckResponse.FromString(answer)
+    allowed = response.status.code == code_pb2.OK
+    span.set_attribute("uplion.allowed", allowed)
+    if allowed:
+        for option in response.ok_response.headers:
+            if option.header.key == "x-uplion-user-id":
+                span.set_attribute("uplion.user_id", option.header.value)
+    else:
+        span.set_attribute("http.response.status_code", response.denied_response.status.code)
+        tracing.fail(span, response.status.message or "denied")
+
+
 class AuthorizationService:
     """Check, with each decision made once per cache entry: its encoded CheckResponse is reused for
     every request with the same key until the entry (or the key itself) expires. An admitted request
@@ -111,6 +129,18 @@ class AuthorizationService:
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bytes:
         headers = request.attributes.request.http.headers
+        logs.bind_request(request_id=headers.get(REQUEST_ID_HEADER, ""))  # this RPC's task checks one request
+        if not tracing.enabled():
+            return await self._check(headers, request)
+        parent = tracing.context_from(context.invocation_metadata() or ())  # Envoy's ext_authz client span
+        http = request.attributes.request.http
+        attributes = {"uplion.request_id": headers.get(REQUEST_ID_HEADER), "url.path": http.path}
+        with tracing.span("authz check", tracing.SERVER, parent, attributes) as span:
+            answer = await self._check(headers, request)
+            _describe(span, answer)
+            return answer
+
+    async def _check(self, headers: Any, request: external_auth_pb2.CheckRequest) -> bytes:
         checked = precheck(headers.get("authorization"))
         if isinstance(checked, Deny):
             DECISIONS.labels(str(checked.http_status)).inc()

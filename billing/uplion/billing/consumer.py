@@ -14,8 +14,10 @@ import time
 import asyncpg
 import pulsar
 from google.protobuf.message import DecodeError
+from opentelemetry.trace import Span
 from prometheus_client import Counter, Histogram
 
+from uplion.core import tracing
 from uplion.core.redis_client import ERRORS as REDIS_ERRORS
 from uplion.core.redis_client import AnyRedis
 from uplion.core.subscriptions import BILLING_SUBSCRIPTION
@@ -63,6 +65,20 @@ def decode(messages: list[pulsar.Message]) -> tuple[Decoded, Poison, int, list[m
     return events, poison, refused, holds
 
 
+def _event_spans(events: Decoded, batch: int) -> list[Span]:
+    """A span per billed event, child of the gateway's span for its request (tracing on): from the
+    batch's start until it is acknowledged."""
+    spans = []
+    for event, msg in events:
+        span = tracing.start("billing usage event", tracing.CONSUMER, tracing.message_context(msg), {
+            "uplion.model": event.model, "uplion.user_id": event.caller.user_id,
+            "uplion.request_id": event.edge_request_id, "uplion.task_id": event.event_id, "uplion.batch_size": batch,
+        })  # fmt: skip
+        if span is not None:
+            spans.append(span)
+    return spans
+
+
 MIRROR_FAILURES = Counter("uplion_billing_redis_mirror_failures_total", "Redis mirror updates that failed")
 # PostgreSQL refusing, restarting or gone: the batch waits and is applied when it is back
 DATABASE_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
@@ -103,6 +119,22 @@ class UsageConsumer:
             return 0
         started = time.monotonic()
         events, poison, refused, holds = decode(messages)
+        spans = _event_spans(events, len(messages)) if tracing.enabled() else []
+        try:
+            await self._apply(messages, events, poison, refused, holds)
+        except BaseException as e:
+            for span in spans:
+                tracing.fail(span, e)
+            raise
+        finally:
+            for span in spans:
+                tracing.end(span)
+        BATCH_SECONDS.observe(time.monotonic() - started)
+        return len(messages)
+
+    async def _apply(
+        self, messages: list[pulsar.Message], events: Decoded, poison: Poison, refused: int, holds: list[mirror.Held]
+    ) -> None:
         unpriced: list[str] = []
         spend: dict[str, tuple[int, int]] = {}
         if events:
@@ -119,11 +151,9 @@ class UsageConsumer:
             await self._release(holds)
         await asyncio.to_thread(self.consumer.acknowledge_cumulative, messages[-1])
         BATCHES.inc()
-        BATCH_SECONDS.observe(time.monotonic() - started)
         EVENTS.labels("applied_or_duplicate").inc(len(events) - len(unpriced))
         EVENTS.labels("dead_lettered").inc(len(parked))
         EVENTS.labels("refused_not_billed").inc(refused)
-        return len(messages)
 
     async def _mirror(self, spend: dict[str, tuple[int, int]]) -> bool:
         """Add the batch's spend to Redis; False when Redis failed (the next reconcile repairs it)."""

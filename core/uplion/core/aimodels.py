@@ -41,6 +41,7 @@ class Platform:
     namespace: str = "default"
     worker_image: str = "ghcr.io/uplion/worker:0.1.0"  # AIModels without spec.image
     worker_local_image: str = "ghcr.io/uplion/worker-local:0.1.0"  # the same, for type local (torch, weights)
+    otlp_endpoint: str = ""  # an OpenTelemetry collector the workers send spans to (docs/tracing.md); empty: none
 
     @property
     def topics(self) -> Topics:
@@ -155,6 +156,8 @@ def worker_env(body: Manifest, platform: Platform) -> list[Manifest]:
         {"name": "UPLION_AIMODEL_UID", "value": meta.get("uid", "")},
         {"name": "UPLION_AIMODEL_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
+    if platform.otlp_endpoint:
+        env.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": platform.otlp_endpoint})
     if spec["type"] == "remote":
         env.append({"name": "UPLION_BASE_URL", "value": spec["baseURL"]})
         if spec.get("upstreamModel"):

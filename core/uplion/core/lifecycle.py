@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from . import tracing
 from .config import ConfigError
 from .logs import setup_logging
 
@@ -31,6 +32,7 @@ def run_service(name: str, load_config: Callable[[], T], serve: Callable[[T], Co
     message and exit 2 when it is wrong), then `serve` until SIGTERM, then a clean exit (`exit_now`).
     An exception out of `serve` is one log record and exit 1."""
     setup_logging(name, os.environ.get("UPLION_LOG_LEVEL", "INFO"))
+    tracing.setup_tracing(name)
     try:
         cfg = load_config()
     except ConfigError as e:
@@ -52,6 +54,7 @@ def exit_now(code: int) -> None:
     end with SIGSEGV after a complete drain, and services end with "terminate called without an
     active exception"), which would turn a clean shutdown into a failed one. Nothing is left to
     run by then: every task, reply and usage event was finished or handed back by `serve`."""
+    tracing.shutdown()  # the spans still buffered
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

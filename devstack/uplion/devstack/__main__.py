@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--http-port", type=int, default=8080, help="OpenAI-compatible HTTP port of Envoy (0: any)")
     up.add_argument("--accounts-port", type=int, default=50061, help="gRPC port of the accounts service (0: any)")
     up.add_argument("--models", type=Path, default=MODELS_DIR, help="the AIModel manifests to serve (default: models/)")
+    up.add_argument("--traces", action="store_true",
+                    help="run an OpenTelemetry collector; every service sends it spans (docs/tracing.md)")  # fmt: skip
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -34,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         http_port=args.http_port,
         accounts_port=args.accounts_port,
         models_dir=args.models,
+        traces=args.traces,
     )
     try:
         stack.start()

@@ -120,15 +120,17 @@ def start_edge(
     accounts_port: int | None = None,
     ratelimit_ports: tuple[int, ...] = (),
     console_port: int | None = None,
+    otlp_port: int | None = None,
 ) -> tuple[Envoy, int]:
     """Envoy with uplion's edge filters in front of a gateway (and, when given, the authz and
-    accounts services); returns it and its HTTP/gRPC port."""
+    accounts services, and an OpenTelemetry collector it sends its spans to); returns it and its
+    HTTP/gRPC port."""
     from uplion.edge.local import local_envoy_config
 
     port = port or free_port()
     descriptor = Path(__file__).resolve().parents[3] / "gen" / "descriptor" / "uplion.pb"
     config = local_envoy_config(port, gateway_port, str(descriptor), authz_port, accounts_port, ratelimit_ports,
-                                console_port)  # fmt: skip
+                                console_port, otlp_port)  # fmt: skip
     return start_envoy(workdir / f"envoy-{port}", config), port
 
 

@@ -15,6 +15,7 @@ from uplion.core.aimodels import Platform
 from .console import console_assets, start_console
 from .envoy import Envoy
 from .local_models import LocalModels
+from .otelcol import Collector, start_otelcol
 from .platform import (
     Service,
     bootstrap_admin,
@@ -93,11 +94,20 @@ class Stack:
     # provider keys for remote models (UPLION_SECRET_<SECRET>_<KEY>), beside the process environment
     secrets: dict[str, str] = field(default_factory=dict)
     models: LocalModels | None = None
+    # an OpenTelemetry collector every service and Envoy send spans to (docs/tracing.md), written to
+    # <workdir>/otelcol/spans.jsonl
+    traces: bool = False
+    collector: Collector | None = None
 
     def start(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True)
         self.workdir.chmod(0o755)
+        if self.traces:
+            self.collector = start_otelcol(self.workdir / "otelcol")
+            self._started.append(("otelcol", self.collector))
+            # this process starts every service (workers too) with its own environment plus their settings
+            os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.collector.endpoint
         self.pulsar = start_pulsar(self.workdir / "pulsar")
         self._started.append(("pulsar", self.pulsar))
         self.postgres = start_postgres(self.workdir / "postgres")
@@ -134,6 +144,7 @@ class Stack:
         self.envoy, self.http_port = start_edge(
             logs, self.gateway.port, port=self.http_port, authz_port=authz.port, accounts_port=self.accounts.port,
             ratelimit_ports=(ratelimit.port,), console_port=console.port,
+            otlp_port=self.collector.port if self.collector else None,
         )  # fmt: skip
         self._started.append(("envoy", self.envoy))
         self._create_accounts()
@@ -215,6 +226,7 @@ class Stack:
             "postgres_dsn": self.postgres.dsn,
             "redis_url": self.redis.url,
             "logs": str(self.workdir / "logs"),
+            **({"spans": str(self.collector.path)} if self.collector else {}),
         }
 
     def banner(self) -> str:

@@ -46,6 +46,24 @@ def _cluster(name: str, *ports: int, http2: bool = True) -> dict[str, Any]:
     return cluster
 
 
+def tracing_settings(cluster: str, service_name: str = "uplion-edge") -> dict[str, Any]:
+    """The connection manager's tracing (docs/tracing.md): OpenTelemetry over OTLP/gRPC to
+    `cluster`, W3C trace context (a client's `traceparent` is joined, else a trace begins here).
+    Every request is sampled; Envoy spans its ext_authz and rate-limit calls and, with
+    `spawn_upstream_span`, its call to the upstream, passing each its own span as parent."""
+    provider = {
+        "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+        "grpc_service": {"envoy_grpc": {"cluster_name": cluster}, "timeout": "1s"},
+        "service_name": service_name,
+    }
+    return {
+        "tracing": {
+            "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": provider},
+            "spawn_upstream_span": True,
+        }
+    }
+
+
 def local_envoy_config(
     listen_port: int,
     gateway_port: int,
@@ -54,10 +72,12 @@ def local_envoy_config(
     accounts_port: int | None = None,
     ratelimit_ports: tuple[int, ...] = (),
     console_port: int | None = None,
+    otlp_port: int | None = None,
 ) -> str:
     """Without `authz_port` no key is checked (benchmarks of the bare transcoding path). With
     `console_port` every path outside the APIs goes to the web console (public assets: no key).
-    gRPC health checking (`KEYLESS_METHODS`) reaches the gateway without a key."""
+    gRPC health checking (`KEYLESS_METHODS`) reaches the gateway without a key. With `otlp_port`
+    (an OpenTelemetry collector's OTLP/gRPC port on loopback) every request is traced."""
     routes: list[dict[str, Any]] = []
     clusters = [_cluster("gateway", gateway_port)]
     if accounts_port:
@@ -79,6 +99,8 @@ def local_envoy_config(
             {"match": {"path": m}, "route": to_gateway, "typed_per_filter_config": ext_authz_disabled()}
             for m in KEYLESS_METHODS
         ]
+    if otlp_port:
+        clusters.append(_cluster("otel_collector", otlp_port))
     if console_port:
         clusters.append(_cluster("console", console_port, http2=False))
         routes += [{"match": {"prefix": p}, "route": to_gateway} for p in API_PREFIXES]
@@ -101,6 +123,7 @@ def local_envoy_config(
         # the real client address, never one a client wrote into those headers
         "use_remote_address": True,
         **connection_manager_settings(),  # header size bounds and their 431 in OpenAI's shape, x-request-id
+        **(tracing_settings("otel_collector") if otlp_port else {}),
         "route_config": {"virtual_hosts": [{"name": "uplion", "domains": ["*"], "routes": routes}]},
         "http_filters": [*filters, router_filter()],
     }

@@ -9,8 +9,10 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import Span
 from prometheus_client import Counter, Histogram
 
+from uplion.core import tracing
 from uplion.core.pulsar import SEND_ERRORS
 from uplion.v1 import common_pb2, task_pb2, usage_pb2
 
@@ -25,6 +27,7 @@ REQUESTS = Counter("uplion_gateway_requests_total", "Requests by model, kind and
 LATENCY = Histogram("uplion_gateway_request_seconds", "Request duration", ["model", "kind"])
 
 _OUTCOME_NAMES = {v: k.removeprefix("REQUEST_OUTCOME_").lower() for k, v in usage_pb2.RequestOutcome.items()}
+KIND_NAMES = {v: k.removeprefix("REQUEST_KIND_").lower() for k, v in usage_pb2.RequestKind.items()}
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Call:
     started_at: float = field(default_factory=time.time)
     edge_request_id: str = ""
     poisoned: bool = False  # the task crashed too many workers: set aside (dead-letter topic)
+    span: Span | None = None  # the request's span in the gateway (tracing on), ended with its usage event
 
     def __post_init__(self) -> None:
         self.cursor.max_crashes = self.dispatcher.max_worker_crashes
@@ -108,7 +112,8 @@ class Call:
         bound = min(until, loop.time() + self.dispatcher.publish_timeout_s)
         try:
             async with asyncio.timeout_at(bound):
-                await self.dispatcher.publish_task(self.task)
+                with tracing.span("publish task", tracing.PRODUCER, self.span) as sent:
+                    await self.dispatcher.publish_task(self.task, tracing.carrier(sent))
         except SEND_ERRORS as e:
             if loop.time() >= until:
                 raise TimeoutError from None
@@ -146,10 +151,18 @@ class Call:
             gateway_id=self.gateway_id,
             edge_request_id=self.edge_request_id,
         )
-        kind_name = usage_pb2.RequestKind.Name(self.kind).removeprefix("REQUEST_KIND_").lower()
-        REQUESTS.labels(self.task.model, kind_name, _OUTCOME_NAMES[self.outcome]).inc()  # counted even if
+        kind_name = KIND_NAMES[self.kind]
+        outcome = _OUTCOME_NAMES[self.outcome]
+        REQUESTS.labels(self.task.model, kind_name, outcome).inc()  # counted even if
         LATENCY.labels(self.task.model, kind_name).observe(time.time() - self.started_at)  # the publish fails
-        await self.dispatcher.publish_usage(event)
+        try:
+            await self.dispatcher.publish_usage(event, tracing.carrier(self.span))
+        finally:
+            if self.outcome != usage_pb2.REQUEST_OUTCOME_COMPLETED:
+                tracing.fail(self.span, outcome)
+            tracing.end(self.span, **{"uplion.outcome": outcome, "uplion.prompt_tokens": prompt,
+                                      "uplion.completion_tokens": completion,
+                                      "uplion.attempts": len(self.cursor.attempts)})  # fmt: skip
 
 
 def rejected(

@@ -94,12 +94,13 @@ class Dispatcher:
     def forget(self, task_id: str) -> None:
         self._waiting.pop(task_id, None)
 
-    async def publish_task(self, task: task_pb2.Task) -> None:
+    async def publish_task(self, task: task_pb2.Task, properties: dict[str, str] | None = None) -> None:
+        """`properties`: the message's (trace context, when tracing is on)."""
         topic = self.topics.tasks(task.model)
         if not self._producers.has(topic, **self._task_producer_options):
             await self._ensure_subscription(task.model)  # once per model: its first task, or prepare()
         producer = await self._producer(topic)
-        await producer.send(task.SerializeToString())
+        await producer.send(task.SerializeToString(), properties=properties or None)
 
     async def _ensure_subscription(self, model: str) -> None:
         """Create the model's durable Shared subscription if no worker ever did, so tasks published
@@ -121,8 +122,10 @@ class Dispatcher:
         self.set_aside[task_id] = SetAside(model, reason, deadline)
         await self.publish_cancel(model, task_id, reason, poison=True)
 
-    async def publish_usage(self, event: usage_pb2.UsageEvent) -> None:
-        await self.usage_producer.send(event.SerializeToString(), partition_key=event.caller.user_id or None)
+    async def publish_usage(self, event: usage_pb2.UsageEvent, properties: dict[str, str] | None = None) -> None:
+        await self.usage_producer.send(
+            event.SerializeToString(), properties=properties or None, partition_key=event.caller.user_id or None
+        )
 
     def in_background(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run bookkeeping (usage, cancels) to completion even if the request's task is cancelled;

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from uplion.core.tracing import TRACE_HEADERS
 from uplion.v1 import common_pb2
 
 CALLER_HEADERS = {"x-uplion-user-id": "user_id", "x-uplion-token-id": "token_id", "x-uplion-tier": "tier"}
@@ -28,6 +29,7 @@ class RequestMeta:
     allowed_models: frozenset[str] | None = None  # None: every model (no edge, or no allow-list)
     edge_request_id: str = ""
     timeout_s: float | None = None  # the client's, if it gave one
+    trace: dict[str, str] = field(default_factory=dict)  # W3C trace context from the edge (traceparent)
 
     @classmethod
     def parse(cls, pairs: Iterable[tuple[str, Any]], time_remaining: float | None) -> RequestMeta:
@@ -43,6 +45,8 @@ class RequestMeta:
                 meta.allowed_models = None if listed in ("", "*") else frozenset(m.strip() for m in listed.split(","))
             elif key == REQUEST_ID_HEADER:
                 meta.edge_request_id = value[:128]
+            elif key in TRACE_HEADERS:
+                meta.trace[key] = value
             elif key in TIMEOUT_HEADERS:
                 try:
                     seconds = float(value)

@@ -12,6 +12,7 @@ from google.api import httpbody_pb2
 from google.protobuf.message import Message
 from prometheus_client import Counter
 
+from uplion.core import logs, tracing
 from uplion.core.errors import abort
 from uplion.v1 import (
     chat_pb2,
@@ -25,7 +26,7 @@ from uplion.v1 import (
 )
 
 from . import openai_json, responses_json
-from .call import Call, rejected
+from .call import KIND_NAMES, Call, rejected
 from .config import GatewayConfig
 from .dispatcher import Dispatcher
 from .errors import ApiError, invalid, model_not_allowed, model_not_found
@@ -190,15 +191,23 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             reply_topic=self.dispatcher.reply_topic,
             caller=meta.caller,
             stream=stream,
+            edge_request_id=meta.edge_request_id,
         )
         fill(task)
         timeout = self.cfg.timeout_for(meta.timeout_s)
-        return Call(self.dispatcher, task, kind, self.cfg.gateway_id, timeout, edge_request_id=meta.edge_request_id)
+        logs.bind_request(request_id=meta.edge_request_id, task_id=task.task_id)  # this RPC's task serves one request
+        span = tracing.start(f"gateway {KIND_NAMES[kind]}", tracing.SERVER, tracing.context_from(meta.trace), {
+            "uplion.model": model, "uplion.user_id": meta.caller.user_id, "uplion.token_id": meta.caller.token_id,
+            "uplion.request_id": meta.edge_request_id, "uplion.task_id": task.task_id, "uplion.stream": stream,
+        })  # fmt: skip
+        tracing.make_current(span)
+        return Call(self.dispatcher, task, kind, self.cfg.gateway_id, timeout, edge_request_id=meta.edge_request_id,
+                    span=span)  # fmt: skip
 
     def _refused(self, meta: RequestMeta, model: str, kind: usage_pb2.RequestKind.ValueType, stream: bool) -> None:
         event = rejected(meta, model, kind, stream, self.cfg.gateway_id)
         self.dispatcher.in_background(self.dispatcher.publish_usage(event))
-        REFUSED.labels(usage_pb2.RequestKind.Name(kind).removeprefix("REQUEST_KIND_").lower()).inc()
+        REFUSED.labels(KIND_NAMES[kind]).inc()
 
     def _parse(self, body: httpbody_pb2.HttpBody, context: grpc.aio.ServicerContext[Any, Any], cls: type[M],
                kind: usage_pb2.RequestKind.ValueType, forwards: Callable[[str], bool]) -> M:  # fmt: skip

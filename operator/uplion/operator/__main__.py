@@ -4,8 +4,9 @@ Settings (operator/README.md, `settings.Settings`): UPLION_WATCH_NAMESPACES (com
 namespaces or globs it manages; empty: every namespace), UPLION_PULSAR_URL and
 UPLION_PULSAR_ADMIN_URL (what workers and KEDA's scaler use), UPLION_PULSAR_TENANT / _NAMESPACE /
 _REPLY_NAMESPACE, and for per-model worker tokens UPLION_PULSAR_SIGNING_KEY_FILE with a superuser's
-UPLION_PULSAR_TOKEN or UPLION_PULSAR_TOKEN_FILE; the Kubernetes credentials of the pod (or
-KUBECONFIG). A setting it cannot use ends it with exit code 2."""
+UPLION_PULSAR_TOKEN or UPLION_PULSAR_TOKEN_FILE; OTEL_EXPORTER_OTLP_ENDPOINT, handed to the workers
+(docs/tracing.md); the Kubernetes credentials of the pod (or KUBECONFIG). A setting it cannot use
+ends it with exit code 2."""
 
 from __future__ import annotations
 

@@ -32,6 +32,8 @@ class Settings:
     signing_key: bytes = field(default=b"", repr=False)
     admin_timeout_s: float = 10.0  # one admin API call (a grant or revoke: access.CALLS_PER_CHANGE of them at most)
     grant_retry_s: float = 15.0  # kopf retries a handler whose grant or revoke failed after this delay
+    # OTEL_EXPORTER_OTLP_ENDPOINT: handed to the workers it creates (it sends no spans itself)
+    otlp_endpoint: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -46,6 +48,7 @@ class Settings:
             signing_key=_signing_key(env.get("UPLION_PULSAR_SIGNING_KEY_FILE", "")),
             admin_timeout_s=env_float(env, "UPLION_PULSAR_ADMIN_TIMEOUT_S", 10.0, minimum=0.1),
             grant_retry_s=env_float(env, "UPLION_PULSAR_GRANT_RETRY_S", 15.0, minimum=0.1),
+            otlp_endpoint=env_str(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ""),
         )
         settings.check()
         return settings
@@ -86,6 +89,7 @@ class Settings:
             namespace=self.pulsar.namespace,
             worker_image=self.worker_image,
             worker_local_image=self.worker_local_image,
+            otlp_endpoint=self.otlp_endpoint,
         )
 
 

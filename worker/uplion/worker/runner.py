@@ -24,12 +24,14 @@ import uuid
 from collections import OrderedDict
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pulsar
 import pulsar.asyncio as pa
 from google.protobuf.message import DecodeError
 from prometheus_client import Counter, Gauge, Histogram
 
+from uplion.core import logs, tracing
 from uplion.core.pulsar import ERRORS as PULSAR_ERRORS
 from uplion.core.pulsar import SEND_ERRORS, Producers
 from uplion.v1 import task_pb2
@@ -161,12 +163,25 @@ class Runner:
         attempt = Attempt(task, uuid.uuid4().hex, self.cfg.worker_id, self._producer_for(batched=task.stream))
         INFLIGHT.labels(self.cfg.model).inc()
         started = time.monotonic()
+        attributes = self._span_attributes(task, attempt, msg) if tracing.enabled() else None
         try:
-            await self._run(msg, task, attempt, deadline)
+            with (
+                logs.about_request(request_id=task.edge_request_id, task_id=task.task_id),
+                tracing.span("worker task", tracing.CONSUMER, tracing.message_context(msg), attributes),
+            ):
+                await self._run(msg, task, attempt, deadline)
         finally:
             self._executing.pop(task.task_id, None)
             INFLIGHT.labels(self.cfg.model).dec()
             DURATION.labels(self.cfg.model).observe(time.monotonic() - started)
+
+    def _span_attributes(self, task: task_pb2.Task, attempt: Attempt, msg: pulsar.Message) -> dict[str, Any]:
+        return {
+            "uplion.model": task.model, "uplion.user_id": task.caller.user_id, "uplion.task_id": task.task_id,
+            "uplion.request_id": task.edge_request_id, "uplion.worker_id": self.cfg.worker_id,
+            "uplion.attempt_id": attempt.attempt_id, "uplion.redeliveries": msg.redelivery_count(),
+            "uplion.backend": self.cfg.model_type, "uplion.stream": task.stream,
+        }  # fmt: skip
 
     async def _run(self, msg: pulsar.Message, task: task_pb2.Task, attempt: Attempt, deadline: float) -> None:
         me = asyncio.current_task()
@@ -255,6 +270,7 @@ class Runner:
     async def _finish(
         self, msg: pulsar.Message, attempt: Attempt, outcome: str, kind: task_pb2.TaskErrorKind.ValueType, text: str
     ) -> None:
+        tracing.fail_current(f"{outcome}: {text}")
         with contextlib.suppress(*PULSAR_ERRORS):
             await attempt.error(kind, text, retryable=False)
         await self.consumer.acknowledge(msg)
@@ -263,6 +279,7 @@ class Runner:
     async def _failed(
         self, msg: pulsar.Message, attempt: Attempt, e: BackendError, attempt_number: int, deadline: float
     ) -> None:
+        tracing.fail_current(f"{task_pb2.TaskErrorKind.Name(e.kind)}: {e.message}")
         if self.events is not None:
             await self.events.failed(e.kind, e.message)
         action = on_failure(
@@ -302,9 +319,8 @@ class Runner:
         """Publish the task again, delivered after the backoff to any worker; the caller then acks
         the original. A crash between the two runs the task twice: the gateway keeps the first answer."""
         producer = await self._producers.get(self.topics.tasks(self.cfg.model), batching_enabled=False)
-        await producer.send(
-            msg.data(), properties={ATTEMPT_PROPERTY: str(next_attempt)}, deliver_after=timedelta(seconds=delay_s)
-        )
+        properties = {**msg.properties(), ATTEMPT_PROPERTY: str(next_attempt)}  # the trace context too, if any
+        await producer.send(msg.data(), properties=properties, deliver_after=timedelta(seconds=delay_s))
 
     async def _park(
         self, msg: pulsar.Message, task: task_pb2.Task, cancel: CancelTask, attempt: Attempt | None = None

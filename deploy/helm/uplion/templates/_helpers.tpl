@@ -161,6 +161,9 @@ spec:
             {{- if not .noMetrics }}
             - {name: UPLION_METRICS_PORT, value: {{ $root.Values.metrics.port | quote }}}
             {{- end }}
+            {{- with $root.Values.tracing.otlpEndpoint }}
+            - {name: OTEL_EXPORTER_OTLP_ENDPOINT, value: {{ . | quote }}}
+            {{- end }}
             {{- with .env }}
             {{- . | nindent 12 }}
             {{- end }}

@@ -88,6 +88,8 @@ Global___TaskErrorKind: _TypeAlias = TaskErrorKind  # noqa: Y015
 class Task(_message.Message):
     """The unit of work the gateway publishes on topic `model-<model>` (subscription
     `model-<model>-subscription`, Shared). Workers take one only when they have a free slot.
+    With tracing on, the message's properties `traceparent` and `tracestate` carry the W3C trace
+    context of the gateway's publish span (docs/tracing.md); the worker's span is its child.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -99,6 +101,7 @@ class Task(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     CALLER_FIELD_NUMBER: _builtins.int
     STREAM_FIELD_NUMBER: _builtins.int
+    EDGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
     CHAT_FIELD_NUMBER: _builtins.int
     COMPLETION_FIELD_NUMBER: _builtins.int
     EMBEDDING_FIELD_NUMBER: _builtins.int
@@ -109,6 +112,10 @@ class Task(_message.Message):
     reply_topic: _builtins.str
     """Topic of the gateway instance that owns the request; every TaskEvent goes there."""
     stream: _builtins.bool
+    edge_request_id: _builtins.str
+    """The edge's x-request-id of the client's request (empty without the edge): on the worker's log
+    lines and spans about the task, as on every other service's.
+    """
     @_builtins.property
     def deadline(self) -> _timestamp_pb2.Timestamp:
         """Absolute deadline; a worker drops a task past it and the gateway answers DEADLINE_EXCEEDED."""
@@ -139,6 +146,7 @@ class Task(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         caller: _common_pb2.Caller | None = ...,
         stream: _builtins.bool = ...,
+        edge_request_id: _builtins.str = ...,
         chat: _chat_pb2.ChatCompletionRequest | None = ...,
         completion: _completions_pb2.CompletionRequest | None = ...,
         embedding: _embeddings_pb2.EmbeddingRequest | None = ...,
@@ -146,7 +154,7 @@ class Task(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "chat", b"chat", "completion", b"completion", "created_at", b"created_at", "deadline", b"deadline", "embedding", b"embedding", "request", b"request", "response", b"response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "chat", b"chat", "completion", b"completion", "created_at", b"created_at", "deadline", b"deadline", "embedding", b"embedding", "model", b"model", "reply_topic", b"reply_topic", "request", b"request", "response", b"response", "stream", b"stream", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "chat", b"chat", "completion", b"completion", "created_at", b"created_at", "deadline", b"deadline", "edge_request_id", b"edge_request_id", "embedding", b"embedding", "model", b"model", "reply_topic", b"reply_topic", "request", b"request", "response", b"response", "stream", b"stream", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["chat", "completion", "embedding", "response"]  # noqa: Y015
     _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015

@@ -75,6 +75,8 @@ Global___RequestOutcome: _TypeAlias = RequestOutcome  # noqa: Y015
 class UsageEvent(_message.Message):
     """Exactly one per request, published by the gateway that owned it on topic `usage`.
     `event_id` equals the request (task) id, so applying an event twice changes nothing.
+    With tracing on, the message's properties `traceparent` and `tracestate` carry the W3C trace
+    context of the gateway's span for the request (docs/tracing.md); billing's span is its child.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 from google.protobuf import json_format
 
+from uplion.core import tracing
 from uplion.v1 import chat_pb2, completions_pb2, embeddings_pb2, responses_pb2, task_pb2
 
 from ..config import Account
@@ -157,10 +159,18 @@ class RemoteBackend:
         """The upstream's response with a success status, or UpstreamProblem raised as an exception."""
         url = state.account.base_url.rstrip("/") + path
         headers = {"authorization": f"Bearer {state.account.api_key}", "content-type": "application/json"}
-        try:
-            resp = await self._http().post(url, data=body, headers=headers)
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise _Problem(UpstreamProblem(Verdict.TRY_NEXT, f"{type(e).__name__}: {e}"[:200])) from None
+        # until the upstream's answer starts (its status and headers): the trace context is not sent
+        # to the provider, whose traces are not ours
+        with tracing.span(f"upstream POST {path}", tracing.CLIENT, attributes=_upstream_attributes(url, path)) as span:
+            try:
+                resp = await self._http().post(url, data=body, headers=headers)
+            except (aiohttp.ClientError, TimeoutError) as e:
+                tracing.fail(span, e)
+                raise _Problem(UpstreamProblem(Verdict.TRY_NEXT, f"{type(e).__name__}: {e}"[:200])) from None
+            if span is not None:
+                span.set_attribute("http.response.status_code", resp.status)
+                if resp.status >= 400:
+                    tracing.fail(span, f"HTTP {resp.status}")
         if resp.status >= 400:
             try:
                 raw = await resp.read()
@@ -326,3 +336,9 @@ def _object(raw: bytes, what: str) -> dict[str, Any]:
     if message:
         raise _UpstreamFailed(message)
     return obj  # type: ignore[no-any-return]
+
+
+def _upstream_attributes(url: str, path: str) -> dict[str, Any] | None:
+    if not tracing.enabled():
+        return None
+    return {"http.request.method": "POST", "server.address": urlsplit(url).hostname or "", "url.path": path}
