@@ -126,19 +126,6 @@ def make_current(s: Span | None) -> None:
         otel_context.attach(trace.set_span_in_context(s))
 
 
-@contextlib.contextmanager
-def current(s: Span | None) -> Iterator[None]:
-    """Make `s` the current span in a block without ending it (None: nothing)."""
-    if s is None:
-        yield
-        return
-    token = otel_context.attach(trace.set_span_in_context(s))
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
-
-
 def fail(s: Span | None, error: BaseException | str) -> None:
     if s is not None:
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
