@@ -74,8 +74,11 @@ if [ ! -x .venv/bin/python ]; then "$py" -m venv .venv; fi
 if [ "$have_hash" != "$want" ] || [ "$missing" = 1 ]; then
   [ "$have_hash" = "$want" ] && [ -n "$have_extras" ] && extras="$have_extras,$extras"
   echo "installing uplion[$extras] into .venv (pip's log: .venv/pip.log)"
-  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[$extras]"; } \
-    > .venv/pip.log 2>&1; then
+  # xds-protos ships an old copy of OpenTelemetry's generated protos in the same files (whichever
+  # installs last wins): opentelemetry-proto's own are put back last, for the OTLP exporter
+  otel_proto=$(grep -o 'opentelemetry-proto==[^"]*' pyproject.toml)
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[$extras]" \
+         && .venv/bin/python -m pip install -q --no-deps --force-reinstall "$otel_proto"; } > .venv/pip.log 2>&1; then
     tail -40 .venv/pip.log >&2; echo "pip install failed: see .venv/pip.log" >&2; exit 1
   fi
   echo "$want $extras" > "$stamp"

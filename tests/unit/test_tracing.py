@@ -114,3 +114,14 @@ def test_log_lines_carry_the_request_ids_and_the_trace(exported: InMemorySpanExp
     after = _record("after")
     assert "request_id" not in after
     assert "trace_id" not in after
+
+
+def test_the_otlp_exporter_gets_opentelemetry_protos_own_generated_files() -> None:
+    """xds-protos ships an old copy of OpenTelemetry's generated protos in the same files; the
+    install (scripts/bootstrap.sh, the images) puts opentelemetry-proto's back last. With the old
+    copy the exporter cannot be imported, and a service with tracing on would not start."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.proto.common.v1 import common_pb2
+
+    assert OTLPSpanExporter.__name__ == "OTLPSpanExporter"
+    assert "InstrumentationScope" in common_pb2.DESCRIPTOR.message_types_by_name
