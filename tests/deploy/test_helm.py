@@ -329,8 +329,11 @@ def test_all_options_render(all_options_docs: list[dict[str, Any]]) -> None:
     assert "maxUnavailable" not in pdbs["uplion-gateway"]["spec"]
     assert "uplion-billing" not in pdbs
     secrets_made = {"trial-database", "trial-database-replica", "trial-redis", "trial-ratelimit-redis",
-                    "trial-session", "trial-pulsar"}  # fmt: skip
+                    "trial-session", "trial-pulsar", "trial-usage-proof"}  # fmt: skip
     assert set(by_kind(all_options_docs, "Secret")) == secrets_made
+    for name in ("uplion-gateway", "uplion-billing"):  # the shared proof key: usage recovery on
+        env = {e["name"]: e for e in containers(deployments[name])[0]["env"]}
+        assert env["UPLION_USAGE_PROOF_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "trial-usage-proof", "key": "key"}
     ratelimit = {e["name"]: e for e in containers(deployments["uplion-ratelimit"])[0]["env"]}
     assert ratelimit["UPLION_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "trial-ratelimit-redis"
     roles = by_kind(all_options_docs, "Role")

@@ -47,8 +47,13 @@ def test_roles_of_the_platform_services() -> None:
     assert grants(billing) == {
         (pa.BILLING, PREFIX + "usage", ("consume",)),
         (pa.BILLING, PREFIX + "usage-dlq", ("produce",)),
+        # workers' recovery records live beside the replies (workers produce there already)
+        (pa.BILLING, "persistent://public/prod-replies/usage-recovery", ("consume",)),
     }
-    assert billing.subscriptions == (pa.SubscriptionRoles("public/prod", "billing", (pa.BILLING, pa.GATEWAY)),)
+    assert billing.subscriptions == (
+        pa.SubscriptionRoles("public/prod", "billing", (pa.BILLING, pa.GATEWAY)),
+        pa.SubscriptionRoles("public/prod-replies", "billing-recovery", (pa.BILLING, pa.GATEWAY)),
+    )
     settler = pa.settler_permissions(TOPICS)
     assert grants(settler) == {(pa.SETTLER, PREFIX + "usage", ("consume",))}
     assert settler.subscriptions == (pa.SubscriptionRoles("public/prod", SETTLER_SUBSCRIPTION, (pa.SETTLER,)),)

@@ -14,7 +14,7 @@ from uplion.core.observability import start_metrics
 from uplion.core.redis_client import connect
 
 from .config import BillingConfig
-from .consumer import UsageConsumer
+from .consumer import Source, UsageConsumer
 
 log = logging.getLogger("uplion.billing")
 
@@ -28,12 +28,16 @@ async def serve(cfg: BillingConfig) -> None:
     if applied:
         log.info("migrations applied", extra={"versions": applied})
     redis = connect(cfg.redis_url, cfg.redis_cluster, socket_timeout=2) if cfg.redis_url else None
-    consumer = await asyncio.to_thread(UsageConsumer, cfg, pool, redis)
+    consumers = [await asyncio.to_thread(UsageConsumer, cfg, pool, redis)]
+    if cfg.usage_proof_key:  # the workers' recovery records too (consumer.py)
+        source = Source.recovery(cfg.pulsar.topics, cfg.usage_proof_key)
+        consumers.append(await asyncio.to_thread(UsageConsumer, cfg, pool, redis, source))
     print("uplion billing consuming usage events", flush=True)
     try:
-        await consumer.run(stop)  # the batch in hand is finished before this returns
+        await asyncio.gather(*(c.run(stop) for c in consumers))  # the batches in hand are finished first
     finally:
-        await asyncio.to_thread(consumer.close)
+        for consumer in consumers:
+            await asyncio.to_thread(consumer.close)
         await pool.close()
         if redis is not None:
             await redis.aclose()

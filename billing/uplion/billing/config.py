@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from uplion.core.config import env_bool, env_float, env_int, env_str
 from uplion.core.pulsar import PulsarSettings
 from uplion.core.redis_client import CLUSTER_SETTING
+from uplion.core.usage_proof import key_from_env
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,9 @@ class BillingConfig:
     redis_cluster: bool  # redis_url is one node of a Redis Cluster
     reconcile_s: float
     metrics_port: int
+    # the gateways' key for proofs of the caller: with it, workers' recovery records are applied
+    # (billing/README.md, "A gateway that dies"); empty: recovery off
+    usage_proof_key: bytes = field(default=b"", repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BillingConfig:
@@ -34,4 +38,5 @@ class BillingConfig:
             redis_cluster=env_bool(env, CLUSTER_SETTING, False),
             reconcile_s=env_float(env, "UPLION_BILLING_RECONCILE_S", 60.0, minimum=0.1),
             metrics_port=env_int(env, "UPLION_METRICS_PORT", 0, minimum=0),
+            usage_proof_key=key_from_env(env),
         )

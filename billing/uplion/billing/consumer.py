@@ -3,6 +3,12 @@
 Failover subscription `billing` on the usage topic: one active consumer (others stand by), so a batch
 can be acknowledged with one cumulative ack after its transaction committed. A crash before the ack
 redelivers the batch; applying it again changes nothing (event ids).
+
+With usage recovery on (a proof key: uplion.core.usage_proof), a second consumer takes the workers'
+recovery records from `usage-recovery` (Shared subscription `billing-recovery`: Pulsar delivers them
+after the task's deadline, and delayed delivery needs Shared; each message acknowledged by itself).
+A record with a valid proof goes through the same statement: its event id is its request's, so it
+counts only if the gateway's event never came; one without is parked on the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 
 import asyncpg
 import pulsar
@@ -17,10 +24,11 @@ from google.protobuf.message import DecodeError
 from opentelemetry.trace import Span
 from prometheus_client import Counter, Histogram
 
-from uplion.core import tracing
+from uplion.core import tracing, usage_proof
 from uplion.core.redis_client import ERRORS as REDIS_ERRORS
 from uplion.core.redis_client import AnyRedis
-from uplion.core.subscriptions import BILLING_SUBSCRIPTION
+from uplion.core.subscriptions import BILLING_SUBSCRIPTION, RECOVERY_SUBSCRIPTION
+from uplion.core.topics import Topics
 from uplion.v1 import usage_pb2
 
 from . import mirror
@@ -39,10 +47,48 @@ Decoded = list[tuple[usage_pb2.UsageEvent, pulsar.Message]]
 Poison = list[tuple[pulsar.Message, str]]
 
 
-def decode(messages: list[pulsar.Message]) -> tuple[Decoded, Poison, int, list[mirror.Held]]:
+@dataclass(frozen=True)
+class Source:
+    """Where a consumer takes its usage events: the gateways' (`events`), or with a proof key the
+    workers' recovery records (`recovery`), applied only with a valid proof."""
+
+    topic: str
+    subscription: str
+    consumer_type: pulsar.ConsumerType
+    proof_key: bytes = field(default=b"", repr=False)
+
+    @classmethod
+    def events(cls, topics: Topics) -> Source:
+        return cls(topics.usage(), BILLING_SUBSCRIPTION, pulsar.ConsumerType.Failover)
+
+    @classmethod
+    def recovery(cls, topics: Topics, proof_key: bytes) -> Source:
+        return cls(topics.usage_recovery(), RECOVERY_SUBSCRIPTION, pulsar.ConsumerType.Shared, proof_key)
+
+    @property
+    def cumulative(self) -> bool:
+        """One cumulative ack per batch (Failover); Shared subscriptions ack each message."""
+        return bool(self.consumer_type == pulsar.ConsumerType.Failover)
+
+    @property
+    def recovers(self) -> bool:
+        """Takes workers' recovery records (which need a valid proof)."""
+        return bool(self.proof_key)
+
+
+def unproven(event: usage_pb2.UsageEvent, proof_key: bytes) -> bool:
+    """A recovery record whose proof does not match its own fields (or that is not one)."""
+    message = usage_proof.claim(event.event_id, event.model, event.caller, event.kind, event.started_at)
+    return not event.recovered or not usage_proof.valid(proof_key, message, event.usage_proof)
+
+
+def decode(
+    messages: list[pulsar.Message], proof_key: bytes = b""
+) -> tuple[Decoded, Poison, int, list[mirror.Held]]:  # fmt: skip
     """The events to bill, the messages to park, how many were requests the gateway refused
     (outcome REJECTED: no tokens, nothing to bill; they exist to release reservations), and the
-    quota holds every decoded event releases."""
+    quota holds every decoded event releases. With `proof_key` the messages are recovery records:
+    one without a valid proof is parked."""
     events: Decoded = []
     poison: Poison = []
     refused = 0
@@ -52,6 +98,9 @@ def decode(messages: list[pulsar.Message]) -> tuple[Decoded, Poison, int, list[m
             event = usage_pb2.UsageEvent.FromString(msg.data())
         except DecodeError:
             poison.append((msg, "undecodable usage event"))
+            continue
+        if proof_key and unproven(event, proof_key):
+            poison.append((msg, "recovery record without a valid proof of its caller"))
             continue
         if event.edge_request_id:
             holds.append((event.caller.user_id, event.caller.token_id, event.edge_request_id))
@@ -88,8 +137,11 @@ RESTART_CHECK_S = 1.0
 
 
 class UsageConsumer:
-    def __init__(self, cfg: BillingConfig, pool: asyncpg.Pool, redis: AnyRedis | None = None) -> None:
+    def __init__(
+        self, cfg: BillingConfig, pool: asyncpg.Pool, redis: AnyRedis | None = None, source: Source | None = None
+    ) -> None:
         self.cfg = cfg
+        self.source = source or Source.events(cfg.pulsar.topics)
         self.pool = pool
         self.redis = redis
         self._last_reconcile = 0.0
@@ -99,9 +151,9 @@ class UsageConsumer:
         self.client = pulsar.Client(cfg.pulsar.url, **cfg.pulsar.client_options())
         policy = pulsar.ConsumerBatchReceivePolicy(cfg.batch_max_events, 64 * 1024 * 1024, cfg.batch_max_delay_ms)
         self.consumer = self.client.subscribe(
-            self.topics.usage(),
-            BILLING_SUBSCRIPTION,
-            consumer_type=pulsar.ConsumerType.Failover,
+            self.source.topic,
+            self.source.subscription,
+            consumer_type=self.source.consumer_type,
             receiver_queue_size=max(1000, cfg.batch_max_events),
             batch_receive_policy=policy,
             initial_position=pulsar.InitialPosition.Earliest,
@@ -118,7 +170,7 @@ class UsageConsumer:
         if not messages:
             return 0
         started = time.monotonic()
-        events, poison, refused, holds = decode(messages)
+        events, poison, refused, holds = decode(messages, self.source.proof_key)
         spans = _event_spans(events, len(messages)) if tracing.enabled() else []
         try:
             await self._apply(messages, events, poison, refused, holds)
@@ -149,11 +201,18 @@ class UsageConsumer:
             await asyncio.to_thread(self.dlq.send, msg.data(), {"reason": reason})
         if await self._mirror(spend):
             await self._release(holds)
-        await asyncio.to_thread(self.consumer.acknowledge_cumulative, messages[-1])
+        await asyncio.to_thread(self._acknowledge, messages)
         BATCHES.inc()
         EVENTS.labels("applied_or_duplicate").inc(len(events) - len(unpriced))
         EVENTS.labels("dead_lettered").inc(len(parked))
         EVENTS.labels("refused_not_billed").inc(refused)
+
+    def _acknowledge(self, messages: list[pulsar.Message]) -> None:
+        if self.source.cumulative:
+            self.consumer.acknowledge_cumulative(messages[-1])
+            return
+        for msg in messages:
+            self.consumer.acknowledge(msg)
 
     async def _mirror(self, spend: dict[str, tuple[int, int]]) -> bool:
         """Add the batch's spend to Redis; False when Redis failed (the next reconcile repairs it)."""
@@ -227,7 +286,8 @@ class UsageConsumer:
         left at shutdown is not acknowledged, so Pulsar delivers it again."""
         pending = asyncio.ensure_future(self.receive())
         while not stop.is_set():
-            await self.reconcile_if_due()
+            if not self.source.recovers:  # the recovery consumer leaves the mirror's rebuilds to this one
+                await self.reconcile_if_due()
             try:
                 messages = await pending
             except pulsar.PulsarException:

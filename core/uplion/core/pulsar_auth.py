@@ -9,16 +9,19 @@ Who needs what (docs/pulsar-auth.md says why, and what the code that uses each t
 
 - `uplion-gateway`: produce and consume on the task namespace (every model's tasks and cancels,
   `usage`; consume only to create the durable subscriptions, uplion.core.subscriptions), consume
-  on the reply namespace (its reply topic).
+  on the reply namespace (its reply topic; `usage-recovery`, only to create billing's subscription).
 - `uplion-worker-<model>`: produce and consume `model-<model>` (produce: retries), consume
-  `model-<model>-cancel`, produce `model-<model>-dlq`, produce on the reply namespace.
-- `uplion-billing`: consume `usage`, produce `usage-dlq`. `uplion-settler`: consume `usage`.
+  `model-<model>-cancel`, produce `model-<model>-dlq`, produce on the reply namespace (replies, and
+  recovery records on `usage-recovery`).
+- `uplion-billing`: consume `usage` and `usage-recovery`, produce `usage-dlq`. `uplion-settler`:
+  consume `usage`.
 - `uplion-accounts`: produce on the task namespace, for the backlog in the admin API: Pulsar 4.0
   shows a topic's stats to any role that may produce or consume it, and produce reads nothing.
 
-Durable subscriptions are tied to roles too: `billing` to billing (and the gateway, which creates it),
-`ratelimit` to the settler, `model-<model>-subscription` to that model's workers (and the gateway), so
-a role allowed to consume `usage` cannot take the other consumer's events.
+Durable subscriptions are tied to roles too: `billing` and `billing-recovery` to billing (and the
+gateway, which creates them), `ratelimit` to the settler, `model-<model>-subscription` to that
+model's workers (and the gateway), so a role allowed to consume `usage` cannot take the other
+consumer's events.
 
 Replies live in their own namespace (`<namespace>-replies`, `UPLION_PULSAR_REPLY_NAMESPACE`):
 reply topics are made per gateway instance, so workers are granted produce on that namespace as a
@@ -36,7 +39,7 @@ from dataclasses import dataclass, field
 
 import jwt
 
-from .subscriptions import BILLING_SUBSCRIPTION
+from .subscriptions import BILLING_SUBSCRIPTION, RECOVERY_SUBSCRIPTION
 from .topics import Topics, safe_name
 
 SUPERUSER = "uplion-admin"
@@ -135,8 +138,16 @@ def worker_permissions(model: str, topics: Topics) -> Permissions:
 
 
 def billing_permissions(topics: Topics) -> Permissions:
-    grants = (Grant(BILLING, topics.usage(), (CONSUME,)), Grant(BILLING, topics.usage() + "-dlq", (PRODUCE,)))
-    return Permissions(grants, (SubscriptionRoles(_ns(topics), BILLING_SUBSCRIPTION, (BILLING, GATEWAY)),))
+    grants = (
+        Grant(BILLING, topics.usage(), (CONSUME,)),
+        Grant(BILLING, topics.usage() + "-dlq", (PRODUCE,)),
+        Grant(BILLING, topics.usage_recovery(), (CONSUME,)),
+    )
+    subscriptions = (
+        SubscriptionRoles(_ns(topics), BILLING_SUBSCRIPTION, (BILLING, GATEWAY)),
+        SubscriptionRoles(_replies_ns(topics), RECOVERY_SUBSCRIPTION, (BILLING, GATEWAY)),
+    )
+    return Permissions(grants, subscriptions)
 
 
 def settler_permissions(topics: Topics) -> Permissions:

@@ -7,6 +7,8 @@ import pulsar
 import pulsar.asyncio as pa
 
 BILLING_SUBSCRIPTION = "billing"
+# billing's Shared subscription on the workers' recovery records (Shared: their delayed delivery)
+RECOVERY_SUBSCRIPTION = "billing-recovery"
 
 
 async def ensure_subscription(

@@ -39,3 +39,8 @@ class Topics:
 
     def usage(self) -> str:
         return self._full("usage")
+
+    def usage_recovery(self) -> str:
+        """Workers' recovery records (billing/README.md, "A gateway that dies"): beside the replies,
+        where workers may produce."""
+        return self._full("usage-recovery", self.reply_namespace)

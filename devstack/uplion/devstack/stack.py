@@ -117,8 +117,12 @@ class Stack:
         logs = self.workdir / "logs"
         logs.mkdir()
         models_dir = str(self.models_dir.resolve())
+        # the gateway signs each task's caller, so that billing applies what workers report for tasks a
+        # dead gateway never billed (billing/README.md, "A gateway that dies"): a key of this run's
+        proof_key = secrets.token_hex(32)
         self.gateway = start_gateway(logs, self.pulsar.service_url, [], port=self.gateway_port,
-                                     UPLION_MODELS_DIR=models_dir, UPLION_DATABASE_URL=self.postgres.dsn)  # fmt: skip
+                                     UPLION_MODELS_DIR=models_dir, UPLION_DATABASE_URL=self.postgres.dsn,
+                                     UPLION_USAGE_PROOF_KEY=proof_key)  # fmt: skip
         self._started.append(("gateway", self.gateway))
         asyncio.run(_billing_schema(self.postgres.dsn))
         dsn = self.postgres.dsn
@@ -148,7 +152,8 @@ class Stack:
         )  # fmt: skip
         self._started.append(("envoy", self.envoy))
         self._create_accounts()
-        billing = start_billing(logs, self.pulsar.service_url, self.postgres.dsn, self.redis.url)
+        billing = start_billing(logs, self.pulsar.service_url, self.postgres.dsn, self.redis.url,
+                                UPLION_USAGE_PROOF_KEY=proof_key)  # fmt: skip
         self._started.append(("billing", billing))
 
     def _create_accounts(self) -> None:

@@ -30,7 +30,8 @@ async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
     stop = install_stop_signals()
     start_metrics(cfg.metrics_port)
     client = pa.Client(cfg.pulsar.url, **cfg.pulsar.client_options())
-    dispatcher = Dispatcher(client, cfg.pulsar.topics, cfg.gateway_id, cfg.publish_timeout_s, cfg.max_worker_crashes)
+    dispatcher = Dispatcher(client, cfg.pulsar.topics, cfg.gateway_id, cfg.publish_timeout_s, cfg.max_worker_crashes,
+                            cfg.usage_proof_key)  # fmt: skip
     await dispatcher.start()
     await dispatcher.prepare(cfg.models)
     options = [

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from opentelemetry.trace import Span
 from prometheus_client import Counter, Histogram
 
-from uplion.core import tracing
+from uplion.core import tracing, usage_proof
 from uplion.core.pulsar import SEND_ERRORS
 from uplion.v1 import common_pb2, task_pb2, usage_pb2
 
@@ -69,6 +69,11 @@ class Call:
         try:
             self.task.deadline.CopyFrom(timestamp(self.task_deadline))
             self.task.created_at.CopyFrom(timestamp(self.started_at))
+            self.task.kind = self.kind
+            if self.dispatcher.usage_proof_key:
+                claim = usage_proof.claim(self.task.task_id, self.task.model, self.task.caller, self.kind,
+                                          self.task.created_at)  # fmt: skip
+                self.task.usage_proof = usage_proof.sign(self.dispatcher.usage_proof_key, claim)
             await self._publish(until)
             while True:
                 async with asyncio.timeout_at(until):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from uplion.core.config import ConfigError, env_bool, env_float, env_int, env_list, env_str
 from uplion.core.pulsar import PulsarSettings
+from uplion.core.usage_proof import key_from_env
 
 # The edge passes REST bodies of up to 8 MiB whole, wrapped in a google.api.HttpBody (a few bytes more):
 # a message over this bound would be grpcio's RESOURCE_EXHAUSTED, an HTTP 429 the SDKs retry.
@@ -35,6 +36,9 @@ class GatewayConfig:
     models_dir: str  # the local stack: serve the models of the AIModel manifests in this folder
     database_url: str  # stored responses (the Responses API's `store`); "" = none are kept
     database_max_connections: int
+    # signs each task's caller for billing's recovery of work a dead gateway never billed
+    # (uplion.core.usage_proof); empty: no proofs, workers send no recovery records
+    usage_proof_key: bytes = field(default=b"", repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -58,6 +62,7 @@ class GatewayConfig:
             models_dir=env.get("UPLION_MODELS_DIR", ""),
             database_url=env.get("UPLION_DATABASE_URL", ""),
             database_max_connections=env_int(env, "UPLION_DATABASE_MAX_CONNECTIONS", 4, minimum=1),
+            usage_proof_key=key_from_env(env),
         )
         if cfg.default_timeout_s > cfg.max_timeout_s:
             raise ConfigError("UPLION_DEFAULT_TIMEOUT_S must not exceed UPLION_MAX_TIMEOUT_S")

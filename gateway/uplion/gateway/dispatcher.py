@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError
 
 from uplion.core.pulsar import ERRORS as PULSAR_ERRORS
 from uplion.core.pulsar import Producers
-from uplion.core.subscriptions import BILLING_SUBSCRIPTION, ensure_subscription
+from uplion.core.subscriptions import BILLING_SUBSCRIPTION, RECOVERY_SUBSCRIPTION, ensure_subscription
 from uplion.core.topics import Topics
 from uplion.v1 import task_pb2, usage_pb2
 
@@ -48,8 +48,10 @@ class Dispatcher:
         gateway_id: str,
         publish_timeout_s: float = 5.0,
         max_worker_crashes: int = 3,
+        usage_proof_key: bytes = b"",
     ) -> None:
         self.client = client
+        self.usage_proof_key = usage_proof_key  # tasks carry a proof of their caller (usage recovery on)
         self.publish_timeout_s = publish_timeout_s
         self.max_worker_crashes = max_worker_crashes
         # no batching: a batch would be dispatched to one worker as a unit; a send the broker has not
@@ -68,6 +70,10 @@ class Dispatcher:
     async def start(self) -> None:
         # usage events are kept for billing even while billing is down or not yet deployed
         await ensure_subscription(self.client, self.topics.usage(), BILLING_SUBSCRIPTION, pulsar.ConsumerType.Failover)
+        if self.usage_proof_key:  # workers' recovery records, likewise (Shared: they are delivered late)
+            await ensure_subscription(
+                self.client, self.topics.usage_recovery(), RECOVERY_SUBSCRIPTION, pulsar.ConsumerType.Shared
+            )
         self.reader = await self.client.create_reader(
             self.reply_topic, pulsar.MessageId.latest, receiver_queue_size=5000
         )

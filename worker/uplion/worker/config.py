@@ -53,6 +53,9 @@ class WorkerConfig:
     journal_dir: str  # the crash journal (journal.py): this process's running attempts, a slot file each
     cancel_lookback_s: float  # at start, read the cancels (and poison marks) of this recent past
     echo_crash_on: str = ""  # echo, fault injection for tests: a prompt containing it ends the process
+    # a completed task's recovery record is delivered to billing this long after the task's deadline
+    # (the gateway has answered or died by then: billing/README.md, "A gateway that dies")
+    usage_recovery_grace_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -92,6 +95,7 @@ class WorkerConfig:
             journal_dir=env_str(env, "UPLION_WORKER_JOURNAL_DIR", default_journal_dir(worker_id)),
             cancel_lookback_s=env_float(env, "UPLION_CANCEL_LOOKBACK_S", 600.0, minimum=0),
             echo_crash_on=env.get("UPLION_ECHO_CRASH_ON", ""),
+            usage_recovery_grace_s=env_float(env, "UPLION_USAGE_RECOVERY_GRACE_S", 60.0, minimum=0),
         )
 
 

@@ -1,8 +1,13 @@
-"""What to do with a failed attempt: a pure decision, tested directly."""
+"""What to do with a failed attempt, and what a completed one reports for usage recovery: pure
+decisions, tested directly."""
 
 from __future__ import annotations
 
 import enum
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from uplion.v1 import common_pb2, task_pb2, usage_pb2
 
 
 class FailureAction(enum.Enum):
@@ -33,3 +38,27 @@ def retry_delay_s(
     if delay >= remaining_s:
         return None
     return delay
+
+
+def recovery_record(task: task_pb2.Task, usage: common_pb2.Usage, now: float) -> usage_pb2.UsageEvent:
+    """The usage event a worker publishes for a task it completed (billing/README.md, "A gateway that
+    dies"): what the gateway's event for a completed request says, marked recovered, with the task's
+    proof of its caller; billing applies it only if the gateway's never came."""
+    finished = Timestamp()
+    finished.FromNanoseconds(int(now * 1e9))
+    return usage_pb2.UsageEvent(
+        event_id=task.task_id,
+        model=task.model,
+        caller=task.caller,
+        kind=task.kind,
+        outcome=usage_pb2.REQUEST_OUTCOME_COMPLETED,
+        streamed=task.stream,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        started_at=task.created_at,
+        finished_at=finished,
+        attempts=1,
+        edge_request_id=task.edge_request_id,
+        recovered=True,
+        usage_proof=task.usage_proof,
+    )

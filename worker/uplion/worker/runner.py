@@ -40,7 +40,7 @@ from uplion.v1.task_pb2 import CancelTask
 from .attempt import Attempt, ProducerFor
 from .backends.base import Backend, BackendError
 from .config import WorkerConfig
-from .decisions import FailureAction, on_failure, retry_delay_s
+from .decisions import FailureAction, on_failure, recovery_record, retry_delay_s
 from .execute import execute
 from .journal import Journal, JournalRecord, report_crashes
 from .k8s_events import EventReporter
@@ -262,6 +262,8 @@ class Runner:
             await self._failed(msg, attempt, internal, attempt_number, deadline)
             return
         self._executing.pop(task.task_id, None)
+        if task.usage_proof:  # before the ack: a crash in between runs the task again, never unbilled
+            await self._recovery_record(task, attempt)
         await self.consumer.acknowledge(msg)
         TASKS.labels(self.cfg.model, "ok").inc()
         if self.events is not None:
@@ -314,6 +316,20 @@ class Runner:
             await attempt.error(e.kind, e.message, retryable=False)
             await self.consumer.acknowledge(msg)
         TASKS.labels(self.cfg.model, action.value).inc()
+
+    async def _recovery_record(self, task: task_pb2.Task, attempt: Attempt) -> None:
+        """The usage of the completed task, for billing to apply if the gateway's own event never comes
+        (the gateway died with the request in flight): delivered after the task's deadline plus the
+        grace period, when the gateway has answered or is gone; the same event id makes the two one.
+        A record that cannot be sent is logged and dropped: it matters only if the gateway dies too."""
+        record = recovery_record(task, attempt.usage, time.time())
+        deliver_at = task.deadline.seconds + task.deadline.nanos / 1e9 + self.cfg.usage_recovery_grace_s
+        try:
+            producer = await self._producers.get(self.topics.usage_recovery(), batching_enabled=False)
+            await producer.send(record.SerializeToString(), deliver_at=int(deliver_at * 1000))
+        except PULSAR_ERRORS as e:
+            log.warning("recovery record not sent", extra={"task_id": task.task_id, "error": type(e).__name__})
+            TASKS.labels(self.cfg.model, "recovery_record_lost").inc()
 
     async def _retry_later(self, msg: pulsar.Message, next_attempt: int, delay_s: float) -> None:
         """Publish the task again, delivered after the backoff to any worker; the caller then acks

@@ -28,27 +28,28 @@ from uplion.v1 import common_pb2 as uplion_dot_v1_dot_common__pb2
 from uplion.v1 import completions_pb2 as uplion_dot_v1_dot_completions__pb2
 from uplion.v1 import embeddings_pb2 as uplion_dot_v1_dot_embeddings__pb2
 from uplion.v1 import responses_pb2 as uplion_dot_v1_dot_responses__pb2
+from uplion.v1 import usage_pb2 as uplion_dot_v1_dot_usage__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14uplion/v1/task.proto\x12\tuplion.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14uplion/v1/chat.proto\x1a\x16uplion/v1/common.proto\x1a\x1buplion/v1/completions.proto\x1a\x1auplion/v1/embeddings.proto\x1a\x19uplion/v1/responses.proto\"\xbe\x03\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0breply_topic\x18\x03 \x01(\t\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x06\x63\x61ller\x18\x06 \x01(\x0b\x32\x11.uplion.v1.Caller\x12\x0e\n\x06stream\x18\x07 \x01(\x08\x12\x17\n\x0f\x65\x64ge_request_id\x18\x08 \x01(\t\x12\x30\n\x04\x63hat\x18\n \x01(\x0b\x32 .uplion.v1.ChatCompletionRequestH\x00\x12\x32\n\ncompletion\x18\x0b \x01(\x0b\x32\x1c.uplion.v1.CompletionRequestH\x00\x12\x30\n\tembedding\x18\x0c \x01(\x0b\x32\x1b.uplion.v1.EmbeddingRequestH\x00\x12\x34\n\x08response\x18\r \x01(\x0b\x32 .uplion.v1.CreateResponseRequestH\x00\x42\t\n\x07request\">\n\x0bTaskStarted\x12\x18\n\x10redelivery_count\x18\x01 \x01(\r\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\"\xff\x01\n\nTaskResult\x12)\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x19.uplion.v1.ChatCompletionH\x00\x12+\n\ncompletion\x18\x02 \x01(\x0b\x32\x15.uplion.v1.CompletionH\x00\x12\x31\n\tembedding\x18\x03 \x01(\x0b\x32\x1c.uplion.v1.EmbeddingResponseH\x00\x12\'\n\x08response\x18\x06 \x01(\x0b\x32\x13.uplion.v1.ResponseH\x00\x12\x1f\n\x05usage\x18\x04 \x01(\x0b\x32\x10.uplion.v1.Usage\x12\x12\n\nextra_json\x18\x05 \x01(\tB\x08\n\x06result\"x\n\tTaskError\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.uplion.v1.TaskErrorKind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\x12\x1f\n\x05usage\x18\x04 \x01(\x0b\x32\x10.uplion.v1.Usage\"\x94\x03\n\tTaskEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nattempt_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\r\x12\x11\n\tworker_id\x18\x04 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\r\x12)\n\x07started\x18\n \x01(\x0b\x32\x16.uplion.v1.TaskStartedH\x00\x12\x34\n\nchat_chunk\x18\x0b \x01(\x0b\x32\x1e.uplion.v1.ChatCompletionChunkH\x00\x12\x31\n\x10\x63ompletion_chunk\x18\x0c \x01(\x0b\x32\x15.uplion.v1.CompletionH\x00\x12\'\n\x06result\x18\r \x01(\x0b\x32\x15.uplion.v1.TaskResultH\x00\x12%\n\x05\x65rror\x18\x0e \x01(\x0b\x32\x14.uplion.v1.TaskErrorH\x00\x12\x38\n\x0eresponse_event\x18\x0f \x01(\x0b\x32\x1e.uplion.v1.ResponseStreamEventH\x00\x42\t\n\x07payload\"=\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06poison\x18\x03 \x01(\x08*\x8e\x03\n\rTaskErrorKind\x12\x1f\n\x1bTASK_ERROR_KIND_UNSPECIFIED\x10\x00\x12#\n\x1fTASK_ERROR_KIND_INVALID_REQUEST\x10\x01\x12\"\n\x1eTASK_ERROR_KIND_AUTHENTICATION\x10\x02\x12\"\n\x1eTASK_ERROR_KIND_QUOTA_EXCEEDED\x10\x03\x12\x1f\n\x1bTASK_ERROR_KIND_UNAVAILABLE\x10\x04\x12%\n!TASK_ERROR_KIND_DEADLINE_EXCEEDED\x10\x05\x12\x1d\n\x19TASK_ERROR_KIND_CANCELLED\x10\x06\x12#\n\x1fTASK_ERROR_KIND_MODEL_NOT_FOUND\x10\x07\x12\x1c\n\x18TASK_ERROR_KIND_INTERNAL\x10\x08\x12!\n\x1dTASK_ERROR_KIND_DEAD_LETTERED\x10\t\x12\"\n\x1eTASK_ERROR_KIND_WORKER_CRASHED\x10\nb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14uplion/v1/task.proto\x12\tuplion.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14uplion/v1/chat.proto\x1a\x16uplion/v1/common.proto\x1a\x1buplion/v1/completions.proto\x1a\x1auplion/v1/embeddings.proto\x1a\x19uplion/v1/responses.proto\x1a\x15uplion/v1/usage.proto\"\xf9\x03\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0breply_topic\x18\x03 \x01(\t\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x06\x63\x61ller\x18\x06 \x01(\x0b\x32\x11.uplion.v1.Caller\x12\x0e\n\x06stream\x18\x07 \x01(\x08\x12\x17\n\x0f\x65\x64ge_request_id\x18\x08 \x01(\t\x12$\n\x04kind\x18\x0e \x01(\x0e\x32\x16.uplion.v1.RequestKind\x12\x13\n\x0busage_proof\x18\t \x01(\x0c\x12\x30\n\x04\x63hat\x18\n \x01(\x0b\x32 .uplion.v1.ChatCompletionRequestH\x00\x12\x32\n\ncompletion\x18\x0b \x01(\x0b\x32\x1c.uplion.v1.CompletionRequestH\x00\x12\x30\n\tembedding\x18\x0c \x01(\x0b\x32\x1b.uplion.v1.EmbeddingRequestH\x00\x12\x34\n\x08response\x18\r \x01(\x0b\x32 .uplion.v1.CreateResponseRequestH\x00\x42\t\n\x07request\">\n\x0bTaskStarted\x12\x18\n\x10redelivery_count\x18\x01 \x01(\r\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\"\xff\x01\n\nTaskResult\x12)\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x19.uplion.v1.ChatCompletionH\x00\x12+\n\ncompletion\x18\x02 \x01(\x0b\x32\x15.uplion.v1.CompletionH\x00\x12\x31\n\tembedding\x18\x03 \x01(\x0b\x32\x1c.uplion.v1.EmbeddingResponseH\x00\x12\'\n\x08response\x18\x06 \x01(\x0b\x32\x13.uplion.v1.ResponseH\x00\x12\x1f\n\x05usage\x18\x04 \x01(\x0b\x32\x10.uplion.v1.Usage\x12\x12\n\nextra_json\x18\x05 \x01(\tB\x08\n\x06result\"x\n\tTaskError\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.uplion.v1.TaskErrorKind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\x12\x1f\n\x05usage\x18\x04 \x01(\x0b\x32\x10.uplion.v1.Usage\"\x94\x03\n\tTaskEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nattempt_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\r\x12\x11\n\tworker_id\x18\x04 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\r\x12)\n\x07started\x18\n \x01(\x0b\x32\x16.uplion.v1.TaskStartedH\x00\x12\x34\n\nchat_chunk\x18\x0b \x01(\x0b\x32\x1e.uplion.v1.ChatCompletionChunkH\x00\x12\x31\n\x10\x63ompletion_chunk\x18\x0c \x01(\x0b\x32\x15.uplion.v1.CompletionH\x00\x12\'\n\x06result\x18\r \x01(\x0b\x32\x15.uplion.v1.TaskResultH\x00\x12%\n\x05\x65rror\x18\x0e \x01(\x0b\x32\x14.uplion.v1.TaskErrorH\x00\x12\x38\n\x0eresponse_event\x18\x0f \x01(\x0b\x32\x1e.uplion.v1.ResponseStreamEventH\x00\x42\t\n\x07payload\"=\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06poison\x18\x03 \x01(\x08*\x8e\x03\n\rTaskErrorKind\x12\x1f\n\x1bTASK_ERROR_KIND_UNSPECIFIED\x10\x00\x12#\n\x1fTASK_ERROR_KIND_INVALID_REQUEST\x10\x01\x12\"\n\x1eTASK_ERROR_KIND_AUTHENTICATION\x10\x02\x12\"\n\x1eTASK_ERROR_KIND_QUOTA_EXCEEDED\x10\x03\x12\x1f\n\x1bTASK_ERROR_KIND_UNAVAILABLE\x10\x04\x12%\n!TASK_ERROR_KIND_DEADLINE_EXCEEDED\x10\x05\x12\x1d\n\x19TASK_ERROR_KIND_CANCELLED\x10\x06\x12#\n\x1fTASK_ERROR_KIND_MODEL_NOT_FOUND\x10\x07\x12\x1c\n\x18TASK_ERROR_KIND_INTERNAL\x10\x08\x12!\n\x1dTASK_ERROR_KIND_DEAD_LETTERED\x10\t\x12\"\n\x1eTASK_ERROR_KIND_WORKER_CRASHED\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'uplion.v1.task_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKERRORKIND']._serialized_start=1562
-  _globals['_TASKERRORKIND']._serialized_end=1960
-  _globals['_TASK']._serialized_start=199
-  _globals['_TASK']._serialized_end=645
-  _globals['_TASKSTARTED']._serialized_start=647
-  _globals['_TASKSTARTED']._serialized_end=709
-  _globals['_TASKRESULT']._serialized_start=712
-  _globals['_TASKRESULT']._serialized_end=967
-  _globals['_TASKERROR']._serialized_start=969
-  _globals['_TASKERROR']._serialized_end=1089
-  _globals['_TASKEVENT']._serialized_start=1092
-  _globals['_TASKEVENT']._serialized_end=1496
-  _globals['_CANCELTASK']._serialized_start=1498
-  _globals['_CANCELTASK']._serialized_end=1559
+  _globals['_TASKERRORKIND']._serialized_start=1644
+  _globals['_TASKERRORKIND']._serialized_end=2042
+  _globals['_TASK']._serialized_start=222
+  _globals['_TASK']._serialized_end=727
+  _globals['_TASKSTARTED']._serialized_start=729
+  _globals['_TASKSTARTED']._serialized_end=791
+  _globals['_TASKRESULT']._serialized_start=794
+  _globals['_TASKRESULT']._serialized_end=1049
+  _globals['_TASKERROR']._serialized_start=1051
+  _globals['_TASKERROR']._serialized_end=1171
+  _globals['_TASKEVENT']._serialized_start=1174
+  _globals['_TASKEVENT']._serialized_end=1578
+  _globals['_CANCELTASK']._serialized_start=1580
+  _globals['_CANCELTASK']._serialized_end=1641
 # @@protoc_insertion_point(module_scope)

@@ -12,6 +12,7 @@ from uplion.v1 import common_pb2 as _common_pb2
 from uplion.v1 import completions_pb2 as _completions_pb2
 from uplion.v1 import embeddings_pb2 as _embeddings_pb2
 from uplion.v1 import responses_pb2 as _responses_pb2
+from uplion.v1 import usage_pb2 as _usage_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -102,6 +103,8 @@ class Task(_message.Message):
     CALLER_FIELD_NUMBER: _builtins.int
     STREAM_FIELD_NUMBER: _builtins.int
     EDGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    USAGE_PROOF_FIELD_NUMBER: _builtins.int
     CHAT_FIELD_NUMBER: _builtins.int
     COMPLETION_FIELD_NUMBER: _builtins.int
     EMBEDDING_FIELD_NUMBER: _builtins.int
@@ -115,6 +118,14 @@ class Task(_message.Message):
     edge_request_id: _builtins.str
     """The edge's x-request-id of the client's request (empty without the edge): on the worker's log
     lines and spans about the task, as on every other service's.
+    """
+    kind: _usage_pb2.RequestKind.ValueType
+    """What the request is billed as (a Responses API request is a chat task billed as a response)."""
+    usage_proof: _builtins.bytes
+    """The gateway's proof of the caller, when usage recovery is on (docs/billing.md, "A gateway that
+    dies"): HMAC-SHA256 of the claim in uplion.core.usage_proof under a key the gateway and billing
+    share. A worker that completes the task copies it into its recovery record; billing applies a
+    record only with a valid proof, so no worker can bill a caller for work nobody asked for.
     """
     @_builtins.property
     def deadline(self) -> _timestamp_pb2.Timestamp:
@@ -147,6 +158,8 @@ class Task(_message.Message):
         caller: _common_pb2.Caller | None = ...,
         stream: _builtins.bool = ...,
         edge_request_id: _builtins.str = ...,
+        kind: _usage_pb2.RequestKind.ValueType = ...,
+        usage_proof: _builtins.bytes = ...,
         chat: _chat_pb2.ChatCompletionRequest | None = ...,
         completion: _completions_pb2.CompletionRequest | None = ...,
         embedding: _embeddings_pb2.EmbeddingRequest | None = ...,
@@ -154,7 +167,7 @@ class Task(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "chat", b"chat", "completion", b"completion", "created_at", b"created_at", "deadline", b"deadline", "embedding", b"embedding", "request", b"request", "response", b"response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "chat", b"chat", "completion", b"completion", "created_at", b"created_at", "deadline", b"deadline", "edge_request_id", b"edge_request_id", "embedding", b"embedding", "model", b"model", "reply_topic", b"reply_topic", "request", b"request", "response", b"response", "stream", b"stream", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "chat", b"chat", "completion", b"completion", "created_at", b"created_at", "deadline", b"deadline", "edge_request_id", b"edge_request_id", "embedding", b"embedding", "kind", b"kind", "model", b"model", "reply_topic", b"reply_topic", "request", b"request", "response", b"response", "stream", b"stream", "task_id", b"task_id", "usage_proof", b"usage_proof"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["chat", "completion", "embedding", "response"]  # noqa: Y015
     _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015

@@ -94,6 +94,8 @@ class UsageEvent(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
     EDGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RECOVERED_FIELD_NUMBER: _builtins.int
+    USAGE_PROOF_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     model: _builtins.str
     kind: Global___RequestKind.ValueType
@@ -108,6 +110,16 @@ class UsageEvent(_message.Message):
     edge_request_id: _builtins.str
     """The edge's request id (Envoy's x-request-id), when the request came through the edge: the
     rate-limit service settles the tokens it reserved for that request by it.
+    """
+    recovered: _builtins.bool
+    """A worker's recovery record, not the gateway's event: published by the worker that completed
+    the task, on topic `usage-recovery`, delivered after the task's deadline plus a grace period.
+    Billing applies it only if the gateway's event for the same id never came (a gateway that
+    died): the event id makes the two one (docs/billing.md, "A gateway that dies").
+    """
+    usage_proof: _builtins.bytes
+    """The task's Task.usage_proof, copied by the worker: billing applies a recovery record only when
+    it proves the caller, model, kind and start (uplion.core.usage_proof).
     """
     @_builtins.property
     def caller(self) -> _common_pb2.Caller: ...
@@ -131,10 +143,12 @@ class UsageEvent(_message.Message):
         attempts: _builtins.int = ...,
         gateway_id: _builtins.str = ...,
         edge_request_id: _builtins.str = ...,
+        recovered: _builtins.bool = ...,
+        usage_proof: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "caller", b"caller", "completion_tokens", b"completion_tokens", "edge_request_id", b"edge_request_id", "event_id", b"event_id", "finished_at", b"finished_at", "gateway_id", b"gateway_id", "kind", b"kind", "model", b"model", "outcome", b"outcome", "prompt_tokens", b"prompt_tokens", "started_at", b"started_at", "streamed", b"streamed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "caller", b"caller", "completion_tokens", b"completion_tokens", "edge_request_id", b"edge_request_id", "event_id", b"event_id", "finished_at", b"finished_at", "gateway_id", b"gateway_id", "kind", b"kind", "model", b"model", "outcome", b"outcome", "prompt_tokens", b"prompt_tokens", "recovered", b"recovered", "started_at", b"started_at", "streamed", b"streamed", "usage_proof", b"usage_proof"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
