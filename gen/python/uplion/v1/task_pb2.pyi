@@ -122,7 +122,7 @@ class Task(_message.Message):
     kind: _usage_pb2.RequestKind.ValueType
     """What the request is billed as (a Responses API request is a chat task billed as a response)."""
     usage_proof: _builtins.bytes
-    """The gateway's proof of the caller, when usage recovery is on (docs/billing.md, "A gateway that
+    """The gateway's proof of the caller, when usage recovery is on (billing/README.md, "A gateway that
     dies"): HMAC-SHA256 of the claim in uplion.core.usage_proof under a key the gateway and billing
     share. A worker that completes the task copies it into its recovery record; billing applies a
     record only with a valid proof, so no worker can bill a caller for work nobody asked for.

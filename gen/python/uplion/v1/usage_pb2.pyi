@@ -115,7 +115,7 @@ class UsageEvent(_message.Message):
     """A worker's recovery record, not the gateway's event: published by the worker that completed
     the task, on topic `usage-recovery`, delivered after the task's deadline plus a grace period.
     Billing applies it only if the gateway's event for the same id never came (a gateway that
-    died): the event id makes the two one (docs/billing.md, "A gateway that dies").
+    died): the event id makes the two one (billing/README.md, "A gateway that dies").
     """
     usage_proof: _builtins.bytes
     """The task's Task.usage_proof, copied by the worker: billing applies a recovery record only when
