@@ -22,6 +22,9 @@ above the load; gRPC-JSON transcoder) -> gateway -> Pulsar topic `model-bench-ch
 worker -> the fake upstream (always streamed, with include_usage) -> worker -> Pulsar reply topic
 -> gateway -> Envoy -> wrk. Each request's usage event goes over Pulsar to billing (PostgreSQL,
 spend mirrored into Redis) and to the rate limiter's settler (reservations reconciled in Redis).
+As in run.sh, usage recovery is on: the worker also sends each completed task's recovery record
+(Pulsar, delivered to billing after the task's deadline; billing/README.md); `--no-usage-recovery`
+runs uplion without it, to measure what it costs.
 
 The fake upstream: one Envoy listener (json_to_metadata + buffer filters) whose routes answer with
 `direct_response`, chosen by the body's `stream` field: a fixed `chat.completion` JSON, or a fixed
@@ -227,15 +230,15 @@ def spawned_workers(pid: int) -> list[psutil.Process]:
 # --- uplion ----------------------------------------------------------------------------------------
 
 
-def start_uplion(work: Path, upstream: str, upstream_key: str) -> tuple[Stack, str]:
-    """run.sh's stack serving one remote model; a member's API key with limits far above the load."""
+def start_uplion(work: Path, upstream: str, upstream_key: str, usage_recovery: bool = True) -> tuple[Stack, str]:
+    """run.sh's stack serving one remote model; a member's API key with limits far above the load.
+    `usage_recovery`: as run.sh (on: each completed task also sends billing a delayed recovery record)."""
     models = work / "models"
     spec = {"type": "remote", "model": MODEL, "baseURL": upstream, "maxProcessNum": 64,
             "apiKeys": [{"secretName": "upstream", "key": "api-key"}]}  # fmt: skip
     write_model(models, MODEL, spec)
-    stack = Stack(
-        work / "uplion", models_dir=models, secrets={local_secret_variable("upstream", "api-key"): upstream_key}
-    )
+    secrets = {local_secret_variable("upstream", "api-key"): upstream_key}
+    stack = Stack(work / "uplion", models_dir=models, secrets=secrets, usage_recovery=usage_recovery)
     try:
         stack.start()
         assert stack.accounts is not None
@@ -673,7 +676,7 @@ def report(scenarios: list[Scenario], extra: dict[str, Any], seg: int) -> str:
     return "\n".join(lines)
 
 
-def main(duration: float, work: Path) -> None:
+def main(duration: float, work: Path, usage_recovery: bool = True) -> None:
     seg = max(1, round(duration / 2))
     wrk_binary()
     litellm_python()
@@ -690,7 +693,7 @@ def main(duration: float, work: Path) -> None:
         litellm, litellm_port = spawn_litellm(work, upstream, master_key, upstream_key)
         print("starting uplion's stack (Pulsar, PostgreSQL, Redis, gateway, worker, accounts, authz, rate limiter, "
               "Envoy, billing) and LiteLLM", flush=True)  # fmt: skip
-        stack, api_key = start_uplion(work, upstream, upstream_key)
+        stack, api_key = start_uplion(work, upstream, upstream_key, usage_recovery)
         wait_litellm(litellm, litellm_port)
         targets = {"LiteLLM": Target("LiteLLM", litellm_port, master_key),
                    "uplion": Target("uplion", stack.http_port, api_key)}  # fmt: skip
@@ -779,10 +782,12 @@ def entry() -> None:
     parser = parser_for(__doc__)
     parser.add_argument("--duration", type=_duration, default=10.0,
                         help="measured seconds per scenario and side (1-300; split into two runs)")  # fmt: skip
+    parser.add_argument("--no-usage-recovery", action="store_true",
+                        help="uplion without usage recovery (no recovery record per task): its cost")  # fmt: skip
     args = parser.parse_args()
     # SIGTERM (and Ctrl-C) unwind through main's finally: every process started here is stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    main(args.duration, workdir())
+    main(args.duration, workdir(), usage_recovery=not args.no_usage_recovery)
 
 
 if __name__ == "__main__":
