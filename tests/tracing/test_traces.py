@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import httpx
@@ -27,7 +27,6 @@ from uplion.accounts.cli import Client
 from uplion.core.credentials import secret_hash
 from uplion.devstack.otelcol import Collector, start_otelcol
 from uplion.devstack.platform import (
-    Service,
     bootstrap_admin,
     start_accounts,
     start_authz,
@@ -49,6 +48,13 @@ NAMESPACE = "tracing"
 TRACE_ENV = {"OTEL_BSP_SCHEDULE_DELAY": "200"}
 
 
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Stoppable)
+
+
 @dataclass
 class Traced:
     url: str
@@ -62,45 +68,45 @@ class Traced:
 async def traced(broker: Pulsar, postgres: Postgres, redis_server: Redis, run_dir: Path) -> AsyncIterator[Traced]:
     d = run_dir / "tracing"
     d.mkdir()
-    collector = start_otelcol(d / "otelcol")
     dsn = await _new_database(postgres, "tracing")
     redis_url = redis_server.url.rsplit("/", 1)[0] + "/5"
-    stack = ExitStack()
-    upstream = stack.enter_context(threaded())
     broker.create_namespace(NAMESPACE)
     ns = {"UPLION_PULSAR_NAMESPACE": NAMESPACE}
-    with pytest.MonkeyPatch.context() as mp:  # every process started here traces (they inherit this environment)
+    # everything started is stopped in reverse order, also when a later start fails
+    with ExitStack() as started, pytest.MonkeyPatch.context() as mp:
+
+        def up(svc: S) -> S:
+            started.callback(svc.stop)
+            return svc
+
+        collector = up(start_otelcol(d / "otelcol"))
+        upstream = started.enter_context(threaded())
+        # every process started here traces (they inherit this environment)
         mp.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
         for name, value in TRACE_ENV.items():
             mp.setenv(name, value)
-        accounts = start_accounts(d, dsn, redis_url)
-        authz = start_authz(d, dsn, redis_url)
+        accounts = up(start_accounts(d, dsn, redis_url))
+        authz = up(start_authz(d, dsn, redis_url))
         admin = Client(f"127.0.0.1:{accounts.port}", bootstrap_admin(dsn, "root@tracing.test")["secret"])
+        started.callback(admin.channel.close)
         user, token = admin.create_user_with_token("member@tracing.test")
-        gw = start_gateway(d, broker.service_url, [MODEL, BROKEN], UPLION_REMOTE_MODELS=f"{MODEL},{BROKEN}",
-                           UPLION_PULSAR_NAMESPACE=NAMESPACE)  # fmt: skip
-        workers = [
-            start_worker(d, broker.service_url, MODEL, "remote", UPLION_BASE_URL=upstream.base_url,
-                         UPLION_API_KEYS="good-1", UPLION_WORKER_ID="trace-ok", **ns),
-            start_worker(d, broker.service_url, BROKEN, "remote", UPLION_BASE_URL=upstream.base_url,
-                         UPLION_API_KEYS="bad-1", UPLION_WORKER_ID="trace-bad", **ns),
-        ]  # fmt: skip
-        billing = start_billing(d, broker.service_url, dsn, redis_url, **ns)
+        gw = up(start_gateway(d, broker.service_url, [MODEL, BROKEN], UPLION_REMOTE_MODELS=f"{MODEL},{BROKEN}",
+                              UPLION_PULSAR_NAMESPACE=NAMESPACE))  # fmt: skip
+        up(start_worker(d, broker.service_url, MODEL, "remote", UPLION_BASE_URL=upstream.base_url,
+                        UPLION_API_KEYS="good-1", UPLION_WORKER_ID="trace-ok", **ns))  # fmt: skip
+        up(start_worker(d, broker.service_url, BROKEN, "remote", UPLION_BASE_URL=upstream.base_url,
+                        UPLION_API_KEYS="bad-1", UPLION_WORKER_ID="trace-bad", **ns))  # fmt: skip
+        up(start_billing(d, broker.service_url, dsn, redis_url, **ns))
         conn = await asyncpg.connect(dsn)  # billing has made its tables; a price, so the model's usage is billed
         await conn.execute("INSERT INTO model_prices VALUES ($1, to_timestamp(0), 1, 2) ON CONFLICT DO NOTHING", MODEL)
         await conn.close()
-        ratelimit = start_ratelimit(d, redis_url)
+        ratelimit = up(start_ratelimit(d, redis_url))
         envoy, port = start_edge(d, gw.port, authz_port=authz.port, accounts_port=accounts.port,
                                  ratelimit_ports=(ratelimit.port,), otlp_port=collector.port)  # fmt: skip
-    yield Traced(f"http://127.0.0.1:{port}", token.secret, user.user_id, collector,
-                 [d / "worker-trace-ok.log", d / "worker-trace-bad.log"])  # fmt: skip
-    envoy.stop()
-    admin.channel.close()
-    services: list[Service] = [*workers, gw, billing, ratelimit, authz, accounts]
-    for svc in services:
-        svc.stop()
-    stack.close()
-    collector.stop()
+        started.callback(envoy.stop)
+        mp.undo()  # the test's own process and later suites: no tracing
+        yield Traced(f"http://127.0.0.1:{port}", token.secret, user.user_id, collector,
+                     [d / "worker-trace-ok.log", d / "worker-trace-bad.log"])  # fmt: skip
 
 
 def _chat(t: Traced, model: str) -> tuple[httpx.Response, str]:
