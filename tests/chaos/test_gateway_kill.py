@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,23 +57,28 @@ async def cluster(broker: Pulsar, postgres: Postgres, run_dir: Path) -> AsyncIte
     broker.create_namespace(NAMESPACE)
     dsn = await _new_database(postgres, "gateway_kill")
     ns = {"UPLION_PULSAR_NAMESPACE": NAMESPACE}
-    gateways = [
-        start_gateway(d, broker.service_url, [MODEL], UPLION_USAGE_PROOF_KEY=KEY, UPLION_PULSAR_NAMESPACE=NAMESPACE)
-        for _ in range(2)
-    ]
-    workers = [
-        start_worker(d, broker.service_url, MODEL, UPLION_MAX_PROCESS_NUM="8", UPLION_ECHO_TOKEN_DELAY_MS="100",
-                     UPLION_USAGE_RECOVERY_GRACE_S=str(GRACE_S), UPLION_WORKER_ID=f"gwkill-{i}", **ns)
-        for i in range(2)
-    ]  # fmt: skip
-    billing = start_billing(d, broker.service_url, dsn, UPLION_USAGE_PROOF_KEY=KEY, UPLION_BILLING_BATCH_DELAY_MS="50",
-                            **ns)  # fmt: skip
-    conn = await asyncpg.connect(dsn)  # billing made its tables: a price, so the model's usage is billed
-    await conn.execute("INSERT INTO model_prices VALUES ($1, to_timestamp(0), 1000, 1000)", MODEL)
-    await conn.close()
-    yield Cluster(gateways[0], gateways[1], workers, billing, dsn)
-    for svc in [*workers, *gateways, billing]:
-        svc.stop()
+    with ExitStack() as started:  # stopped in reverse order, also when a later start fails
+
+        def up(svc: Service) -> Service:
+            started.callback(svc.stop)
+            return svc
+
+        gateways = [
+            up(start_gateway(d, broker.service_url, [MODEL], UPLION_USAGE_PROOF_KEY=KEY,
+                             UPLION_PULSAR_NAMESPACE=NAMESPACE))
+            for _ in range(2)
+        ]  # fmt: skip
+        workers = [
+            up(start_worker(d, broker.service_url, MODEL, UPLION_MAX_PROCESS_NUM="8", UPLION_ECHO_TOKEN_DELAY_MS="100",
+                            UPLION_USAGE_RECOVERY_GRACE_S=str(GRACE_S), UPLION_WORKER_ID=f"gwkill-{i}", **ns))
+            for i in range(2)
+        ]  # fmt: skip
+        billing = up(start_billing(d, broker.service_url, dsn, UPLION_USAGE_PROOF_KEY=KEY,
+                                   UPLION_BILLING_BATCH_DELAY_MS="50", **ns))  # fmt: skip
+        conn = await asyncpg.connect(dsn)  # billing made its tables: a price, so the model's usage is billed
+        await conn.execute("INSERT INTO model_prices VALUES ($1, to_timestamp(0), 1000, 1000)", MODEL)
+        await conn.close()
+        yield Cluster(gateways[0], gateways[1], workers, billing, dsn)
 
 
 def chat(tag: str) -> chat_pb2.ChatCompletionRequest:
@@ -150,7 +156,7 @@ async def test_a_forged_recovery_record_bills_no_one(cluster: Cluster, broker: P
         # as the services name it: beside the replies (the devstack's reply namespace, pulsar_auth)
         topics = Topics(namespace=NAMESPACE, reply_namespace=pulsar_auth.reply_namespace(NAMESPACE))
         producer = client.create_producer(topics.usage_recovery())
-        producer.send(forged.SerializeToString())
+        producer.send(usage_pb2.UsageRecords(events=[forged]).SerializeToString())
     finally:
         client.close()
     await asyncio.to_thread(

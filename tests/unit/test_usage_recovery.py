@@ -4,6 +4,7 @@ rule that a record counts only with a valid proof of its own fields."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from uplion.core import usage_proof
 from uplion.core.config import ConfigError
 from uplion.v1 import common_pb2, task_pb2, usage_pb2
 from uplion.worker.decisions import recovery_record
+from uplion.worker.recovery import RecoveryRecords
 
 KEY = b"k" * 32
 
@@ -85,17 +87,47 @@ class Message:
         return self.payload
 
 
-def test_billing_parks_unproven_records_and_applies_proven_ones() -> None:
-    good = _altered()
-    forged = _altered(user_id="victim")
-    events, poison, refused, holds = decode(
-        [Message(good.SerializeToString()), Message(forged.SerializeToString())],
-        KEY,
-    )
+def test_billing_parks_unproven_records_alone_and_applies_proven_ones() -> None:
+    good, forged = _altered(), _altered(user_id="victim")
+    batch = usage_pb2.UsageRecords(events=[good, forged])
+    events, poison, refused, holds = decode([Message(batch.SerializeToString())], KEY)
     assert [e.caller.user_id for e, _ in events] == ["u1"]
-    assert [reason for _, reason in poison] == ["recovery record without a valid proof of its caller"]
+    assert [(origin.data, reason) for origin, reason in poison] == [
+        (forged.SerializeToString(), "recovery record without a valid proof of its caller")  # the record, not the batch
+    ]
     assert refused == 0
     assert holds == [("u1", "tok1", "r1")]
+
+
+class Producer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[usage_pb2.UsageRecords, int]] = []
+
+    async def send(self, content: bytes, deliver_at: int) -> None:
+        self.sent.append((usage_pb2.UsageRecords.FromString(content), deliver_at))
+
+
+async def test_a_workers_records_go_together_delivered_after_the_latest_deadline_plus_the_grace() -> None:
+    producer = Producer()
+
+    async def get() -> Producer:
+        return producer
+
+    records = RecoveryRecords(get, grace_s=60, flush_s=3600, max_records=3)
+    records.start()
+    for i, deadline in enumerate((100.0, 300.5, 200.0)):
+        records.add(usage_pb2.UsageEvent(event_id=f"t{i}"), deadline)
+    for _ in range(100):  # the third record filled the batch: sent without waiting for the interval
+        if producer.sent:
+            break
+        await asyncio.sleep(0.01)
+    assert [([e.event_id for e in batch.events], at) for batch, at in producer.sent] == [(["t0", "t1", "t2"], 360_500)]
+    records.add(usage_pb2.UsageEvent(event_id="t3"), 50.0)
+    await records.close()  # the drain sends what is left
+    assert [e.event_id for e in producer.sent[-1][0].events] == ["t3"]
+    assert producer.sent[-1][1] == 110_000
+    await records.flush()  # nothing left: nothing sent
+    assert len(producer.sent) == 2
 
 
 def test_the_key_from_the_environment_or_a_file(tmp_path: Path) -> None:

@@ -5,10 +5,11 @@ can be acknowledged with one cumulative ack after its transaction committed. A c
 redelivers the batch; applying it again changes nothing (event ids).
 
 With usage recovery on (a proof key: uplion.core.usage_proof), a second consumer takes the workers'
-recovery records from `usage-recovery` (Shared subscription `billing-recovery`: Pulsar delivers them
-after the task's deadline, and delayed delivery needs Shared; each message acknowledged by itself).
-A record with a valid proof goes through the same statement: its event id is its request's, so it
-counts only if the gateway's event never came; one without is parked on the dead-letter topic.
+recovery records from `usage-recovery`, a UsageRecords message per worker process and second
+(Shared subscription `billing-recovery`: Pulsar delivers them after their tasks' deadlines, and
+delayed delivery needs Shared; each message acknowledged by itself). A record with a valid proof goes
+through the same statement: its event id is its request's, so it counts only if the gateway's event
+never came; one without is parked on the dead-letter topic, alone.
 """
 
 from __future__ import annotations
@@ -43,8 +44,17 @@ ROUND_TRIPS = Counter("uplion_billing_db_round_trips_total", "Database round tri
 BATCH_SECONDS = Histogram("uplion_billing_batch_seconds", "Time to apply one batch")
 
 
-Decoded = list[tuple[usage_pb2.UsageEvent, pulsar.Message]]
-Poison = list[tuple[pulsar.Message, str]]
+@dataclass(frozen=True)
+class Origin:
+    """Where an event came from: its message, and what to park if it cannot be billed (the message's
+    own bytes, or the one record of a message of many)."""
+
+    message: pulsar.Message
+    data: bytes
+
+
+Decoded = list[tuple[usage_pb2.UsageEvent, Origin]]
+Poison = list[tuple[Origin, str]]
 
 
 @dataclass(frozen=True)
@@ -85,32 +95,38 @@ def unproven(event: usage_pb2.UsageEvent, proof_key: bytes) -> bool:
 def decode(
     messages: list[pulsar.Message], proof_key: bytes = b""
 ) -> tuple[Decoded, Poison, int, list[mirror.Held]]:  # fmt: skip
-    """The events to bill, the messages to park, how many were requests the gateway refused
-    (outcome REJECTED: no tokens, nothing to bill; they exist to release reservations), and the
-    quota holds every decoded event releases. With `proof_key` the messages are recovery records:
-    one without a valid proof is parked."""
+    """The events to bill, what to park, how many were requests the gateway refused (outcome
+    REJECTED: no tokens, nothing to bill; they exist to release reservations), and the quota holds
+    every decoded event releases. With `proof_key` each message is a UsageRecords of workers'
+    recovery records: a record without a valid proof is parked, alone."""
     events: Decoded = []
     poison: Poison = []
     refused = 0
     holds: list[mirror.Held] = []
     for msg in messages:
+        data = msg.data()
         try:
-            event = usage_pb2.UsageEvent.FromString(msg.data())
+            if proof_key:
+                records = usage_pb2.UsageRecords.FromString(data).events
+                found = [(e, Origin(msg, e.SerializeToString())) for e in records]
+            else:
+                found = [(usage_pb2.UsageEvent.FromString(data), Origin(msg, data))]
         except DecodeError:
-            poison.append((msg, "undecodable usage event"))
+            poison.append((Origin(msg, data), "undecodable usage event"))
             continue
-        if proof_key and unproven(event, proof_key):
-            poison.append((msg, "recovery record without a valid proof of its caller"))
-            continue
-        if event.edge_request_id:
-            holds.append((event.caller.user_id, event.caller.token_id, event.edge_request_id))
-        if event.outcome == usage_pb2.REQUEST_OUTCOME_REJECTED:
-            refused += 1
-            continue
-        if not event.event_id or not event.model:
-            poison.append((msg, "usage event without event_id or model"))
-            continue
-        events.append((event, msg))
+        for event, origin in found:
+            if proof_key and unproven(event, proof_key):
+                poison.append((origin, "recovery record without a valid proof of its caller"))
+                continue
+            if event.edge_request_id:
+                holds.append((event.caller.user_id, event.caller.token_id, event.edge_request_id))
+            if event.outcome == usage_pb2.REQUEST_OUTCOME_REJECTED:
+                refused += 1
+                continue
+            if not event.event_id or not event.model:
+                poison.append((origin, "usage event without event_id or model"))
+                continue
+            events.append((event, origin))
     return events, poison, refused, holds
 
 
@@ -118,8 +134,8 @@ def _event_spans(events: Decoded, batch: int) -> list[Span]:
     """A span per billed event, child of the gateway's span for its request (tracing on): from the
     batch's start until it is acknowledged."""
     spans = []
-    for event, msg in events:
-        span = tracing.start("billing usage event", tracing.CONSUMER, tracing.message_context(msg), {
+    for event, origin in events:
+        span = tracing.start("billing usage event", tracing.CONSUMER, tracing.message_context(origin.message), {
             "uplion.model": event.model, "uplion.user_id": event.caller.user_id,
             "uplion.request_id": event.edge_request_id, "uplion.task_id": event.event_id, "uplion.batch_size": batch,
         })  # fmt: skip
@@ -194,11 +210,12 @@ class UsageConsumer:
                 applied = await apply_batch(conn, [e for e, _ in events])
             ROUND_TRIPS.inc()
             unpriced, spend = applied.unpriced, applied.spend
-        by_id = {e.event_id: m for e, m in events}
+        by_id = {e.event_id: origin for e, origin in events}
         parked = poison + [(by_id[i], "no price in force for the event's model") for i in unpriced]
-        for msg, reason in parked:
-            log.warning("usage event to dead letters: %s", reason, extra={"message_id": str(msg.message_id())})
-            await asyncio.to_thread(self.dlq.send, msg.data(), {"reason": reason})
+        for origin, reason in parked:
+            extra = {"message_id": str(origin.message.message_id())}
+            log.warning("usage event to dead letters: %s", reason, extra=extra)
+            await asyncio.to_thread(self.dlq.send, origin.data, {"reason": reason})
         if await self._mirror(spend):
             await self._release(holds)
         await asyncio.to_thread(self._acknowledge, messages)

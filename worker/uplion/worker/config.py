@@ -56,6 +56,7 @@ class WorkerConfig:
     # a completed task's recovery record is delivered to billing this long after the task's deadline
     # (the gateway has answered or died by then: billing/README.md, "A gateway that dies")
     usage_recovery_grace_s: float = 60.0
+    usage_recovery_flush_s: float = 1.0  # a worker process sends its records together this often (recovery.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -96,6 +97,7 @@ class WorkerConfig:
             cancel_lookback_s=env_float(env, "UPLION_CANCEL_LOOKBACK_S", 600.0, minimum=0),
             echo_crash_on=env.get("UPLION_ECHO_CRASH_ON", ""),
             usage_recovery_grace_s=env_float(env, "UPLION_USAGE_RECOVERY_GRACE_S", 60.0, minimum=0),
+            usage_recovery_flush_s=env_float(env, "UPLION_USAGE_RECOVERY_FLUSH_MS", 1000.0, minimum=1) / 1000,
         )
 
 

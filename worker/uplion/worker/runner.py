@@ -29,6 +29,7 @@ from typing import Any
 import pulsar
 import pulsar.asyncio as pa
 from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter, Gauge, Histogram
 
 from uplion.core import logs, tracing
@@ -44,6 +45,7 @@ from .decisions import FailureAction, on_failure, recovery_record, retry_delay_s
 from .execute import execute
 from .journal import Journal, JournalRecord, report_crashes
 from .k8s_events import EventReporter
+from .recovery import RecoveryRecords
 
 log = logging.getLogger("uplion.worker")
 
@@ -71,6 +73,10 @@ def _attempt_number(msg: pulsar.Message) -> int:
         return 1
 
 
+def _seconds(ts: Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
+
+
 class Runner:
     def __init__(
         self, cfg: WorkerConfig, backend: Backend, client: pa.Client, events: EventReporter | None = None
@@ -88,6 +94,10 @@ class Runner:
         self._idle: set[asyncio.Task[None]] = set()
         self._cancel_loop: asyncio.Task[None] | None = None
         self._stopping = False
+        self.recovery = RecoveryRecords(
+            lambda: self._producers.get(self.topics.usage_recovery(), batching_enabled=False),
+            cfg.usage_recovery_grace_s, cfg.usage_recovery_flush_s,
+        )  # fmt: skip
 
     async def start(self) -> None:
         model = self.cfg.model
@@ -97,6 +107,7 @@ class Runner:
         self.cancel_reader = await self.client.create_reader(self.topics.cancels(model), pulsar.MessageId.latest)
         await self._catch_up_cancels()
         self._cancel_loop = asyncio.create_task(self._read_cancels())
+        self.recovery.start()
         await self._report_crashes()
         self.consumer = await self.client.subscribe(
             self.topics.tasks(model),
@@ -154,7 +165,7 @@ class Runner:
             await self._park(msg, task, cancel)
             return
         now = time.time()
-        deadline = task.deadline.seconds + task.deadline.nanos / 1e9 if task.HasField("deadline") else now + 3600
+        deadline = _seconds(task.deadline) if task.HasField("deadline") else now + 3600
         if deadline <= now or cancel is not None:
             # the gateway has already answered the client; nobody waits for this work
             await self.consumer.acknowledge(msg)
@@ -262,8 +273,8 @@ class Runner:
             await self._failed(msg, attempt, internal, attempt_number, deadline)
             return
         self._executing.pop(task.task_id, None)
-        if task.usage_proof:  # before the ack: a crash in between runs the task again, never unbilled
-            await self._recovery_record(task, attempt)
+        if task.usage_proof:  # the gateway signed its caller: usage recovery is on (recovery.py)
+            self.recovery.add(recovery_record(task, attempt.usage, time.time()), _seconds(task.deadline))
         await self.consumer.acknowledge(msg)
         TASKS.labels(self.cfg.model, "ok").inc()
         if self.events is not None:
@@ -316,20 +327,6 @@ class Runner:
             await attempt.error(e.kind, e.message, retryable=False)
             await self.consumer.acknowledge(msg)
         TASKS.labels(self.cfg.model, action.value).inc()
-
-    async def _recovery_record(self, task: task_pb2.Task, attempt: Attempt) -> None:
-        """The usage of the completed task, for billing to apply if the gateway's own event never comes
-        (the gateway died with the request in flight): delivered after the task's deadline plus the
-        grace period, when the gateway has answered or is gone; the same event id makes the two one.
-        A record that cannot be sent is logged and dropped: it matters only if the gateway dies too."""
-        record = recovery_record(task, attempt.usage, time.time())
-        deliver_at = task.deadline.seconds + task.deadline.nanos / 1e9 + self.cfg.usage_recovery_grace_s
-        try:
-            producer = await self._producers.get(self.topics.usage_recovery(), batching_enabled=False)
-            await producer.send(record.SerializeToString(), deliver_at=int(deliver_at * 1000))
-        except PULSAR_ERRORS as e:
-            log.warning("recovery record not sent", extra={"task_id": task.task_id, "error": type(e).__name__})
-            TASKS.labels(self.cfg.model, "recovery_record_lost").inc()
 
     async def _retry_later(self, msg: pulsar.Message, next_attempt: int, delay_s: float) -> None:
         """Publish the task again, delivered after the backoff to any worker; the caller then acks
@@ -443,6 +440,7 @@ class Runner:
         if self._cancel_loop:
             self._cancel_loop.cancel()
             await asyncio.gather(self._cancel_loop, return_exceptions=True)
+        await self.recovery.close()  # the records of the tasks this worker finished, before its producers close
         # everything this worker opened is closed before the client is: a reader or producer left
         # open has C++ threads that can still call back into Python while the process exits
         # (seen once as `terminate called without an active exception` at a worker's shutdown)

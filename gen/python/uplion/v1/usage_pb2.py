@@ -26,17 +26,19 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from uplion.v1 import common_pb2 as uplion_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15uplion/v1/usage.proto\x12\tuplion.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16uplion/v1/common.proto\"\xae\x03\n\nUsageEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12!\n\x06\x63\x61ller\x18\x03 \x01(\x0b\x32\x11.uplion.v1.Caller\x12$\n\x04kind\x18\x04 \x01(\x0e\x32\x16.uplion.v1.RequestKind\x12*\n\x07outcome\x18\x05 \x01(\x0e\x32\x19.uplion.v1.RequestOutcome\x12\x10\n\x08streamed\x18\x06 \x01(\x08\x12\x15\n\rprompt_tokens\x18\x07 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x08 \x01(\r\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\r\x12\x12\n\ngateway_id\x18\x0c \x01(\t\x12\x17\n\x0f\x65\x64ge_request_id\x18\r \x01(\t\x12\x11\n\trecovered\x18\x0e \x01(\x08\x12\x13\n\x0busage_proof\x18\x0f \x01(\x0c*\xa1\x01\n\x0bRequestKind\x12\x1c\n\x18REQUEST_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cREQUEST_KIND_CHAT_COMPLETION\x10\x01\x12\x1b\n\x17REQUEST_KIND_COMPLETION\x10\x02\x12\x1a\n\x16REQUEST_KIND_EMBEDDING\x10\x03\x12\x19\n\x15REQUEST_KIND_RESPONSE\x10\x04*\xd7\x01\n\x0eRequestOutcome\x12\x1f\n\x1bREQUEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19REQUEST_OUTCOME_COMPLETED\x10\x01\x12\x1a\n\x16REQUEST_OUTCOME_FAILED\x10\x02\x12$\n REQUEST_OUTCOME_CLIENT_CANCELLED\x10\x03\x12%\n!REQUEST_OUTCOME_DEADLINE_EXCEEDED\x10\x04\x12\x1c\n\x18REQUEST_OUTCOME_REJECTED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15uplion/v1/usage.proto\x12\tuplion.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16uplion/v1/common.proto\"\xae\x03\n\nUsageEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12!\n\x06\x63\x61ller\x18\x03 \x01(\x0b\x32\x11.uplion.v1.Caller\x12$\n\x04kind\x18\x04 \x01(\x0e\x32\x16.uplion.v1.RequestKind\x12*\n\x07outcome\x18\x05 \x01(\x0e\x32\x19.uplion.v1.RequestOutcome\x12\x10\n\x08streamed\x18\x06 \x01(\x08\x12\x15\n\rprompt_tokens\x18\x07 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x08 \x01(\r\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\r\x12\x12\n\ngateway_id\x18\x0c \x01(\t\x12\x17\n\x0f\x65\x64ge_request_id\x18\r \x01(\t\x12\x11\n\trecovered\x18\x0e \x01(\x08\x12\x13\n\x0busage_proof\x18\x0f \x01(\x0c\"5\n\x0cUsageRecords\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.uplion.v1.UsageEvent*\xa1\x01\n\x0bRequestKind\x12\x1c\n\x18REQUEST_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cREQUEST_KIND_CHAT_COMPLETION\x10\x01\x12\x1b\n\x17REQUEST_KIND_COMPLETION\x10\x02\x12\x1a\n\x16REQUEST_KIND_EMBEDDING\x10\x03\x12\x19\n\x15REQUEST_KIND_RESPONSE\x10\x04*\xd7\x01\n\x0eRequestOutcome\x12\x1f\n\x1bREQUEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19REQUEST_OUTCOME_COMPLETED\x10\x01\x12\x1a\n\x16REQUEST_OUTCOME_FAILED\x10\x02\x12$\n REQUEST_OUTCOME_CLIENT_CANCELLED\x10\x03\x12%\n!REQUEST_OUTCOME_DEADLINE_EXCEEDED\x10\x04\x12\x1c\n\x18REQUEST_OUTCOME_REJECTED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'uplion.v1.usage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REQUESTKIND']._serialized_start=527
-  _globals['_REQUESTKIND']._serialized_end=688
-  _globals['_REQUESTOUTCOME']._serialized_start=691
-  _globals['_REQUESTOUTCOME']._serialized_end=906
+  _globals['_REQUESTKIND']._serialized_start=582
+  _globals['_REQUESTKIND']._serialized_end=743
+  _globals['_REQUESTOUTCOME']._serialized_start=746
+  _globals['_REQUESTOUTCOME']._serialized_end=961
   _globals['_USAGEEVENT']._serialized_start=94
   _globals['_USAGEEVENT']._serialized_end=524
+  _globals['_USAGERECORDS']._serialized_start=526
+  _globals['_USAGERECORDS']._serialized_end=579
 # @@protoc_insertion_point(module_scope)

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from uplion.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
@@ -112,10 +114,10 @@ class UsageEvent(_message.Message):
     rate-limit service settles the tokens it reserved for that request by it.
     """
     recovered: _builtins.bool
-    """A worker's recovery record, not the gateway's event: published by the worker that completed
-    the task, on topic `usage-recovery`, delivered after the task's deadline plus a grace period.
-    Billing applies it only if the gateway's event for the same id never came (a gateway that
-    died): the event id makes the two one (billing/README.md, "A gateway that dies").
+    """A worker's recovery record, not the gateway's event: sent by the worker that completed the
+    task, in a UsageRecords on topic `usage-recovery`. Billing applies it only if the gateway's
+    event for the same id never came (a gateway that died): the event id makes the two one
+    (billing/README.md, "A gateway that dies").
     """
     usage_proof: _builtins.bytes
     """The task's Task.usage_proof, copied by the worker: billing applies a recovery record only when
@@ -153,3 +155,28 @@ class UsageEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UsageEvent: _TypeAlias = UsageEvent  # noqa: Y015
+
+@_typing.final
+class UsageRecords(_message.Message):
+    """What a worker process sends on topic `usage-recovery` (in the reply namespace): the recovery
+    records of the tasks it completed in the last flush interval, delivered by Pulsar a grace period
+    after the latest of their deadlines, when every gateway involved has answered or is gone.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___UsageEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageRecords: _TypeAlias = UsageRecords  # noqa: Y015
