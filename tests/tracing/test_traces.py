@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -39,6 +39,7 @@ from uplion.devstack.postgres import Postgres
 from uplion.devstack.pulsar import Pulsar
 from uplion.devstack.ratelimit import start_ratelimit
 from uplion.devstack.redis import Redis
+from uplion.devstack.stack import Stoppable
 
 from ..fakes.openai_server import threaded
 
@@ -46,10 +47,6 @@ MODEL, BROKEN = "trace-remote", "trace-broken"
 NAMESPACE = "tracing"
 # a short batch delay: the spans reach the collector within a second of the request
 TRACE_ENV = {"OTEL_BSP_SCHEDULE_DELAY": "200"}
-
-
-class Stoppable(Protocol):
-    def stop(self) -> None: ...
 
 
 S = TypeVar("S", bound=Stoppable)
