@@ -14,13 +14,14 @@ from prometheus_client import Counter, Histogram
 
 from uplion.core import tracing, usage_proof
 from uplion.core.pulsar import SEND_ERRORS
+from uplion.core.timestamps import timestamp
 from uplion.v1 import common_pb2, task_pb2, usage_pb2
 
 from .cursor import ReplyCursor, Verdict
 from .dispatcher import Dispatcher
 from .errors import ApiError, crashed_workers, deadline_exceeded, from_task_error, queue_unavailable
 from .metadata import RequestMeta
-from .usage import billable, timestamp
+from .usage import billable
 
 log = logging.getLogger("uplion.gateway")
 REQUESTS = Counter("uplion_gateway_requests_total", "Requests by model, kind and outcome", ["model", "kind", "outcome"])

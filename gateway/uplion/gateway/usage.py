@@ -10,10 +10,6 @@ Redeliveries never add anything: the event id is the request id, one event per r
 
 from __future__ import annotations
 
-import time
-
-from google.protobuf import timestamp_pb2
-
 from uplion.v1 import common_pb2, usage_pb2
 
 
@@ -30,11 +26,3 @@ def billable(
     if delivered_chunks == 0:
         return 0, 0
     return prompt_tokens_seen, delivered_completion_tokens
-
-
-def timestamp(seconds: float | None = None) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    if seconds is None:
-        seconds = time.time()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import enum
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
+from uplion.core.timestamps import timestamp
 from uplion.v1 import common_pb2, task_pb2, usage_pb2
 
 
@@ -44,8 +43,6 @@ def recovery_record(task: task_pb2.Task, usage: common_pb2.Usage, now: float) ->
     """The usage event a worker publishes for a task it completed (billing/README.md, "A gateway that
     dies"): what the gateway's event for a completed request says, marked recovered, with the task's
     proof of its caller; billing applies it only if the gateway's never came."""
-    finished = Timestamp()
-    finished.FromNanoseconds(int(now * 1e9))
     return usage_pb2.UsageEvent(
         event_id=task.task_id,
         model=task.model,
@@ -56,7 +53,7 @@ def recovery_record(task: task_pb2.Task, usage: common_pb2.Usage, now: float) ->
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         started_at=task.created_at,
-        finished_at=finished,
+        finished_at=timestamp(now),
         attempts=1,
         edge_request_id=task.edge_request_id,
         recovered=True,

@@ -29,12 +29,12 @@ from typing import Any
 import pulsar
 import pulsar.asyncio as pa
 from google.protobuf.message import DecodeError
-from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter, Gauge, Histogram
 
 from uplion.core import logs, tracing
 from uplion.core.pulsar import ERRORS as PULSAR_ERRORS
 from uplion.core.pulsar import SEND_ERRORS, Producers
+from uplion.core.timestamps import seconds
 from uplion.v1 import task_pb2
 from uplion.v1.task_pb2 import CancelTask
 
@@ -71,10 +71,6 @@ def _attempt_number(msg: pulsar.Message) -> int:
         return max(1, int(msg.properties().get(ATTEMPT_PROPERTY, "1")))
     except ValueError:
         return 1
-
-
-def _seconds(ts: Timestamp) -> float:
-    return ts.seconds + ts.nanos / 1e9
 
 
 class Runner:
@@ -165,7 +161,7 @@ class Runner:
             await self._park(msg, task, cancel)
             return
         now = time.time()
-        deadline = _seconds(task.deadline) if task.HasField("deadline") else now + 3600
+        deadline = seconds(task.deadline) if task.HasField("deadline") else now + 3600
         if deadline <= now or cancel is not None:
             # the gateway has already answered the client; nobody waits for this work
             await self.consumer.acknowledge(msg)
@@ -274,7 +270,7 @@ class Runner:
             return
         self._executing.pop(task.task_id, None)
         if task.usage_proof:  # the gateway signed its caller: usage recovery is on (recovery.py)
-            self.recovery.add(recovery_record(task, attempt.usage, time.time()), _seconds(task.deadline))
+            self.recovery.add(recovery_record(task, attempt.usage, time.time()), seconds(task.deadline))
         await self.consumer.acknowledge(msg)
         TASKS.labels(self.cfg.model, "ok").inc()
         if self.events is not None:
