@@ -164,11 +164,12 @@ class Call:
         try:
             await self.dispatcher.publish_usage(event, tracing.carrier(self.span))
         finally:
-            if self.outcome != usage_pb2.REQUEST_OUTCOME_COMPLETED:
-                tracing.fail(self.span, outcome)
-            tracing.end(self.span, **{"uplion.outcome": outcome, "uplion.prompt_tokens": prompt,
-                                      "uplion.completion_tokens": completion,
-                                      "uplion.attempts": len(self.cursor.attempts)})  # fmt: skip
+            if self.span is not None:  # tracing on: the request's span ends with what it came to
+                if self.outcome != usage_pb2.REQUEST_OUTCOME_COMPLETED:
+                    tracing.fail(self.span, outcome)
+                tracing.end(self.span, **{"uplion.outcome": outcome, "uplion.prompt_tokens": prompt,
+                                          "uplion.completion_tokens": completion,
+                                          "uplion.attempts": len(self.cursor.attempts)})  # fmt: skip
 
 
 def rejected(
