@@ -40,9 +40,16 @@ async def test_deadline_expiry_stops_the_worker(stub: Stub, workers: WorkerFacto
     assert w.metric(TASKS, outcome="cancelled") + w.metric(TASKS, outcome="expired") == 3
     assert w.metric(TASKS, outcome="ok") == 1  # only the warm-up
     # ... and loses nothing doing so: every slot still asks for work, nothing is left unacknowledged
-    stats: Any = broker.admin_get("/admin/v2/persistent/public/default/model-deadline/stats")
-    [consumer] = stats["subscriptions"]["model-deadline-subscription"]["consumers"]
-    assert (consumer["availablePermits"], consumer["unackedMessages"]) == (4, 0)
+    # (the client sends its acknowledgements in groups every 100 ms: the broker hears the last soon after)
+    def permits_and_unacked() -> tuple[int, int]:
+        stats: Any = broker.admin_get("/admin/v2/persistent/public/default/model-deadline/stats")
+        [consumer] = stats["subscriptions"]["model-deadline-subscription"]["consumers"]
+        return consumer["availablePermits"], consumer["unackedMessages"]
+
+    deadline = time.monotonic() + 10
+    while permits_and_unacked() != (4, 0) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert permits_and_unacked() == (4, 0)
     events = await usage_events(broker, "deadline", 4)
     assert [e.outcome for e in events].count(usage_pb2.REQUEST_OUTCOME_COMPLETED) == 1
     for event in (e for e in events if e.outcome != usage_pb2.REQUEST_OUTCOME_COMPLETED):

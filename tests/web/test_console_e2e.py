@@ -7,6 +7,7 @@ usage page with a year of daily rows (synthetic API answers; printed, not assert
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -130,5 +131,6 @@ def test_console_end_to_end(tmp_path: Path) -> None:
         assert result["findings"] == [], "bugs found:\n- " + "\n- ".join(result["findings"])
         assert code == 0, output[-4000:]
     finally:
-        os.killpg(up.pid, signal.SIGINT)
+        with contextlib.suppress(ProcessLookupError):  # it may have died already: keep the first error
+            os.killpg(up.pid, signal.SIGINT)
         up.popen.wait(90)

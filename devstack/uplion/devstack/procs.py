@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,8 +16,46 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()  # this process never hands out one port twice
+
+
+def port_pool(ephemeral: tuple[int, int], floor: int = 10000) -> range:
+    """The ports `free_port` picks from: below the kernel's ephemeral range. A port the kernel picks
+    (bind to 0) comes from that range, which is also where every outgoing connection gets its local
+    port: a service's client connecting elsewhere could take it between the pick and the bind (CI saw
+    Envoy fail with "Address already in use" so). Empty when the range leaves too little below it."""
+    low = ephemeral[0]
+    return range(floor, low) if low - floor >= 4096 else range(0)
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = _EPHEMERAL_RANGE.read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return (32768, 60999)  # Linux's default
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the kernel's pick)."""
+    """A TCP port nobody listens on right now, outside the ephemeral range (see `port_pool`), chosen at
+    random so that concurrent test processes rarely pick the same one; the kernel's pick when the
+    machine leaves no room below its ephemeral range."""
+    pool = port_pool(_ephemeral_range())
+    for _ in range(200 if pool else 0):
+        port = random.choice(pool)
+        if port not in _handed_out and _bindable(host, port):
+            _handed_out.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -27,13 +66,9 @@ def free_port_block(count: int, host: str = "127.0.0.1", tries: int = 50) -> int
     processes serves metrics on its port + 0..N-1: a lone free port is not enough)."""
     for _ in range(tries):
         base = free_port(host)
-        with contextlib.ExitStack() as held:
-            try:
-                for port in range(base, base + count):
-                    sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-                    sock.bind((host, port))
-            except OSError:
-                continue
+        rest = range(base + 1, base + count)
+        if all(port not in _handed_out and _bindable(host, port) for port in rest):
+            _handed_out.update(rest)
             return base
     raise RuntimeError(f"no {count} consecutive free ports on {host} after {tries} tries")
 
