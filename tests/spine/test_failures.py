@@ -39,6 +39,7 @@ async def test_deadline_expiry_stops_the_worker(stub: Stub, workers: WorkerFacto
         await asyncio.to_thread(wait_metric, w, TASKS, 2 + i, 15)
     assert w.metric(TASKS, outcome="cancelled") + w.metric(TASKS, outcome="expired") == 3
     assert w.metric(TASKS, outcome="ok") == 1  # only the warm-up
+
     # ... and loses nothing doing so: every slot still asks for work, nothing is left unacknowledged
     # (the client sends its acknowledgements in groups every 100 ms: the broker hears the last soon after)
     def permits_and_unacked() -> tuple[int, int]:
@@ -46,10 +47,13 @@ async def test_deadline_expiry_stops_the_worker(stub: Stub, workers: WorkerFacto
         [consumer] = stats["subscriptions"]["model-deadline-subscription"]["consumers"]
         return consumer["availablePermits"], consumer["unackedMessages"]
 
-    deadline = time.monotonic() + 10
-    while permits_and_unacked() != (4, 0) and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-    assert permits_and_unacked() == (4, 0)
+    def settled(timeout: float = 10) -> tuple[int, int]:
+        deadline = time.monotonic() + timeout
+        while (now := permits_and_unacked()) != (4, 0) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return now
+
+    assert await asyncio.to_thread(settled) == (4, 0)
     events = await usage_events(broker, "deadline", 4)
     assert [e.outcome for e in events].count(usage_pb2.REQUEST_OUTCOME_COMPLETED) == 1
     for event in (e for e in events if e.outcome != usage_pb2.REQUEST_OUTCOME_COMPLETED):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -14,7 +14,6 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
 
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _handed_out: set[int] = set()  # this process never hands out one port twice
@@ -52,7 +51,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     machine leaves no room below its ephemeral range."""
     pool = port_pool(_ephemeral_range())
     for _ in range(200 if pool else 0):
-        port = random.choice(pool)
+        port = secrets.choice(pool)
         if port not in _handed_out and _bindable(host, port):
             _handed_out.add(port)
             return port
